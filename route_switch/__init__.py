@@ -1,0 +1,28 @@
+"""route-switch: send each LLM query to the cheapest model tier that will still answer it well.
+
+Data path: evalset -> estimator / program -> optimise -> artifact -> route().
+Heavy dependencies (scikit-learn, DSPy, llama.cpp) load lazily, so importing this package is fast.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "route": "controller", "Router": "controller", "Decision": "decision",
+    "Evalset": "evalset", "load_evalset": "evalset", "save_evalset": "evalset",
+    "load_spec": "spec", "Tier": "spec",
+    "QualityEstimator": "estimator",
+    "evaluate": "evaluate", "fit": "fitting",
+    "select_tau": "selection", "select_lambda": "selection", "calibrate": "selection",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'route_switch' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

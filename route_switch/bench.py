@@ -1,0 +1,87 @@
+"""Speed and memory benchmark of the estimator path of ``route()`` (JSON output).
+
+The router is fitted on the train split and saved; a fresh worker process then loads it (as a
+serving process would) and measures single-query latency (warm, cache off), batched
+throughput and its own peak RSS, so the figures exclude the evaluation data in memory.
+``import_s`` is the median wall time of ``import route_switch`` in new interpreters, which also
+checks that neither torch nor litellm is imported.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def measure_import(repeats: int = 5) -> dict:
+    code = ("import time,sys; t=time.perf_counter(); import route_switch; "
+            "print(time.perf_counter()-t, int('torch' in sys.modules), int('litellm' in sys.modules))")
+    times, heavy = [], set()
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        times.append(float(out[0]))
+        if out[1] == "1":
+            heavy.add("torch")
+        if out[2] == "1":
+            heavy.add("litellm")
+    return {"import_s": statistics.median(times), "import_heavy_modules": sorted(heavy)}
+
+
+def worker(router_dir: str, queries_file: str, n_single: int = 2000, batch: int = 512) -> dict:
+    """Load the saved router and time it; runs in its own process."""
+    import resource
+
+    import numpy as np
+
+    from .controller import Router
+
+    queries = [json.loads(line) for line in Path(queries_file).read_text(encoding="utf-8").splitlines()]
+    t = time.perf_counter()
+    router = Router.from_config(router_dir)
+    router._cache_size = 0  # measure the estimator, not the decision cache
+    load_s = time.perf_counter() - t
+    for q in queries[:50]:
+        router.route(q)
+    lat = []
+    for i in range(n_single):
+        q = queries[i % len(queries)]
+        t = time.perf_counter()
+        router.route(q)
+        lat.append((time.perf_counter() - t) * 1000)
+    n_batch, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 3.0:
+        for s in range(0, len(queries), batch):
+            n_batch += len(router.route_batch(queries[s:s + batch]))
+    batch_s = time.perf_counter() - t
+    return {"route_p50_ms": float(np.percentile(lat, 50)), "route_p99_ms": float(np.percentile(lat, 99)),
+            "route_mean_ms": float(np.mean(lat)), "routes_per_s": n_batch / batch_s, "load_s": load_s,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n_single": n_single}
+
+
+def bench(train, test, *, estimator_params: dict | None = None) -> dict:
+    """Fit on ``train``, then time routing of ``test`` queries in a fresh process."""
+    from .fitting import fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(train, Path(tmp) / "router", estimator_params=estimator_params, target_quality=None)
+        qf = Path(tmp) / "queries.jsonl"
+        qf.write_text("".join(json.dumps(p) + "\n" for p in test.prompts), encoding="utf-8")
+        out = subprocess.run([sys.executable, "-m", "route_switch.bench", str(Path(tmp) / "router"), str(qf)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-2000:]}")
+        res = json.loads(out.stdout)
+    res.update(measure_import())
+    res.update({"n_train": len(train), "n_test": len(test), "models": len(train.models),
+                "targets": {"route_p50_ms": 1.0, "route_p99_ms": 5.0, "routes_per_s": 5000, "import_s": 0.5, "rss_mb": 200}})
+    res["meets_targets"] = (res["route_p50_ms"] <= 1.0 and res["route_p99_ms"] <= 5.0 and res["routes_per_s"] >= 5000
+                            and res["import_s"] <= 0.5 and res["rss_mb"] <= 200 and not res["import_heavy_modules"])
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(sys.argv[1], sys.argv[2])))

@@ -1,0 +1,153 @@
+"""``route-switch`` command line: a thin layer over the Python API (every command is a function)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import RouteSwitchError
+
+
+def _load_split(args):
+    """Train/test evalsets from ``--evalset NAME`` or ``--data FILE [--models ...]``."""
+    from .evalset import load_evalset
+    from .spec import load_spec
+
+    if args.data:
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        ev = load_evalset(args.data, models=models)
+        ev.meta["spec"] = Path(args.data).stem
+        name, tiers = Path(args.data).stem, None
+        if getattr(args, "split_column", False):
+            return name, tiers, ev.by_source_split("train"), ev.by_source_split("test")
+        train, test = ev.split(args.test_size, args.seed)
+        return name, tiers, train, test
+    spec = load_spec(args.evalset)
+    if args.test_size is not None:
+        spec.test_size = args.test_size
+    if args.seed is not None:
+        spec.seed = args.seed
+    train, test = spec.train_test()
+    return spec.name, spec.tiers or None, train, test
+
+
+def _add_data_args(p):
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--evalset", help="evalset spec name in evalsets/ (or a path to a spec YAML)")
+    g.add_argument("--data", help="an evalset file (long or RouterBench wide; parquet/CSV/JSONL)")
+    p.add_argument("--models", help="comma-separated models to use with --data (default: those covering every query)")
+    p.add_argument("--test-size", type=float, default=None, help="test share (default 0.3 or the spec's)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default 0 or the spec's)")
+    p.add_argument("--split-column", action="store_true", help="with --data: use the file's own train/test column")
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_report, write_outputs
+
+    if args.data:
+        args.test_size = 0.3 if args.test_size is None else args.test_size
+        args.seed = 0 if args.seed is None else args.seed
+    name, _tiers, train, test = _load_split(args)
+    res = evaluate(train, test, target_quality=args.target_quality)
+    files = write_outputs(res, args.out or Path("runs") / name)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "misroutes"} | {"files": files}))
+    else:
+        print(format_report(res))
+        print(f"\nwrote {files['result']}, {files['plot']}, {files['misroutes']}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .fitting import fit
+
+    if args.data:
+        args.test_size = 0.3 if args.test_size is None else args.test_size
+        args.seed = 0 if args.seed is None else args.seed
+    name, tiers, train, test = _load_split(args)
+    data = train if not args.all else _concat(train, test)
+    out = args.out or Path("estimators") / name
+    cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, bypass_tokens=args.bypass_tokens)
+    print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, calibrated tau={cfg.tau}; wrote {out}/router.yaml")
+    return 0
+
+
+def _concat(a, b):
+    import numpy as np
+    import pandas as pd
+
+    return a._replace(queries=pd.concat([a.queries, b.queries], ignore_index=True),
+                      scores=np.vstack([a.scores, b.scores]), costs=np.vstack([a.costs, b.costs]))
+
+
+def cmd_route(args) -> int:
+    from .controller import Router, route
+
+    router = Router.from_config(args.router) if args.router else None
+    queries = args.query if args.query else [sys.stdin.read()]
+    for q in queries:
+        d = route(q, tau=args.tau, lam=args.lam, router=router)
+        print(json.dumps(d.to_dict(), ensure_ascii=False))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+
+    if args.data:
+        args.test_size = 0.3 if args.test_size is None else args.test_size
+        args.seed = 0 if args.seed is None else args.seed
+    _name, _tiers, train, test = _load_split(args)
+    res = bench(train, test)
+    print(json.dumps(res, indent=None if args.json else 2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="route-switch", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("evaluate", help="fit on the train split, report cost/quality on the test split")
+    _add_data_args(e)
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
+    e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
+    e.set_defaults(func=cmd_evaluate)
+
+    f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")
+    _add_data_args(f)
+    f.add_argument("--out", help="output directory (default estimators/<name>)")
+    f.add_argument("--all", action="store_true", help="fit on train and test (for deployment)")
+    f.add_argument("--target-quality", type=float, default=0.95)
+    f.add_argument("--bypass-tokens", type=int, default=0)
+    f.set_defaults(func=cmd_fit)
+
+    r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
+    r.add_argument("query", nargs="*")
+    r.add_argument("--router", help="router directory or YAML (default: $ROUTE_SWITCH_CONFIG or ./route-switch.yaml)")
+    r.add_argument("--tau", type=float)
+    r.add_argument("--lambda", dest="lam", type=float)
+    r.set_defaults(func=cmd_route)
+
+    b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
+    _add_data_args(b)
+    b.add_argument("--json", action="store_true", help="compact one-line JSON")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RouteSwitchError as e:
+        print(f"route-switch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("route-switch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""``Router`` and ``route()``: the thin facade apps call.
+
+Order of paths for one query:
+
+1. **cache** — the same query (and knob) was routed before: return that decision.
+2. **bypass** — fewer than ``bypass_tokens`` tokens: tier 1, no router LLM call.
+3. **llm** — the router LLM (a DSPy program) names a tier within ``llm_timeout_s``.
+4. **estimator** — the quality estimator's τ/λ choice; also the fallback whenever the LLM
+   times out, fails, is busy or answers something that is not a tier.
+5. **default** — nothing could decide (no estimator, internal error): ``default_tier``.
+
+``route()`` never raises for a ``str`` (empty, huge, any script, control characters); other
+types raise ``TypeError``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .decision import Decision
+from .spec import Tier
+
+log = logging.getLogger("route_switch")
+
+MAX_QUERY_CHARS = 100_000  # longer queries are cut before encoding: bounded latency and memory
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate when the router model's tokenizer is not loaded: ~4 characters per token."""
+    return (len(text) + 3) // 4
+
+
+class Router:
+    """Routes queries to tiers. Build it directly, or with :meth:`from_config` from a YAML file."""
+
+    def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
+                 lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
+                 cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None):
+        self.estimator = estimator
+        if not tiers and estimator is not None:
+            order = np.argsort(estimator.unit_cost_)
+            tiers = [Tier(name=estimator.models_[i], model=estimator.models_[i]) for i in order]
+        self.tiers = list(tiers or [])
+        self.tau, self.lam = tau, lam
+        self.bypass_tokens = bypass_tokens
+        self.llm, self.llm_timeout_s = llm, llm_timeout_s
+        self.default_tier = default_tier or max(len(self.tiers), 1)
+        self.count_tokens = count_tokens or estimate_tokens
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._llm_lock = threading.Lock()  # an in-process model serves one call at a time
+        self._pool = None
+        self._bind_estimator()
+
+    def _bind_estimator(self):
+        """Map estimator columns onto tiers (an estimator may know more models than the tiers use)."""
+        self._cols, self._unit_cost = None, None
+        if self.estimator is None or not self.tiers:
+            return
+        missing = [t.model for t in self.tiers if t.model not in self.estimator.models_]
+        if missing:
+            from .errors import ConfigError
+
+            raise ConfigError(f"the estimator has no adapter for tier model(s) {missing}; "
+                              f"it knows {self.estimator.models_}", field="tiers")
+        self._cols = np.array([self.estimator.models_.index(t.model) for t in self.tiers])
+        self._unit_cost = self.estimator.unit_cost_[self._cols]
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> "Router":
+        """Build a router from a YAML file or a directory holding ``router.yaml``."""
+        from .config import load_config
+        from .estimator import QualityEstimator
+
+        cfg = load_config(path)
+        est = QualityEstimator.load(cfg.estimator) if cfg.estimator else None
+        llm, timeout = None, 2.0
+        if cfg.llm:
+            from .program import RouterLLM, load_program
+
+            llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"})
+            timeout = float(cfg.llm.get("timeout_s", 2.0))
+        return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
+                   llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier)
+
+    # ------------------------------------------------------------------ routing
+    def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
+        """Decide the tier for one query. Never raises for a ``str``; ``TypeError`` otherwise."""
+        if not isinstance(query, str):
+            raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+        t0 = time.perf_counter()
+        try:
+            d = self._route(query, tau, lam)
+        except Exception as e:  # last line of defence: a decision, never an exception
+            log.exception("route() internal error")
+            d = self._default(f"internal error: {type(e).__name__}: {e}")
+        return d.with_(latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+
+    def route_batch(self, queries: Sequence[str], *, tau: float | None = None, lam: float | None = None) -> list[Decision]:
+        """Route many queries with one estimator call (no LLM, no cache): for throughput."""
+        for q in queries:
+            if not isinstance(q, str):
+                raise TypeError(f"route_batch() takes str queries, got {type(q).__name__}")
+        if self.estimator is None or not queries:
+            return [self.route(q, tau=tau, lam=lam) for q in queries]
+        tau, lam = self._knob(tau, lam)
+        t0 = time.perf_counter()
+        pred = self._predict([q[:MAX_QUERY_CHARS] for q in queries])
+        from .selection import select
+
+        choice = select(pred, self._unit_cost, tau=tau, lam=lam)
+        ms = (time.perf_counter() - t0) * 1000 / len(queries)
+        return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
+                for i in range(len(queries))]
+
+    def _knob(self, tau, lam):
+        if tau is None and lam is None:
+            return self.tau, self.lam
+        return tau, lam
+
+    def _route(self, query: str, tau, lam) -> Decision:
+        tau, lam = self._knob(tau, lam)
+        key = (query, tau, lam)
+        if self._cache_size:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return hit.with_(path="cache", reason=f"routed before ({hit.path}: {hit.reason})")
+        d = self._decide(query[:MAX_QUERY_CHARS], tau, lam)
+        if self._cache_size and d.path != "default":
+            with self._lock:
+                self._cache[key] = d
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return d
+
+    def _decide(self, query: str, tau, lam) -> Decision:
+        if self.bypass_tokens and self.tiers:
+            n = self.count_tokens(query)
+            if n < self.bypass_tokens:
+                return self._tier_decision(1, "bypass", f"{n} tokens < bypass threshold {self.bypass_tokens}")
+        why_not_llm = ""
+        if self.llm is not None:
+            d, why_not_llm = self._ask_llm(query)
+            if d is not None:
+                return d
+        if self.estimator is None:
+            return self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
+        from .selection import select
+
+        pred = self._predict([query])
+        k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
+        return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
+
+    def _ask_llm(self, query: str) -> tuple[Decision | None, str]:
+        """The router LLM's decision, or (None, why it could not give one) within the deadline."""
+        from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+        if not self._llm_lock.acquire(blocking=False):
+            return None, "router LLM busy"
+        released = False
+        try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-switch-llm")
+
+            def call():
+                try:
+                    return self.llm.predict(query, timeout_s=self.llm_timeout_s)
+                finally:
+                    self._llm_lock.release()
+
+            fut = self._pool.submit(call)
+            released = True  # the worker releases the lock when the call really ends
+            tier, _raw = fut.result(timeout=self.llm_timeout_s)
+        except FutureTimeout:
+            return None, f"router LLM timed out after {self.llm_timeout_s}s"
+        except Exception as e:
+            return None, f"router LLM failed: {type(e).__name__}: {str(e)[:200]}"
+        finally:
+            if not released:
+                self._llm_lock.release()
+        if not isinstance(tier, int) or not 1 <= tier <= len(self.tiers):
+            return None, f"router LLM answered an invalid tier {tier!r}"
+        return self._tier_decision(tier, "llm", "router LLM chose this tier"), ""
+
+    def _predict(self, queries: list[str]) -> np.ndarray:
+        return self.estimator.predict(queries)[:, self._cols]
+
+    def _estimator_decision(self, pred_row, k: int, tau, lam, why_not_llm: str) -> Decision:
+        knob = f"lambda={lam}" if lam is not None else f"tau={tau}"
+        best = float(pred_row.max())
+        reason = (f"{knob}: cheapest tier with predicted quality {pred_row[k]:.3f} "
+                  f"(best {best:.3f})") if lam is None else f"{knob}: max predicted quality − λ·cost"
+        if why_not_llm:
+            reason = f"{why_not_llm}; fallback {reason}"
+        t = self.tiers[k]
+        return Decision(tier=k + 1, tier_name=t.name, model=t.model, path="estimator", reason=reason,
+                        predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred_row)})
+
+    def _tier_decision(self, tier: int, path: str, reason: str) -> Decision:
+        t = self.tiers[tier - 1]
+        return Decision(tier=tier, tier_name=t.name, model=t.model, path=path, reason=reason)
+
+    def _default(self, reason: str) -> Decision:
+        if not self.tiers:
+            return Decision(tier=1, tier_name="default", model=None, path="default", reason=reason)
+        return self._tier_decision(self.default_tier, "default", reason)
+
+
+_default_router: Router | None = None
+_default_lock = threading.Lock()
+
+
+def default_router() -> Router:
+    """The process-wide router from $ROUTE_SWITCH_CONFIG (or ./route-switch.yaml), loaded once."""
+    global _default_router
+    with _default_lock:
+        if _default_router is None:
+            path = os.environ.get("ROUTE_SWITCH_CONFIG", "route-switch.yaml")
+            if Path(path).exists():
+                _default_router = Router.from_config(path)
+            else:
+                log.warning("no router configured (set ROUTE_SWITCH_CONFIG); every query goes to the default tier")
+                _default_router = Router()
+        return _default_router
+
+
+def route(query: str, *, tau: float | None = None, lam: float | None = None, router: Router | None = None) -> Decision:
+    """Route one query with ``router`` (default: :func:`default_router`)."""
+    if not isinstance(query, str):
+        raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+    try:
+        r = router or default_router()
+    except Exception as e:  # a broken config must not turn into an exception for the caller
+        log.error("cannot build the default router: %s", e)
+        return Decision(tier=1, tier_name="default", model=None, path="default", reason=f"router config error: {e}")
+    return r.route(query, tau=tau, lam=lam)

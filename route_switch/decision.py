@@ -1,0 +1,23 @@
+"""The answer of ``route()``: which tier and model, predicted qualities, the path taken and why."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+PATHS = ("bypass", "llm", "estimator", "cache", "default")
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: int                 # 1 = cheapest tier
+    tier_name: str
+    model: str | None
+    path: str                 # one of PATHS
+    reason: str
+    predicted_quality: dict[str, float] | None = None
+    latency_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Decision":
+        return replace(self, **changes)

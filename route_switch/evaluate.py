@@ -1,0 +1,241 @@
+"""Evaluation harness: fit routers on a train split, report cost and quality on the test split.
+
+``evaluate(train, test)`` returns one JSON-ready dict with, per router, the (cost, quality)
+points of its τ sweep (and λ sweep for route-switch), AIQ, cost ratios at 95% / 100% of the best
+single model's quality, the single models, the oracle, RouteLLM's APGR/CPT for two-model sets,
+a blog-style summary table at a calibrated operating point, and the misroutes at that point.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .evalset import Evalset
+from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
+from .routers import make_router
+from .selection import LAMBDA_GRID, TAU_GRID, calibrate, outcome, select_lambda, select_tau
+
+BASELINES = ("tfidf-lr", "static-rules", "random")
+
+
+def _points(pred, unit_cost, test: Evalset, knob: str, grid) -> list[dict]:
+    rule = select_tau if knob == "tau" else select_lambda
+    top = int(np.argmax(unit_cost))
+    pts = []
+    for v in grid:
+        choice = rule(pred, unit_cost, v)
+        c, q = outcome(choice, test.scores, test.costs)
+        pts.append({knob: round(float(v), 4), "cost": c, "quality": q, "top_share": float(np.mean(choice == top))})
+    return pts
+
+
+def _summary(pts: list[dict], ctx: dict) -> dict:
+    c = [p["cost"] for p in pts]
+    q = [p["quality"] for p in pts]
+    return {"aiq": aiq(c, q, ctx["c_min"], ctx["c_max"], ctx["q_floor"]),
+            "cost_ratio_at_95": cost_ratio_at(c, q, ctx["best_q"], ctx["best_c"], 0.95),
+            "cost_ratio_at_100": cost_ratio_at(c, q, ctx["best_q"], ctx["best_c"], 1.0)}
+
+
+def oracle_points(test: Evalset) -> list[dict]:
+    """Knows every outcome: per query the best true score − λ·normalised cost (λ=0: cheapest top scorer)."""
+    # The oracle knows each query's actual costs too; the tiny cost term breaks ties towards cheaper.
+    norm = test.costs / max(test.costs.max(), 1e-30)
+    pts = []
+    for lam in LAMBDA_GRID:
+        choice = (test.scores - (lam + 1e-9) * norm).argmax(axis=1)
+        c, q = outcome(choice, test.scores, test.costs)
+        pts.append({"lambda": float(lam), "cost": c, "quality": q})
+    return pts
+
+
+def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASELINES, estimator_params: dict | None = None,
+             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200) -> dict:
+    """Fit every router on ``train`` and report on ``test`` (see module docstring)."""
+    t0 = time.time()
+    single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
+    best = int(np.lexsort((single_c, -single_q))[0])
+    ctx = {"c_min": float(single_c.min()), "c_max": float(single_c.max()),
+           "q_floor": float(single_q[np.argmin(single_c)]),
+           "best_q": float(single_q[best]), "best_c": float(single_c[best])}
+    out: dict = {
+        "evalset": train.meta.get("spec") or train.source, "n_train": len(train), "n_test": len(test),
+        "models": test.models,
+        "singles": [{"name": m, "cost": float(c), "quality": float(q)} for m, c, q in zip(test.models, single_c, single_q)],
+        "best_single": {"name": test.models[best], "quality": ctx["best_q"], "cost": ctx["best_c"]},
+        "routers": {},
+    }
+    orc = oracle_points(test)
+    out["oracle"] = {"cost": orc[0]["cost"], "quality": orc[0]["quality"]}
+    out["oracle_aiq"] = _summary(orc, ctx)["aiq"]
+
+    fitted = {}
+    for name in routers:
+        params = (estimator_params or {}) if name == "route-switch" else ({"seed": seed} if name == "random" else {})
+        ts = time.time()
+        r = make_router(name, **params).fit(train)
+        fit_s = time.time() - ts
+        ts = time.time()
+        pred = r.score(test.prompts)
+        score_s = time.time() - ts
+        fitted[name] = (r, pred)
+        if r.sweeps:
+            pts = _points(pred, r.unit_cost_, test, "tau", TAU_GRID)
+            res = {"points": pts, **_summary(pts, ctx)}
+            if name == "route-switch":
+                lpts = _points(pred, r.unit_cost_, test, "lambda", LAMBDA_GRID)
+                res["lambda"] = {"points": lpts, **_summary(lpts, ctx)}
+        else:
+            pts = _points(pred, r.unit_cost_, test, "tau", [0.0])
+            res = {"points": pts, **_summary(pts, ctx)}
+        res.update(fit_s=round(fit_s, 2), score_ms_per_query=round(1000 * score_s / max(len(test), 1), 3))
+        out["routers"][name] = res
+
+    main = out["routers"].get("route-switch")
+    if main:
+        out.update(aiq=main["aiq"], cost_ratio_at_95=main["cost_ratio_at_95"], cost_ratio_at_100=main["cost_ratio_at_100"])
+        tau = calibrated_tau(train, estimator_params or {}, target_quality, seed)
+        r, pred = fitted["route-switch"]
+        choice = select_tau(pred, r.unit_cost_, tau)
+        c, q = outcome(choice, test.scores, test.costs)
+        out["operating_point"] = {"tau": tau, "target_quality": target_quality, "cost": c, "quality": q,
+                                  "calibrated_on": "20% validation slice of train"}
+        out["misroutes"] = misroutes(test, choice, r.unit_cost_, max_misroutes)
+    if len(test.models) == 2:
+        out["routellm"] = routellm_metrics(out, test)
+    out["table"] = summary_table(out)
+    out["elapsed_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def calibrated_tau(train: Evalset, estimator_params: dict, target_quality: float, seed: int) -> float:
+    """τ reaching ``target_quality`` × best single quality on a validation slice of the training data."""
+    fit_part, val = train.split(0.2, seed + 1)
+    r = make_router("route-switch", **estimator_params).fit(fit_part)
+    return calibrate(r.score(val.prompts), r.unit_cost_, val.scores, val.costs, knob="tau", target_quality=target_quality)
+
+
+def misroutes(test: Evalset, choice: np.ndarray, unit_cost: np.ndarray, limit: int) -> list[dict]:
+    """Test queries whose chosen model failed while a cheaper-or-same-cost model succeeded."""
+    rows = []
+    for i, k in enumerate(choice):
+        got = test.scores[i, k]
+        better = [j for j in range(len(test.models)) if unit_cost[j] <= unit_cost[k] and test.scores[i, j] > got]
+        if better:
+            j = min(better, key=lambda j: unit_cost[j])
+            rows.append({"id": str(test.queries["id"].iloc[i]), "task": str(test.queries["task"].iloc[i]),
+                         "prompt": test.prompts[i][:200], "chosen": test.models[k], "chosen_score": float(got),
+                         "cheapest_success": test.models[j], "its_score": float(test.scores[i, j])})
+    return rows[:limit]
+
+
+def routellm_metrics(res: dict, test: Evalset) -> dict:
+    """APGR and CPT(50%), CPT(80%) from route-switch's τ sweep (two-model sets only)."""
+    strong = int(np.argmax(test.costs.mean(axis=0)))
+    weak_q, strong_q = res["singles"][1 - strong]["quality"], res["singles"][strong]["quality"]
+    out = {}
+    for name, r in res["routers"].items():
+        s = [p["top_share"] for p in r["points"]]
+        q = [p["quality"] for p in r["points"]]
+        out[name] = {"apgr": apgr(s, q, weak_q, strong_q), "cpt50": cpt(s, q, weak_q, strong_q, 0.5),
+                     "cpt80": cpt(s, q, weak_q, strong_q, 0.8)}
+    return out
+
+
+def summary_table(res: dict) -> list[dict]:
+    """Rows like the blog's table: cost and quality relative to sending everything to the best model."""
+    bc, bq = res["best_single"]["cost"], res["best_single"]["quality"]
+    rows = [{"router": f"all {res['best_single']['name']}", "cost": bc, "quality": bq}]
+    for name in ("static-rules", "random"):
+        if name in res["routers"]:
+            p = res["routers"][name]["points"][0]
+            rows.append({"router": name, "cost": p["cost"], "quality": p["quality"]})
+    if "tfidf-lr" in res["routers"]:
+        p = _at_quality(res["routers"]["tfidf-lr"]["points"], res.get("operating_point", {}).get("quality"))
+        if p:
+            rows.append({"router": "tfidf-lr (same quality)", "cost": p["cost"], "quality": p["quality"]})
+    if "operating_point" in res:
+        op = res["operating_point"]
+        rows.append({"router": f"route-switch (tau={op['tau']:.3f})", "cost": op["cost"], "quality": op["quality"]})
+    rows.append({"router": "oracle", "cost": res["oracle"]["cost"], "quality": res["oracle"]["quality"]})
+    for r in rows:
+        r["cost_rel"] = r["cost"] / bc if bc else None
+        r["quality_rel"] = r["quality"] / bq if bq else None
+    return rows
+
+
+def _at_quality(points, quality):
+    if quality is None:
+        return None
+    ok = [p for p in points if p["quality"] >= quality - 1e-12]
+    return min(ok, key=lambda p: p["cost"]) if ok else max(points, key=lambda p: p["quality"])
+
+
+def format_report(res: dict) -> str:
+    """Plain-text report: the summary table and the sweep metrics per router."""
+    lines = [f"evalset {res['evalset']}: {res['n_train']} train / {res['n_test']} test queries, "
+             f"{len(res['models'])} models; best single = {res['best_single']['name']}",
+             "", f"{'router':<34} {'cost':>10} {'quality':>8} {'cost/best':>9} {'qual/best':>9}"]
+    for r in res["table"]:
+        lines.append(f"{r['router']:<34} {r['cost']:>10.3g} {r['quality']:>8.3f} {r['cost_rel']:>9.1%} {r['quality_rel']:>9.1%}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines += ["", f"{'sweep':<22} {'AIQ':>7} {'cost@95%':>9} {'cost@100%':>10}"]
+    for name, r in res["routers"].items():
+        lines.append(f"{name:<22} {r['aiq']:>7.4f} {fmt(r['cost_ratio_at_95']):>9} {fmt(r['cost_ratio_at_100']):>10}")
+        if "lambda" in r:
+            l = r["lambda"]
+            lines.append(f"{name + ' (lambda)':<22} {l['aiq']:>7.4f} {fmt(l['cost_ratio_at_95']):>9} {fmt(l['cost_ratio_at_100']):>10}")
+    lines.append(f"{'oracle':<22} {res['oracle_aiq']:>7.4f}")
+    if "routellm" in res:
+        lines += ["", "RouteLLM metrics (APGR, CPT50, CPT80):"]
+        for name, m in res["routellm"].items():
+            lines.append(f"  {name:<20} {m['apgr']:.3f}  {fmt(m['cpt50'])}  {fmt(m['cpt80'])}")
+    if "misroutes" in res:
+        lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
+    return "\n".join(lines)
+
+
+def write_outputs(res: dict, out_dir: str | Path) -> dict[str, str]:
+    """Write result.json, misroutes.jsonl and pareto.png into ``out_dir``; return their paths."""
+    import json
+
+    from .paths import atomic_write_text
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "result.json", json.dumps(res, indent=1) + "\n")
+    atomic_write_text(d / "misroutes.jsonl", "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in res.get("misroutes", [])))
+    plot_pareto(res, d / "pareto.png")
+    return {"result": str(d / "result.json"), "misroutes": str(d / "misroutes.jsonl"), "plot": str(d / "pareto.png")}
+
+
+def plot_pareto(res: dict, path: str | Path) -> None:
+    """Cost–quality plot: single models, each router's sweep and hull, the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    s = res["singles"]
+    ax.scatter([x["cost"] for x in s], [x["quality"] for x in s], c="grey", s=18, label="single models")
+    for name, r in res["routers"].items():
+        c = [p["cost"] for p in r["points"]]
+        q = [p["quality"] for p in r["points"]]
+        if len(c) > 1:
+            h = upper_hull(c, q)
+            ax.plot(h[:, 0], h[:, 1], "-", label=f"{name} (AIQ {r['aiq']:.3f})")
+        else:
+            ax.scatter(c, q, marker="s", s=40, label=name)
+    ax.scatter([res["oracle"]["cost"]], [res["oracle"]["quality"]], marker="*", s=120, c="k", label="oracle")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean cost per query (USD, log scale)")
+    ax.set_ylabel("mean quality")
+    ax.set_title(f"{res['evalset']}: cost vs quality on {res['n_test']} test queries")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,41 @@
+"""Fit a deployable router from an evalset: estimator + calibrated knob + router.yaml."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import RouterConfig, dump_config
+from .estimator import QualityEstimator
+from .evalset import Evalset
+from .selection import calibrate
+from .spec import Tier
+
+
+def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None, target_quality: float | None = 0.95,
+        target_cost_share: float | None = None, estimator_params: dict | None = None, seed: int = 0,
+        bypass_tokens: int = 0, llm: dict | None = None) -> RouterConfig:
+    """Calibrate τ on a validation slice, fit the estimator on all of ``train``, write ``out_dir``.
+
+    ``out_dir`` receives ``estimator.json``, ``arrays.npz`` and ``router.yaml`` (tiers, τ, paths),
+    ready for ``Router.from_config(out_dir)``.
+    """
+    params = estimator_params or {}
+    if target_quality is not None or target_cost_share is not None:
+        fit_part, val = train.split(0.2, seed + 1)
+        est = QualityEstimator(**params).fit(fit_part.prompts, fit_part.scores, fit_part.models, fit_part.costs)
+        tau = calibrate(est.predict(val.prompts), est.unit_cost_, val.scores, val.costs, knob="tau",
+                        target_quality=None if target_cost_share is not None else target_quality,
+                        target_cost_share=target_cost_share)
+    else:
+        tau = 0.1
+    est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
+    out = Path(out_dir)
+    est.save(out)
+    if not tiers:
+        order = np.argsort(est.unit_cost_)
+        tiers = [Tier(name=est.models_[i], model=est.models_[i]) for i in order]
+    cfg = RouterConfig(tiers=list(tiers), estimator=str(out), tau=round(float(tau), 4),
+                       bypass_tokens=bypass_tokens, llm=llm)
+    dump_config(cfg, out / "router.yaml")
+    return cfg

@@ -1,0 +1,49 @@
+"""Where route-switch finds data and keeps caches (overridable by environment variables)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV = "ROUTE_SWITCH_DATA"
+CACHE_ENV = "ROUTE_SWITCH_CACHE"
+
+
+def data_dir() -> Path:
+    """Directory of routing outcome data: $ROUTE_SWITCH_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (Path.cwd() / ".." / "shared" / "data", here / ".." / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return (Path.cwd() / ".." / "shared" / "data").resolve()
+
+
+def cache_dir() -> Path:
+    """Root of route-switch's caches: $ROUTE_SWITCH_CACHE, else ~/.cache/route-switch."""
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/route-switch")).expanduser()
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """Resolve a data file: absolute or existing paths as given, bare names against data_dir()."""
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return data_dir() / p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,78 @@
+"""Selection rules: from predicted qualities (n x m) and model unit costs (m) to a model per query.
+
+Both rules are pure vectorised functions, shared by ``route()``, evaluation and calibration.
+
+* **τ rule** (IPR's tolerance): among the models whose predicted quality is at least
+  ``max_k q̂_k − τ`` choose the cheapest (ties: the higher predicted quality). τ = 0 picks the
+  model predicted best (cheapest among ties); τ = 1 always picks the cheapest model.
+* **λ rule**: choose ``argmax_k q̂_k − λ · c_k / max_j c_j`` (cost normalised by the most
+  expensive model, the same normalisation as the optimiser's objective).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def select_tau(pred: np.ndarray, unit_cost: np.ndarray, tau: float) -> np.ndarray:
+    """Index of the cheapest model within ``tau`` of the best predicted quality, per row."""
+    pred = np.atleast_2d(pred)
+    ok = pred >= pred.max(axis=1, keepdims=True) - tau - 1e-12
+    # cost first, predicted quality as tie-break: a tiny fraction of quality keeps cost ordering.
+    key = np.where(ok, np.asarray(unit_cost)[None, :] - 1e-9 * pred, np.inf)
+    return key.argmin(axis=1)
+
+
+def select_lambda(pred: np.ndarray, unit_cost: np.ndarray, lam: float) -> np.ndarray:
+    """Index maximising predicted quality − λ·normalised cost, per row."""
+    pred = np.atleast_2d(pred)
+    c = np.asarray(unit_cost, dtype=float)
+    c = c / c.max() if c.max() > 0 else c
+    return (pred - lam * c[None, :]).argmax(axis=1)
+
+
+def select(pred: np.ndarray, unit_cost: np.ndarray, tau: float | None = None,
+           lam: float | None = None) -> np.ndarray:
+    """Apply the λ rule when ``lam`` is given, else the τ rule (τ defaults to 0)."""
+    if lam is not None:
+        return select_lambda(pred, unit_cost, lam)
+    return select_tau(pred, unit_cost, 0.0 if tau is None else tau)
+
+
+def outcome(choice: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:
+    """(mean cost, mean quality) actually obtained by a per-query choice of models."""
+    rows = np.arange(len(choice))
+    return float(costs[rows, choice].mean()), float(scores[rows, choice].mean())
+
+
+TAU_GRID = np.unique(np.concatenate([np.linspace(0, 0.1, 41), np.linspace(0.1, 1, 91)]))
+LAMBDA_GRID = np.unique(np.concatenate([np.linspace(0, 0.2, 41), np.linspace(0.2, 2, 37), [3, 5, 10]]))
+
+
+def calibrate(pred: np.ndarray, unit_cost: np.ndarray, scores: np.ndarray, costs: np.ndarray, *,
+              knob: str = "tau", target_cost_share: float | None = None,
+              target_quality: float | None = None) -> float:
+    """Pick τ (or λ) on validation data to meet a target (RouteLLM-style calibration).
+
+    ``target_cost_share``: average cost at most this share of the most expensive model's cost —
+    returns the knob value with the highest validation quality under that budget.
+    ``target_quality``: validation quality at least this share of the best single model's —
+    returns the cheapest knob value reaching it (or the best-quality one if none does).
+    """
+    if (target_cost_share is None) == (target_quality is None):
+        raise ValueError("give exactly one of target_cost_share, target_quality")
+    grid = TAU_GRID if knob == "tau" else LAMBDA_GRID
+    rule = select_tau if knob == "tau" else select_lambda
+    pts = np.array([outcome(rule(pred, unit_cost, v), scores, costs) for v in grid])
+    top_cost = costs.mean(axis=0).max()
+    best_q = scores.mean(axis=0).max()
+    if target_cost_share is not None:
+        ok = pts[:, 0] <= target_cost_share * top_cost + 1e-15
+        if not ok.any():
+            return float(grid[pts[:, 0].argmin()])
+        i = np.flatnonzero(ok)[pts[ok, 1].argmax()]
+        return float(grid[i])
+    ok = pts[:, 1] >= target_quality * best_q - 1e-12
+    if not ok.any():
+        return float(grid[pts[:, 1].argmax()])
+    i = np.flatnonzero(ok)[pts[ok, 0].argmin()]
+    return float(grid[i])
