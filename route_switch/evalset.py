@@ -233,7 +233,7 @@ def validate_long(df: pd.DataFrame, file: str = "") -> pd.DataFrame:
         df["id"] = df["prompt"].map(lambda p: hashlib.sha1(p.encode("utf-8", "surrogatepass")).hexdigest()[:12])
     df["id"] = df["id"].astype(str)
     for col in ("task", "split"):
-        df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str) if col in df.columns else ""
     return df
 
 
@@ -306,7 +306,7 @@ def save_evalset(evalset: Evalset, path: str | Path) -> None:
     elif path.suffix == ".csv":
         atomic_write_text(path, df.to_csv(index=False))
     else:
-        atomic_write_text(path, df.to_json(orient="records", lines=True, force_ascii=False))
+        atomic_write_text(path, df.to_json(orient="records", lines=True, force_ascii=False, double_precision=15))
 
 
 def from_records(records: Iterable[dict], models: Sequence[str] | None = None, source: str = "<records>") -> Evalset:

@@ -1,0 +1,61 @@
+"""Router YAML and CLI: clear errors, the evaluate JSON contract on real shared data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from route_switch.cli import main
+from route_switch.config import load_config
+from route_switch.errors import ConfigError
+from route_switch.spec import load_spec
+
+
+@pytest.mark.parametrize("text, field, line", [
+    ("tiers: [{name: a}]\n", "tiers[0]", None),
+    ("tiers: [{model: a, price_in: -1}]\n", "tiers[0].price_in", None),
+    ("tiers: [{model: a}]\nselection: {tau: 2}\n", "tau", None),
+    ("tiers: [{model: a}]\nselection: [1]\n", "selection", None),
+    ("tiers: [{model: a}\n  bad", None, 2),
+])
+def test_router_yaml_errors(tmp_path, text, field, line):
+    p = tmp_path / "router.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    assert e.value.field == field and (line is None or e.value.line is not None)
+
+
+def test_specs_in_repo_are_valid():
+    for name in ["zeroeval-26", "zeroeval-3tier", "dcrouter-9", "dcrouter-3tier", "routellm", "alpacaeval2"]:
+        spec = load_spec(name)
+        assert spec.source.endswith(".parquet")
+
+
+def test_cli_error_is_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,model,score,cost_usd\nhello,m,0.5,-3\n")
+    assert main(["evaluate", "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "cost_usd" in err and "Traceback" not in err
+
+
+@pytest.mark.shared_data
+def test_evaluate_json_contract_on_shared_data(shared_data, tmp_path):
+    models = "gemma-2-9b-it,llama-3.1-8b-instruct,llama-3.1-nemotron-51b-instruct"
+    out = subprocess.run([sys.executable, "-m", "route_switch.cli", "evaluate", "--data", str(shared_data / "dcrouter.parquet"),
+                          "--models", models, "--test-size", "0.3", "--seed", "0", "--json", "--out", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    for key in ("cost_ratio_at_95", "cost_ratio_at_100", "aiq", "oracle_aiq", "best_single"):
+        assert key in res
+    assert set(res["best_single"]) >= {"name", "quality", "cost"}
+    assert res["best_single"]["name"] in models.split(",")
+    assert 0 < res["aiq"] <= res["oracle_aiq"] <= 1
+    # the learned router must do better than random routing over the same range
+    assert res["aiq"] > res["routers"]["random"]["aiq"]
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert res["table"][0]["cost_rel"] == 1.0

@@ -1,0 +1,79 @@
+"""The quality estimator: learns difficulty, saves/loads safely, adds a model without refitting the encoder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from route_switch.errors import ArtifactError
+from route_switch.estimator import QualityEstimator
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic):
+    train, test = synthetic.split(0.3, seed=0)
+    return QualityEstimator().fit(train.prompts, train.scores, train.models, train.costs), train, test
+
+
+def test_predicts_small_model_fails_hard_queries(fitted):
+    est, _, test = fitted
+    pred = est.predict(test.prompts)
+    assert pred.shape == (len(test), 3) and ((0 <= pred) & (pred <= 1)).all()
+    hard = (test.queries["task"] == "hard").to_numpy()
+    small = est.models_.index("small")
+    assert pred[hard, small].mean() < 0.4 < 0.7 < pred[~hard, small].mean()
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    est, _, test = fitted
+    est.save(tmp_path / "e")
+    back = QualityEstimator.load(tmp_path / "e")
+    assert back.models_ == est.models_
+    np.testing.assert_allclose(back.predict(test.prompts), est.predict(test.prompts), atol=1e-6)
+    doc = json.loads((tmp_path / "e" / "estimator.json").read_text())
+    assert doc["encoder"]["name"] == "hashed-tfidf" and doc["models"] == est.models_
+
+
+def test_add_model_trains_only_its_adapter(fitted):
+    est, train, test = fitted
+    before = est.predict(test.prompts)
+    idf = est.encoder_.idf_.copy()
+    e = QualityEstimator().fit(train.prompts, train.scores, train.models, train.costs)
+    e.add_model("clone-of-large", train.prompts, train.scores[:, train.models.index("large")], unit_cost=0.05)
+    after = e.predict(test.prompts)
+    np.testing.assert_allclose(after[:, :3], before, atol=1e-6)
+    np.testing.assert_array_equal(e.encoder_.idf_, idf)
+    np.testing.assert_allclose(after[:, 3], before[:, train.models.index("large")], atol=1e-5)
+    with pytest.raises(ValueError):
+        e.add_model("small", train.prompts, train.scores[:, 0], unit_cost=1)
+
+
+def test_graded_scores_use_a_regression_adapter(synthetic):
+    scores = synthetic.scores * 0.5 + 0.25  # judge-like probabilities
+    est = QualityEstimator().fit(synthetic.prompts, scores, synthetic.models, synthetic.costs)
+    assert est.link_ == ["identity"] * 3
+    p = est.predict(synthetic.prompts[:5])
+    assert ((0 <= p) & (p <= 1)).all()
+
+
+@pytest.mark.parametrize("damage", ["missing_json", "bad_json", "wrong_format", "bad_npz", "short_arrays"])
+def test_corrupt_artifacts_name_the_file(fitted, tmp_path, damage):
+    est, _, _ = fitted
+    d = est.save(tmp_path / "e")
+    if damage == "missing_json":
+        (d / "estimator.json").unlink()
+    elif damage == "bad_json":
+        (d / "estimator.json").write_text("{not json")
+    elif damage == "wrong_format":
+        (d / "estimator.json").write_text(json.dumps({"format": "something-else"}))
+    elif damage == "bad_npz":
+        (d / "arrays.npz").write_bytes(b"garbage")
+    else:
+        doc = json.loads((d / "estimator.json").read_text())
+        doc["models"].append("ghost")
+        doc["links"].append("logit")
+        (d / "estimator.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError) as e:
+        QualityEstimator.load(d)
+    assert str(d) in str(e.value)
