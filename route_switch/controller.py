@@ -84,7 +84,8 @@ class Router:
         est = QualityEstimator.load(cfg.estimator) if cfg.estimator else None
         llm, timeout = None, 2.0
         if cfg.llm:
-            from .program import RouterLLM, load_program
+            from .artifacts import load_program
+            from .program import RouterLLM
 
             llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"})
             timeout = float(cfg.llm.get("timeout_s", 2.0))
@@ -180,7 +181,7 @@ class Router:
 
             fut = self._pool.submit(call)
             released = True  # the worker releases the lock when the call really ends
-            tier, _raw = fut.result(timeout=self.llm_timeout_s)
+            index, _raw = fut.result(timeout=self.llm_timeout_s)  # 0-based index into the tiers
         except FutureTimeout:
             return None, f"router LLM timed out after {self.llm_timeout_s}s"
         except Exception as e:
@@ -188,9 +189,9 @@ class Router:
         finally:
             if not released:
                 self._llm_lock.release()
-        if not isinstance(tier, int) or not 1 <= tier <= len(self.tiers):
-            return None, f"router LLM answered an invalid tier {tier!r}"
-        return self._tier_decision(tier, "llm", "router LLM chose this tier"), ""
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.tiers):
+            return None, f"router LLM answered an invalid tier {index!r}"
+        return self._tier_decision(index + 1, "llm", "router LLM chose this tier"), ""
 
     def _predict(self, queries: list[str]) -> np.ndarray:
         return self.estimator.predict(queries)[:, self._cols]

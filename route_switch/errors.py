@@ -11,7 +11,7 @@ class InputError(RouteSwitchError, ValueError):
 
     def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
                  field: str | None = None, line: int | None = None):
-        self.file, self.row, self.field, self.line = file, row, field, line
+        self.message, self.file, self.row, self.field, self.line = message, file, row, field, line
         where = []
         if file:
             where.append(str(file))

@@ -24,12 +24,26 @@ SPEC_DIR = Path(__file__).resolve().parent.parent / "evalsets"
 
 @dataclass
 class Tier:
-    """One routing tier: a name, the model behind it and its price (USD per 1M tokens)."""
+    """One routing tier: a name, the model behind it, its price (USD per 1M tokens) and endpoint.
+
+    ``api_base`` / ``api_key_env`` / ``upstream_model`` say where the tier's model is served
+    (any OpenAI-compatible endpoint; the key is read from the named environment variable);
+    they are needed only by the proxy and the labelling job, not by ``route()``.
+    """
 
     name: str
     model: str
     price_in: float | None = None
     price_out: float | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+
+    def cost(self, in_tokens: int, out_tokens: int) -> float | None:
+        """USD for a call with these token counts, or None without prices."""
+        if self.price_in is None or self.price_out is None:
+            return None
+        return (in_tokens * self.price_in + out_tokens * self.price_out) / 1e6
 
 
 @dataclass
@@ -75,7 +89,14 @@ def tiers_from_list(items, file: str = "") -> list[Tier]:
             if v is not None and (not isinstance(v, (int, float)) or v < 0):
                 raise ConfigError(f"must be a non-negative number, got {v!r}", file=file, field=f"{where}.{k}")
             prices[k] = None if v is None else float(v)
-        tiers.append(Tier(name=str(t.get("name", f"tier{i + 1}")), model=str(t["model"]), **prices))
+        if "api_key" in t:
+            raise ConfigError("API keys never go in files: name an environment variable with api_key_env",
+                              file=file, field=f"{where}.api_key")
+        unknown = set(t) - {"name", "model", "price_in", "price_out", "api_base", "api_key_env", "upstream_model"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field=f"{where}.{sorted(unknown)[0]}")
+        endpoint = {k: (None if t.get(k) is None else str(t[k])) for k in ("api_base", "api_key_env", "upstream_model")}
+        tiers.append(Tier(name=str(t.get("name", f"tier{i + 1}")), model=str(t["model"]), **prices, **endpoint))
     return tiers
 
 

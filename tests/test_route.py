@@ -20,7 +20,7 @@ NASTY = ["", " ", "\n\t", "a" * 1_000_000, "\x00\x01\x1b[31m\x7f", "\ud800 lone 
 class FakeLLM:
     """A FAKE router LLM: canned behaviour for the controller's LLM path (no model involved)."""
 
-    def __init__(self, mode="ok", tier=2, delay=0.0):
+    def __init__(self, mode="ok", tier=2, delay=0.0):  # tier: 1-based, returned as a 0-based index
         self.mode, self.tier, self.delay, self.calls = mode, tier, delay, 0
 
     def predict(self, query, timeout_s=None):
@@ -30,7 +30,7 @@ class FakeLLM:
             raise ConnectionError("router LLM down")
         if self.mode == "garbage":
             return "banana", "banana"
-        return self.tier, str(self.tier)
+        return self.tier - 1, str(self.tier)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,164 @@
+"""Optimised routing programs on disk: ``optimized/<name>/`` as reviewable, diffable text.
+
+::
+
+    optimized/<name>/
+      instruction.txt     the routing instruction, plain text: read it, edit it, commit it
+      demos.yaml          few-shot demos [{query, tier}] (only examples the project wrote itself)
+      tiers.yaml          program name and tiers (cheapest first) with what each is for
+      metrics.json        lambda, evalset (path + content hash), lm, dspy_version, created,
+                          held-out seed/optimised objective, cost and quality
+      dspy_program.json   the DSPy program state (module.save), for DSPy tooling
+
+``instruction.txt`` and ``demos.yaml`` are authoritative: a hand edit is used as written by
+``route``, ``evaluate`` and the next ``optimize``. An artifact is written into a temporary
+folder and swapped in with renames, so a failed or killed run leaves the previous one intact.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .paths import atomic_write_text
+from .program import ProgramError, RoutingProgram
+
+FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json", "dspy_program.json")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ProgramError("not valid UTF-8 text", file=str(path), line=line) from None
+
+
+def _yaml(path: Path):
+    try:
+        return yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=str(path),
+                           line=None if mark is None else mark.line + 1) from None
+
+
+def _item_lines(path: Path) -> list[int]:
+    """1-based line of each top-level list item (for errors that point into demos.yaml)."""
+    try:
+        node = yaml.compose(_read_text(path))
+        return [n.start_mark.line + 1 for n in node.value] if isinstance(node, yaml.SequenceNode) else []
+    except yaml.YAMLError:
+        return []
+
+
+def load_artifact(directory: str | Path) -> RoutingProgram:
+    """Read ``optimized/<name>/`` into a RoutingProgram; malformed edits name the file and line."""
+    d = Path(directory)
+    for f in ("instruction.txt", "tiers.yaml"):
+        if not (d / f).exists():
+            raise ProgramError("missing from the artifact", file=str(d / f))
+    instruction = _read_text(d / "instruction.txt").strip()
+    if not instruction:
+        raise ProgramError("the instruction is empty", file=str(d / "instruction.txt"), line=1)
+    head = _yaml(d / "tiers.yaml")
+    if not isinstance(head, dict):
+        raise ProgramError("must be a mapping with name and tiers", file=str(d / "tiers.yaml"))
+    demos = []
+    if (d / "demos.yaml").exists():
+        demos = _yaml(d / "demos.yaml") or []
+        if not isinstance(demos, list):
+            raise ProgramError("must be a list of {query, tier}", file=str(d / "demos.yaml"), line=1)
+    try:
+        RoutingProgram.from_dict({**head, "instruction": instruction, "demos": []}, source=str(d / "tiers.yaml"))
+        return RoutingProgram.from_dict({**head, "instruction": instruction, "demos": demos}, source=str(d / "demos.yaml"))
+    except ProgramError as e:
+        if e.file and e.file.endswith("demos.yaml") and e.field and e.field.startswith("demos["):
+            i = int(e.field[6:e.field.index("]")])
+            lines = _item_lines(d / "demos.yaml")
+            e = ProgramError(e.message, file=e.file, field=e.field,
+                             line=lines[i] if i < len(lines) else None)
+        raise e from None
+
+
+def load_program(path: str | Path) -> RoutingProgram:
+    """A cold-start program YAML (``programs/*.yaml``) or an artifact folder (``optimized/<name>``)."""
+    p = Path(path)
+    if p.is_dir():
+        return load_artifact(p)
+    if not p.exists() and (Path("optimized") / str(path)).is_dir():
+        return load_artifact(Path("optimized") / str(path))
+    if not p.exists():
+        raise ProgramError("no such program file or artifact folder", file=str(p))
+    return RoutingProgram.from_yaml(p)
+
+
+def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict, module=None) -> Path:
+    """Write the artifact into a temporary sibling folder, then swap it in (atomic for readers)."""
+    d = Path(directory)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = d.with_name(f".{d.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    atomic_write_text(tmp / "instruction.txt", program.instruction.rstrip() + "\n")
+    atomic_write_text(tmp / "demos.yaml", yaml.safe_dump(program.to_dict()["demos"], sort_keys=False,
+                                                         allow_unicode=True, width=100))
+    atomic_write_text(tmp / "tiers.yaml", yaml.safe_dump({"name": program.name, "tiers": program.tiers},
+                                                         sort_keys=False, allow_unicode=True, width=100))
+    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    if module is not None:
+        module.save(str(tmp / "dspy_program.json"))
+    old = d.with_name(f".{d.name}.old-{os.getpid()}")
+    if d.exists():
+        d.rename(old)
+    tmp.rename(d)
+    shutil.rmtree(old, ignore_errors=True)
+    return d
+
+
+def read_metrics(directory: str | Path) -> dict:
+    f = Path(directory) / "metrics.json"
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(_read_text(f))
+    except json.JSONDecodeError as e:
+        raise ProgramError(f"invalid JSON: {e.msg}", file=str(f), line=e.lineno) from None
+
+
+def show(directory: str | Path) -> str:
+    """Instruction, demos and metrics of an artifact as text."""
+    d = Path(directory)
+    prog, metrics = load_artifact(d), read_metrics(d)
+    lines = [f"# {d}  ({prog.name}, {len(prog.tiers)} tiers)", "", "## instruction", prog.instruction, "", "## tiers"]
+    lines += [f"{i}. {t['name']}: {t['description']}" for i, t in enumerate(prog.tiers, 1)]
+    lines += ["", f"## demos ({len(prog.demos)})"] + [f"- tier {x['tier']}: {x['query']}" for x in prog.demos]
+    if metrics:
+        lines += ["", "## metrics"] + [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def diff(a: str | Path, b: str | Path) -> str:
+    """Unified diff of two programs' instructions and demos, and the deltas of their numeric metrics."""
+    pa, pb = load_program(a), load_program(b)
+    out = list(difflib.unified_diff(pa.instruction.splitlines(), pb.instruction.splitlines(),
+                                    f"{a}/instruction.txt", f"{b}/instruction.txt", lineterm=""))
+    da = [f"tier {x['tier']}: {x['query']}" for x in pa.demos]
+    db = [f"tier {x['tier']}: {x['query']}" for x in pb.demos]
+    out += list(difflib.unified_diff(da, db, f"{a}/demos.yaml", f"{b}/demos.yaml", lineterm=""))
+    if not out:
+        out = ["(instructions and demos are identical)"]
+    ma = read_metrics(a) if Path(a).is_dir() else {}
+    mb = read_metrics(b) if Path(b).is_dir() else {}
+    deltas = []
+    for k in sorted(set(ma) & set(mb)):
+        if isinstance(ma[k], (int, float)) and isinstance(mb[k], (int, float)) and not isinstance(ma[k], bool):
+            deltas.append(f"{k}: {ma[k]:.4g} -> {mb[k]:.4g} ({mb[k] - ma[k]:+.4g})")
+    if deltas:
+        out += ["", "metric deltas (b - a):"] + deltas
+    return "\n".join(out)

@@ -1,0 +1,84 @@
+"""A disk cache around any DSPy custom engine: an unchanged request never reaches the model twice.
+
+Entries are JSON text in a ``diskcache.Cache`` keyed by a SHA-256 of (namespace, system prompt,
+messages, generation config). diskcache stores ``str`` values as text, so reading the cache
+never unpickles anything. A corrupted cache directory is reported and replaced by a fresh one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+log = logging.getLogger("route_switch")
+
+
+def request_key(namespace: str, request) -> str:
+    from .engines import _request_messages
+
+    payload = {"ns": namespace, "messages": _request_messages(request), "config": repr(request.config)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def open_cache(directory: str | Path):
+    """Open (or create) a diskcache; a corrupted one is moved aside and recreated."""
+    import diskcache
+
+    d = Path(directory)
+    try:
+        c = diskcache.Cache(str(d))
+        c.get("__probe__")
+        return c
+    except Exception as e:  # sqlite "file is not a database", permissions, ...
+        broken = d.with_name(d.name + ".corrupt")
+        log.warning("LM cache at %s is unreadable (%s); moved to %s and starting empty", d, e, broken)
+        shutil.rmtree(broken, ignore_errors=True)
+        d.rename(broken)
+        return diskcache.Cache(str(d))
+
+
+class CachedEngine:
+    """Wraps ``inner`` (a ``complete(Request) -> Response`` engine) with a persistent cache.
+
+    ``hits`` / ``misses`` count cache use, so a run can prove it made zero model calls.
+    """
+
+    def __init__(self, inner, directory: str | Path, namespace: str):
+        self.inner, self.namespace = inner, namespace
+        self.directory = str(directory)
+        self.cache = open_cache(directory)
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self.forces_layout = getattr(inner, "forces_layout", False)
+
+    def __deepcopy__(self, memo):  # DSPy copies modules; the cache and the model are shared
+        return self
+
+    def complete(self, request):
+        from .engines import _response
+
+        key = request_key(self.namespace, request)
+        raw = self.cache.get(key)
+        if isinstance(raw, str):
+            try:
+                d = json.loads(raw)
+                with self._lock:
+                    self.hits += 1
+                return _response(d["text"], d.get("model", self.namespace), d.get("in"), d.get("out"))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("ignoring a corrupt LM cache entry %s", key[:12])
+        resp = self.inner.complete(request)
+        text = "".join(getattr(p, "text", "") or "" for p in resp.message.parts)
+        usage = getattr(resp, "usage", None)
+        self.cache.set(key, json.dumps({"text": text, "model": resp.model,
+                                        "in": getattr(usage, "input_tokens", None),
+                                        "out": getattr(usage, "output_tokens", None)}))
+        with self._lock:
+            self.misses += 1
+        return resp
+
+    def __getattr__(self, name):  # everything else (stream, close, labels, ...) from the inner engine
+        return getattr(self.inner, name)
