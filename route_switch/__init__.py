@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "route": "controller", "Router": "controller", "Decision": "decision",
     "Evalset": "evalset", "load_evalset": "evalset", "save_evalset": "evalset",
-    "load_spec": "spec", "Tier": "spec",
+    "load_spec": "spec", "Tier": "tiers",
     "QualityEstimator": "estimator",
     "evaluate": "evaluate", "fit": "fitting",
     "select_tau": "selection", "select_lambda": "selection", "calibrate": "selection",

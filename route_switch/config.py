@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .spec import Tier, tiers_from_list
+from .tiers import Tier, tiers_from_list
 
 
 @dataclass

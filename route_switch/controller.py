@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .decision import Decision
-from .spec import Tier
+from .tiers import Tier
 
 log = logging.getLogger("route_switch")
 

@@ -1,13 +1,18 @@
-"""Frozen query encoders: text -> feature vector, shared by every model's adapter.
+"""Frozen query encoders: text -> L2-normalised sparse feature vector, shared by every adapter.
 
-An encoder is fitted once (e.g. its IDF weights on the training prompts) and then frozen:
-adding a model trains only that model's adapter. State is saved as JSON parameters plus numpy
-arrays (``np.savez``, loaded with ``allow_pickle=False``), never as a pickle.
+An encoder is fitted once (its vocabulary and IDF weights, on the training prompts) and then
+frozen: adding a model trains only that model's adapter. State is saved as JSON parameters plus
+numpy arrays (``np.savez``, loaded with ``allow_pickle=False``), never as a pickle.
 
-The default, ``hashed-tfidf``, hashes word and character n-grams into a fixed space, so its
-saved state holds no vocabulary (no text of the training prompts) and it needs no download.
+The default, ``tfidf``, is word 1–2-gram TF-IDF (sublinear tf, n-grams seen in at least
+``min_df`` training prompts). It was chosen by measurement (README, "Choosing the encoder"):
+on the shared benchmarks it routes as well as an int8 MiniLM sentence encoder at a hundredth of
+the latency, and needs neither torch nor a download. Its vocabulary holds n-grams of the
+training prompts, so a fitted estimator belongs with your data, not in a public repository.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -23,7 +28,7 @@ def register(name: str):
 
 
 class Encoder:
-    """Base class: ``fit(prompts)``, ``transform(prompts)``; ``params`` + ``arrays`` are its state."""
+    """Base class: ``fit(prompts)``, ``transform(prompts) -> csr_matrix``; state via get/from_state."""
 
     name = "base"
 
@@ -41,55 +46,79 @@ class Encoder:
         raise NotImplementedError
 
 
-@register("hashed-tfidf")
-class HashedTfidfEncoder(Encoder):
-    """Word 1–2-grams and char_wb n-grams hashed to ``2**n_bits`` columns, sublinear TF-IDF, L2-norm."""
+TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
 
-    def __init__(self, n_bits: int = 18, char_ngrams: tuple[int, int] = (2, 5), word_ngrams: tuple[int, int] = (1, 2),
-                 max_chars: int = 20_000):
-        self.n_bits, self.char_ngrams, self.word_ngrams, self.max_chars = n_bits, tuple(char_ngrams), tuple(word_ngrams), max_chars
-        self.idf_: np.ndarray | None = None
-        self._build()
 
-    def _build(self):
-        from sklearn.feature_extraction.text import HashingVectorizer
+@register("tfidf")
+class TfidfEncoder(Encoder):
+    """Word 1–2-gram TF-IDF with sublinear tf and L2 norm.
 
-        common = dict(n_features=2 ** self.n_bits, alternate_sign=False, norm=None, lowercase=True,
-                      dtype=np.float32)
-        self._word = HashingVectorizer(analyzer="word", ngram_range=self.word_ngrams,
-                                       token_pattern=r"(?u)\b\w+\b|[^\w\s]", **common)
-        self._char = HashingVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common)
+    Fitting uses scikit-learn's ``TfidfVectorizer``; transforming is a dictionary lookup per
+    n-gram in plain Python + numpy, which is several times faster than the vectorizer's
+    per-call overhead for the one-query case that ``route()`` serves.
+    """
 
-    def _counts(self, prompts):
-        # Long prompts are cut: routing signal sits in the first pages, and cost must stay bounded.
-        texts = [p[: self.max_chars] for p in prompts]
-        X = self._word.transform(texts) + self._char.transform(texts)
-        X.data = np.log1p(X.data)  # sublinear tf
-        return X
+    def __init__(self, min_df: int = 2, max_chars: int = 20_000):
+        self.min_df, self.max_chars = min_df, max_chars
+        self.vocabulary_: dict[str, int] = {}
+        self.idf_ = np.zeros(0, np.float32)
 
     def fit(self, prompts):
-        X = self._counts(prompts)
-        df = np.bincount(X.indices, minlength=X.shape[1])
-        n = X.shape[0]
-        self.idf_ = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        min_df = self.min_df if len(prompts) >= 10 * self.min_df else 1  # tiny evalsets keep every n-gram
+        v = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
+        v.fit([p[: self.max_chars] for p in prompts])
+        self.vocabulary_ = {t: int(i) for t, i in v.vocabulary_.items()}
+        self.idf_ = v.idf_.astype(np.float32)
         return self
 
-    def transform(self, prompts):
-        from sklearn.preprocessing import normalize
+    @property
+    def dim(self) -> int:
+        return len(self.idf_)
 
-        X = self._counts(prompts)
-        X = X.multiply(self.idf_).tocsr()
-        return normalize(X, copy=False)
+    def _row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        toks = TOKEN.findall(text[: self.max_chars].lower())
+        counts: dict[int, int] = {}
+        vocab = self.vocabulary_
+        for g in toks:
+            j = vocab.get(g)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        for a, b in zip(toks, toks[1:]):
+            j = vocab.get(a + " " + b)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        idx = np.fromiter(counts.keys(), np.int32, len(counts))
+        val = (1 + np.log(np.fromiter(counts.values(), np.float32, len(counts)))) * self.idf_[idx]
+        norm = float(np.sqrt(val @ val))
+        return idx, (val / norm if norm > 0 else val)
+
+    def transform(self, prompts):
+        import scipy.sparse as sp
+
+        rows = [self._row(p) for p in prompts]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
+        idx = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
+        val = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.float32)
+        return sp.csr_matrix((val, idx, indptr), shape=(len(rows), self.dim))
 
     def get_state(self):
-        return ({"n_bits": self.n_bits, "char_ngrams": list(self.char_ngrams),
-                 "word_ngrams": list(self.word_ngrams), "max_chars": self.max_chars},
-                {"idf": self.idf_})
+        # The vocabulary is stored as one newline-joined string array: compact, no pickle.
+        terms = sorted(self.vocabulary_, key=self.vocabulary_.get)
+        return {"min_df": self.min_df, "max_chars": self.max_chars}, {"terms": np.array("\n".join(terms)),
+                                                                         "idf": self.idf_}
 
     @classmethod
     def from_state(cls, params, arrays):
         enc = cls(**params)
-        enc.idf_ = np.asarray(arrays["idf"], dtype=np.float32)
+        text = str(arrays["terms"])
+        terms = text.split("\n") if text else []
+        enc.vocabulary_ = {t: i for i, t in enumerate(terms)}
+        enc.idf_ = np.asarray(arrays["idf"], np.float32)
+        if len(enc.vocabulary_) != len(enc.idf_):
+            raise ValueError(f"vocabulary has {len(enc.vocabulary_)} terms but idf has {len(enc.idf_)} weights")
         return enc
 
 

@@ -1,12 +1,15 @@
-"""The learned quality estimator (IPR-style): a frozen encoder plus one linear adapter per model.
+"""The learned quality estimator (IPR-style): a frozen encoder plus one adapter per model.
 
-``QualityEstimator.fit`` fits the encoder once and one adapter per model; ``add_model`` trains
-one more adapter against the frozen encoder; ``predict`` returns an ``n x m`` matrix of
-predicted quality in 0..1. All adapters are stacked into one sparse weight matrix so a query is
-scored for every model with a single product.
+Each model's adapter blends two views of "how well does this model do on queries like this":
 
-Adapters: logistic regression for 0/1 outcomes, ridge regression (clipped to 0..1) for graded
-judge scores.
+* a logistic regression on the encoder's features (soft labels: a judge score of 0.7 counts
+  as 0.7 of a success), and
+* a k-nearest-neighbour memory: the cosine-weighted mean of the model's scores on the ``k``
+  most similar training queries, shrunk towards the model's mean score.
+
+``predict = w · LR + (1 − w) · kNN``. All regressions are stacked into one weight matrix and
+the neighbour search is shared, so a query is scored for every model with two sparse products.
+``add_model`` trains one adapter (its regression and its memory) against the frozen encoder.
 
 Saved as a directory: ``estimator.json`` (readable parameters, models, unit costs) and
 ``arrays.npz`` (numbers only, loaded with ``allow_pickle=False``).
@@ -20,82 +23,88 @@ from typing import Sequence
 
 import numpy as np
 
-from .encoders import Encoder, make_encoder, ENCODERS
+from .encoders import ENCODERS, make_encoder
 from .errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def _is_binary(y: np.ndarray) -> bool:
-    return bool(np.all((y == 0) | (y == 1)))
+def fit_soft_logistic(X, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+    """Logistic regression on targets in 0..1 (each row as a weighted success and failure)."""
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.clip(np.asarray(y, float), 0, 1)
+    mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    if y.min() == y.max():  # always right (or always wrong) on the training set: a constant
+        return np.zeros(X.shape[1], np.float32), float(np.log(mean / (1 - mean)))
+    if np.all((y == 0) | (y == 1)):
+        lr = LogisticRegression(C=C, max_iter=2000).fit(X, y.astype(int))
+    else:
+        X2 = sp.vstack([X, X]).tocsr()
+        t = np.r_[np.ones(len(y)), np.zeros(len(y))].astype(int)
+        lr = LogisticRegression(C=C, max_iter=2000).fit(X2, t, sample_weight=np.r_[y, 1 - y] + 1e-6)
+    return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
 
 
 class QualityEstimator:
     """Predicts each model's quality for a query. Hyper-parameters in ``__init__``, learned state ends in ``_``."""
 
-    def __init__(self, encoder: str = "hashed-tfidf", encoder_params: dict | None = None, C: float = 1.0,
-                 alpha: float = 1.0, class_weight: str | None = None):
+    def __init__(self, encoder: str = "tfidf", encoder_params: dict | None = None, C: float = 1.0,
+                 k: int = 30, prior: float = 1.0, w: float = 0.4):
         self.encoder, self.encoder_params = encoder, dict(encoder_params or {})
-        self.C, self.alpha, self.class_weight = C, alpha, class_weight
-        self.encoder_: Encoder | None = None
+        self.C, self.k, self.prior, self.w = C, k, prior, w
+        self.encoder_ = None
         self.models_: list[str] = []
         self.unit_cost_ = np.zeros(0)
-        self.coef_ = None      # scipy.sparse (n_features x n_models)
-        self.intercept_ = np.zeros(0)
-        self.link_: list[str] = []  # "logit" or "identity" per model
+        self.coef_ = np.zeros((0, 0), np.float32)   # n_features x n_models
+        self.intercept_ = np.zeros(0, np.float32)
+        self.bank_ = None                            # csr (n_memory x n_features): remembered queries
+        self.memory_ = np.zeros((0, 0), np.float32)  # n_memory x n_models scores, NaN = not known
+        self.mean_ = np.zeros(0, np.float32)         # per-model mean score (kNN prior)
         self.meta_: dict = {}
 
     # ------------------------------------------------------------------ fitting
     def fit(self, prompts: Sequence[str], scores: np.ndarray, models: Sequence[str], costs: np.ndarray | None = None):
-        """Fit the encoder on ``prompts``, then one adapter per column of ``scores``."""
-        import scipy.sparse as sp
-
+        """Fit the encoder on ``prompts`` once, then one adapter per column of ``scores``."""
         prompts = list(prompts)
         scores = np.asarray(scores, float)
         self.encoder_ = make_encoder(self.encoder, **self.encoder_params).fit(prompts)
         X = self.encoder_.transform(prompts)
-        cols, b, links = [], [], []
-        for j in range(scores.shape[1]):
-            w, b0, link = self._fit_adapter(X, scores[:, j])
-            cols.append(w)
-            b.append(b0)
-            links.append(link)
-        self.coef_ = sp.csr_matrix(np.column_stack(cols).astype(np.float32)) if cols else None
-        self.intercept_ = np.asarray(b, np.float32)
-        self.link_ = links
+        fitted = [fit_soft_logistic(X, scores[:, j], self.C) for j in range(scores.shape[1])]
+        self.coef_ = np.column_stack([f[0] for f in fitted]).astype(np.float32)
+        self.intercept_ = np.array([f[1] for f in fitted], np.float32)
+        self.bank_ = X.astype(np.float32)
+        self.memory_ = scores.astype(np.float32)
+        self.mean_ = scores.mean(axis=0).astype(np.float32)
         self.models_ = list(models)
-        self.unit_cost_ = (np.asarray(costs, float).mean(axis=0) if costs is not None
-                           else np.ones(len(self.models_)))
+        self.unit_cost_ = np.asarray(costs, float).mean(axis=0) if costs is not None else np.ones(len(self.models_))
         self.meta_ = {"n_train": len(prompts), "fitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         return self
 
-    def _fit_adapter(self, X, y: np.ndarray) -> tuple[np.ndarray, float, str]:
-        if _is_binary(y):
-            if y.min() == y.max():  # a model always right (or always wrong) on the training set
-                p = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
-                return np.zeros(X.shape[1]), float(np.log(p / (1 - p))), "logit"
-            from sklearn.linear_model import LogisticRegression
-
-            lr = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=2000)
-            lr.fit(X, y.astype(int))
-            return lr.coef_[0], float(lr.intercept_[0]), "logit"
-        from sklearn.linear_model import Ridge
-
-        r = Ridge(alpha=self.alpha).fit(X, y)
-        return r.coef_, float(r.intercept_), "identity"
-
     def add_model(self, name: str, prompts: Sequence[str], scores: np.ndarray, unit_cost: float):
-        """Train one adapter for a new model against the frozen encoder (the encoder is not refitted)."""
+        """Train one adapter for a new model against the frozen encoder (nothing else changes).
+
+        Its memory is the given prompts: they join the neighbour bank with unknown (NaN) scores
+        for the other models, which therefore keep their own neighbours and predictions.
+        """
         import scipy.sparse as sp
 
         self._check_fitted()
         if name in self.models_:
             raise ValueError(f"model '{name}' already has an adapter")
+        scores = np.asarray(scores, float)
         X = self.encoder_.transform(list(prompts))
-        w, b0, link = self._fit_adapter(X, np.asarray(scores, float))
-        self.coef_ = sp.hstack([self.coef_, sp.csr_matrix(w.astype(np.float32)[:, None])]).tocsr()
-        self.intercept_ = np.append(self.intercept_, np.float32(b0))
-        self.link_.append(link)
+        w, b = fit_soft_logistic(X, scores, self.C)
+        self.coef_ = np.column_stack([self.coef_, w]).astype(np.float32)
+        self.intercept_ = np.append(self.intercept_, np.float32(b))
+        n_old = self.bank_.shape[0]
+        self.bank_ = sp.vstack([self.bank_, X.astype(np.float32)]).tocsr()
+        memory = np.full((self.bank_.shape[0], len(self.models_) + 1), np.nan, np.float32)
+        memory[:n_old, :-1] = self.memory_
+        memory[n_old:, -1] = scores
+        self.memory_ = memory
+        self.mean_ = np.append(self.mean_, np.float32(scores.mean()))
         self.models_.append(name)
         self.unit_cost_ = np.append(self.unit_cost_, float(unit_cost))
         return self
@@ -105,16 +114,32 @@ class QualityEstimator:
         """Predicted quality in 0..1, shape (n_prompts, n_models)."""
         self._check_fitted()
         X = self.encoder_.transform(list(prompts))
-        Z = X @ self.coef_
-        z = (Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)) + self.intercept_[None, :]
-        logit = np.array([l == "logit" for l in self.link_])
-        out = np.empty_like(z, dtype=float)
-        out[:, logit] = 1.0 / (1.0 + np.exp(-z[:, logit]))
-        out[:, ~logit] = np.clip(z[:, ~logit], 0.0, 1.0)
+        p_lr = 1.0 / (1.0 + np.exp(-(X @ self.coef_ + self.intercept_)))
+        if self.w >= 1.0 or self.bank_ is None or self.bank_.shape[0] == 0:
+            return p_lr
+        return self.w * p_lr + (1.0 - self.w) * self._knn(X)
+
+    def _knn(self, X) -> np.ndarray:
+        sim = (X @ self.bank_.T).toarray()
+        out = np.empty((X.shape[0], len(self.models_)), np.float32)
+        known = ~np.isnan(self.memory_)
+        # Models remembering the same queries share one neighbour search (normally all of them).
+        groups: dict[bytes, list[int]] = {}
+        for j in range(len(self.models_)):
+            groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+        for cols in groups.values():
+            rows = np.flatnonzero(known[:, cols[0]])
+            s = sim[:, rows] if len(rows) < sim.shape[1] else sim
+            k = min(self.k, s.shape[1])
+            nb = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            ws = np.maximum(np.take_along_axis(s, nb, axis=1), 0) + 1e-6
+            mem = self.memory_[np.ix_(rows, cols)]
+            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * self.mean_[cols]
+            out[:, cols] = num / (ws.sum(axis=1, keepdims=True) + self.prior)
         return out
 
     def _check_fitted(self):
-        if self.encoder_ is None or self.coef_ is None:
+        if self.encoder_ is None or self.coef_.size == 0:
             raise RuntimeError("QualityEstimator is not fitted: call fit() or QualityEstimator.load()")
 
     # ------------------------------------------------------------------ persistence
@@ -127,19 +152,19 @@ class QualityEstimator:
         self._check_fitted()
         d = Path(directory)
         enc_params, enc_arrays = self.encoder_.get_state()
-        W = self.coef_.tocsr()
+        B = self.bank_.tocsr()
         arrays = {f"encoder.{k}": v for k, v in enc_arrays.items()}
-        arrays.update({"coef.data": W.data, "coef.indices": W.indices, "coef.indptr": W.indptr,
-                       "coef.shape": np.array(W.shape), "intercept": self.intercept_,
-                       "unit_cost": self.unit_cost_})
+        arrays.update({"coef": self.coef_, "intercept": self.intercept_, "unit_cost": self.unit_cost_,
+                       "bank.data": B.data, "bank.indices": B.indices, "bank.indptr": B.indptr,
+                       "bank.shape": np.array(B.shape), "memory": self.memory_, "mean": self.mean_})
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(d / "arrays.npz", buf.getvalue())
         doc = {"format": "route-switch-estimator", "version": FORMAT_VERSION,
                "encoder": {"name": self.encoder, "params": enc_params},
-               "hyperparameters": {"C": self.C, "alpha": self.alpha, "class_weight": self.class_weight},
-               "models": self.models_, "links": self.link_,
-               "unit_cost": [float(c) for c in self.unit_cost_], "meta": self.meta_}
+               "hyperparameters": {"C": self.C, "k": self.k, "prior": self.prior, "w": self.w},
+               "models": self.models_, "unit_cost": [float(c) for c in self.unit_cost_],
+               "mean_quality": [round(float(m), 4) for m in self.mean_], "meta": self.meta_}
         atomic_write_text(d / "estimator.json", json.dumps(doc, indent=2) + "\n")
         return d
 
@@ -159,29 +184,32 @@ class QualityEstimator:
             raise ArtifactError(f"not valid JSON: {e}", file=str(jf)) from None
         if not isinstance(doc, dict) or doc.get("format") != "route-switch-estimator":
             raise ArtifactError("not a route-switch estimator file", file=str(jf), field="format")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ArtifactError(f"format version {doc.get('version')} (this release reads {FORMAT_VERSION}); "
+                                "refit with route-switch fit", file=str(jf), field="version")
         try:
             with np.load(af, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:
             raise ArtifactError(f"unreadable numpy archive: {e}", file=str(af)) from None
         try:
-            hp = doc["hyperparameters"]
-            est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], C=hp["C"],
-                      alpha=hp["alpha"], class_weight=hp.get("class_weight"))
+            est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], **doc["hyperparameters"])
             if est.encoder not in ENCODERS:
                 raise ArtifactError(f"unknown encoder '{est.encoder}'", file=str(jf), field="encoder.name")
             enc_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("encoder.")}
             est.encoder_ = ENCODERS[est.encoder].from_state(doc["encoder"]["params"], enc_arrays)
-            shape = tuple(int(x) for x in arrays["coef.shape"])
-            est.coef_ = sp.csr_matrix((arrays["coef.data"], arrays["coef.indices"], arrays["coef.indptr"]), shape=shape)
-            est.intercept_ = arrays["intercept"].astype(np.float32)
+            est.coef_, est.intercept_ = arrays["coef"].astype(np.float32), arrays["intercept"].astype(np.float32)
             est.unit_cost_ = arrays["unit_cost"].astype(float)
-            est.models_, est.link_, est.meta_ = list(doc["models"]), list(doc["links"]), dict(doc.get("meta", {}))
+            shape = tuple(int(x) for x in arrays["bank.shape"])
+            est.bank_ = sp.csr_matrix((arrays["bank.data"], arrays["bank.indices"], arrays["bank.indptr"]), shape=shape)
+            est.memory_, est.mean_ = arrays["memory"].astype(np.float32), arrays["mean"].astype(np.float32)
+            est.models_, est.meta_ = list(doc["models"]), dict(doc.get("meta", {}))
         except ArtifactError:
             raise
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"inconsistent estimator files: {e!r}", file=str(d)) from None
-        m = len(est.models_)
-        if est.coef_.shape[1] != m or len(est.intercept_) != m or len(est.link_) != m or len(est.unit_cost_) != m:
+        m, dim = len(est.models_), est.encoder_.dim
+        if (est.coef_.shape != (dim, m) or len(est.intercept_) != m or len(est.unit_cost_) != m
+                or est.memory_.shape != (est.bank_.shape[0], m) or est.bank_.shape[1] != dim):
             raise ArtifactError(f"arrays do not match the {m} models listed", file=str(af))
         return est

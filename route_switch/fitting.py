@@ -9,7 +9,7 @@ from .config import RouterConfig, dump_config
 from .estimator import QualityEstimator
 from .evalset import Evalset
 from .selection import calibrate
-from .spec import Tier
+from .tiers import Tier
 
 
 def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None, target_quality: float | None = 0.95,

@@ -32,29 +32,32 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert back.models_ == est.models_
     np.testing.assert_allclose(back.predict(test.prompts), est.predict(test.prompts), atol=1e-6)
     doc = json.loads((tmp_path / "e" / "estimator.json").read_text())
-    assert doc["encoder"]["name"] == "hashed-tfidf" and doc["models"] == est.models_
+    assert doc["encoder"]["name"] == "tfidf" and doc["models"] == est.models_
 
 
 def test_add_model_trains_only_its_adapter(fitted):
     est, train, test = fitted
     before = est.predict(test.prompts)
-    idf = est.encoder_.idf_.copy()
+    idf, vocab = est.encoder_.idf_.copy(), dict(est.encoder_.vocabulary_)
     e = QualityEstimator().fit(train.prompts, train.scores, train.models, train.costs)
     e.add_model("clone-of-large", train.prompts, train.scores[:, train.models.index("large")], unit_cost=0.05)
     after = e.predict(test.prompts)
     np.testing.assert_allclose(after[:, :3], before, atol=1e-6)
     np.testing.assert_array_equal(e.encoder_.idf_, idf)
+    assert e.encoder_.vocabulary_ == vocab
     np.testing.assert_allclose(after[:, 3], before[:, train.models.index("large")], atol=1e-5)
     with pytest.raises(ValueError):
         e.add_model("small", train.prompts, train.scores[:, 0], unit_cost=1)
 
 
-def test_graded_scores_use_a_regression_adapter(synthetic):
-    scores = synthetic.scores * 0.5 + 0.25  # judge-like probabilities
+def test_graded_scores_are_soft_labels(synthetic):
+    # judge-like probabilities: 0.15 where the model failed, 0.85 where it succeeded
+    scores = synthetic.scores * 0.7 + 0.15
     est = QualityEstimator().fit(synthetic.prompts, scores, synthetic.models, synthetic.costs)
-    assert est.link_ == ["identity"] * 3
-    p = est.predict(synthetic.prompts[:5])
-    assert ((0 <= p) & (p <= 1)).all()
+    p = est.predict(synthetic.prompts)
+    assert ((0.1 <= p) & (p <= 0.9)).all()  # soft targets never push predictions to 0 or 1
+    hard = (synthetic.queries["task"] == "hard").to_numpy()
+    assert p[hard, 0].mean() < p[~hard, 0].mean() - 0.3
 
 
 @pytest.mark.parametrize("damage", ["missing_json", "bad_json", "wrong_format", "bad_npz", "short_arrays"])
@@ -72,7 +75,6 @@ def test_corrupt_artifacts_name_the_file(fitted, tmp_path, damage):
     else:
         doc = json.loads((d / "estimator.json").read_text())
         doc["models"].append("ghost")
-        doc["links"].append("logit")
         (d / "estimator.json").write_text(json.dumps(doc))
     with pytest.raises(ArtifactError) as e:
         QualityEstimator.load(d)

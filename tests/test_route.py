@@ -8,7 +8,7 @@ import pytest
 from route_switch.controller import Router, route
 from route_switch.estimator import QualityEstimator
 from route_switch.fitting import fit
-from route_switch.spec import Tier
+from route_switch.tiers import Tier
 
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
 

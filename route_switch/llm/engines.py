@@ -1,0 +1,385 @@
+"""DSPy 3.4 custom engines (``complete(Request) -> Response``) for the router LLM.
+
+- LlamaCppEngine: in-process llama.cpp; routing calls are answered with a GBNF
+  grammar that admits only the allowed tier labels.
+- FakeRouterEngine: a deterministic FAKE for unit tests (no model).
+
+Both answer in the exact layout dspy.ChatAdapter parses::
+
+    [[ ## tier ## ]]
+    2
+
+    [[ ## completed ## ]]
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from contextlib import contextmanager
+
+# --- deadline passed from RouterLLM's worker thread to the engine -----------------
+_DEADLINE = threading.local()
+
+
+@contextmanager
+def deadline_scope(deadline: float | None):
+    """Set a monotonic deadline that engines running in this thread honour."""
+    prev = getattr(_DEADLINE, "value", None)
+    _DEADLINE.value = deadline
+    try:
+        yield
+    finally:
+        _DEADLINE.value = prev
+
+
+def current_deadline() -> float | None:
+    return getattr(_DEADLINE, "value", None)
+
+
+# --- request helpers ---------------------------------------------------------------
+def _request_messages(request) -> list[dict]:
+    msgs = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        msgs.append({"role": "system", "content": system})
+    msgs.extend({"role": m.role, "content": m.text or ""} for m in request.messages)
+    return msgs
+
+
+def _layout(field: str, value: str) -> str:
+    return f"[[ ## {field} ## ]]\n{value}\n\n[[ ## completed ## ]]"
+
+
+def _response(text: str, model: str, input_tokens=None, output_tokens=None, cache_read_tokens=None,
+              finish_reason: str = "stop"):
+    from dspy.lm15 import Message, Response, TextPart, Usage
+
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens)
+    return Response(id=None, model=model, message=Message.assistant([TextPart(text)]),
+                    finish_reason=finish_reason, usage=usage)
+
+
+def _gbnf_literal(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def tier_grammar(labels) -> str:
+    """GBNF admitting exactly one of `labels` (the text after the forced field header)."""
+    return "root ::= " + " | ".join(_gbnf_literal(str(lab)) for lab in labels) + "\n"
+
+
+# --- in-process llama.cpp ----------------------------------------------------------
+_LLAMAS: dict[tuple, object] = {}
+_LLAMAS_LOCK = threading.Lock()
+
+
+def loaded_llama():
+    """Any already-loaded llama_cpp.Llama (for token counting), else None."""
+    return next(iter(_LLAMAS.values()), None)
+
+
+def _shared_llama(model_path: str, n_ctx: int, n_threads: int, n_batch: int):
+    key = (model_path, n_ctx, n_threads, n_batch)
+    with _LLAMAS_LOCK:
+        if key not in _LLAMAS:
+            from llama_cpp import Llama
+
+            _LLAMAS[key] = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
+                                 n_threads_batch=n_threads, n_batch=n_batch, seed=0, verbose=False)
+        return _LLAMAS[key]
+
+
+class LlamaCppEngine:
+    """In-process llama.cpp engine for ``dspy.LM("local/<name>", engine=...)``.
+
+    Routing requests (the system prompt mentions ``[[ ## <field> ## ]]``) are
+    rendered with the model's chat template, the assistant turn is pre-filled with
+    the field header and one label is decoded under a GBNF grammar; the reply is
+    the full ChatAdapter layout. The prompt prefix (system + demos) is identical
+    across calls, so llama.cpp's KV cache re-uses it and only the query tokens are
+    evaluated. Other requests (e.g. an optimiser's prompt model) get a plain
+    chat completion. One model per process and path; calls are serialised.
+    """
+
+    forces_layout = True  # tells the routing module it may drop the output-format reminder
+
+    def __init__(self, model_path: str, labels=("1", "2", "3"), output_field: str = "tier",
+                 n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512, reuse_prefix: bool = True,
+                 prefix_state_dir: str | None = None):
+        self.model_path = str(model_path)
+        self.labels = tuple(str(x) for x in labels) if labels else ()
+        self.output_field = output_field
+        self.n_ctx, self.n_threads, self.n_batch = n_ctx, n_threads, n_batch
+        self.reuse_prefix = reuse_prefix
+        self.prefix_state_dir = prefix_state_dir  # where evaluated prompt prefixes are kept across processes
+        self.last_stats: dict = {}
+        self._lock = threading.Lock()
+        self._formatter = None
+
+    # engines are borrowed: copying an LM/module must not reload the model
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def dump_state(self) -> dict:
+        return {"model_path": self.model_path, "labels": list(self.labels), "output_field": self.output_field,
+                "n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch}
+
+    @classmethod
+    def load_state(cls, state: dict) -> "LlamaCppEngine":
+        return cls(**state)
+
+    @property
+    def llm(self):
+        return _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)
+
+    def _format(self, messages: list[dict]) -> str:
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            llm = self.llm
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:  # ChatML fallback
+                template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+            tok = lambda i: llm.detokenize([i], special=True).decode("utf-8", "ignore") if i >= 0 else ""
+            self._formatter = Jinja2ChatFormatter(template, eos_token=tok(llm.token_eos()),
+                                                  bos_token=tok(llm.token_bos()), add_generation_prompt=True)
+        return self._formatter(messages=messages).prompt
+
+    def _is_routing(self, messages: list[dict]) -> bool:
+        return bool(self.labels) and messages[0]["role"] == "system" and \
+            f"[[ ## {self.output_field} ## ]]" in messages[0]["content"] and messages[-1]["role"] == "user"
+
+    def complete(self, request):
+        from dspy.clients.engines.base import validate_request
+
+        validate_request(request)
+        messages = _request_messages(request)
+        with self._lock:
+            if self._is_routing(messages):
+                return self._route(messages)
+            return self._chat(messages, request.config)
+
+    def _route(self, messages):
+        from llama_cpp import LlamaGrammar
+
+        llm = self.llm
+        head = f"[[ ## {self.output_field} ## ]]\n"
+        prompt = self._format(messages) + head
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) + 8 > self.n_ctx:
+            raise ValueError(f"routing prompt has {len(tokens)} tokens; n_ctx is {self.n_ctx}")
+        source = "none"
+        if not self.reuse_prefix:
+            llm.reset()
+        elif self.prefix_state_dir:
+            source = self._ensure_prefix(llm, prompt, messages[-1]["content"], tokens)
+        prev = llm._input_ids[: llm.n_tokens].tolist()
+        reused = 0
+        for a, b in zip(prev, tokens[:-1]):
+            if a != b:
+                break
+            reused += 1
+        deadline = current_deadline()
+        stop = None
+        if deadline is not None:
+            from llama_cpp import StoppingCriteriaList
+
+            stop = StoppingCriteriaList([lambda ids, logits: time.monotonic() > deadline])
+        t0 = time.perf_counter()
+        out = llm.create_completion(prompt, grammar=LlamaGrammar.from_string(self._grammar(), verbose=False),
+                                    max_tokens=8, temperature=0.0, top_k=1,
+                                    stopping_criteria=stop)
+        value = out["choices"][0]["text"].strip()
+        self.last_stats = {"prompt_tokens": len(tokens), "reused_tokens": reused, "prefix_source": source,
+                           "evaluated_tokens": len(tokens) - reused, "seconds": time.perf_counter() - t0}
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("router LLM deadline exceeded")
+        return _response(_layout(self.output_field, value), "llama.cpp:" + self.model_path.rsplit("/", 1)[-1],
+                         input_tokens=len(tokens), output_tokens=out["usage"]["completion_tokens"],
+                         cache_read_tokens=reused)
+
+    def _ensure_prefix(self, llm, prompt: str, query: str, tokens: list[int]) -> str:
+        """Make the KV cache hold the constant prefix (everything before the query).
+
+        Returns "memory" (already there), "disk" (restored from prefix_state_dir) or
+        "built" (evaluated now and saved). Any disk problem falls back to evaluating.
+        """
+        import hashlib
+        import os
+        from pathlib import Path
+
+        cut = prompt.rfind(query) if query else -1
+        if cut <= 0:
+            return "none"
+        head = llm.tokenize(prompt[:cut].encode("utf-8"), add_bos=False, special=True)
+        n = 0
+        for a, b in zip(head, tokens[:-1]):
+            if a != b:
+                break
+            n += 1
+        prefix = tokens[:n]
+        if n < 16:
+            return "none"
+        have = llm._input_ids[: llm.n_tokens].tolist()
+        if len(have) >= n and have[:n] == prefix:
+            return "memory"
+        st = os.stat(self.model_path)
+        key = hashlib.sha256(f"{self.model_path}|{st.st_size}|{self.n_ctx}|{self.n_batch}|".encode()
+                             + bytes(str(prefix), "ascii")).hexdigest()[:32]
+        path = Path(self.prefix_state_dir) / f"prefix-{key}.npz"
+        try:
+            if path.is_file():
+                _restore_state(llm, path, prefix)
+                return "disk"
+        except Exception:
+            path.unlink(missing_ok=True)
+        llm.reset()
+        llm.eval(prefix)
+        try:
+            _save_state(llm, path)
+        except Exception:
+            pass
+        return "built"
+
+    def _grammar(self) -> str:
+        if not hasattr(self, "_grammar_text"):
+            self._grammar_text = tier_grammar(self.labels)
+        return self._grammar_text
+
+    def _chat(self, messages, config):
+        out = self.llm.create_chat_completion(messages=messages, max_tokens=config.max_tokens or 512,
+                                              temperature=config.temperature or 0.0)
+        usage = out.get("usage", {})
+        return _response(out["choices"][0]["message"]["content"] or "", "llama.cpp",
+                         usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self):
+        pass
+
+
+def _save_state(llm, path) -> None:
+    """Write llama.cpp's context state (KV cache) + token ids, atomically, without pickle."""
+    import ctypes
+    import os
+    import tempfile
+
+    import llama_cpp
+    import numpy as np
+
+    size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+    buf = (ctypes.c_uint8 * int(size))()
+    n = int(llama_cpp.llama_state_get_data(llm._ctx.ctx, buf, size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, ids=np.asarray(llm._input_ids[: llm.n_tokens], dtype=np.int32),
+                     state=np.frombuffer(bytes(buf)[:n], dtype=np.uint8))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _restore_state(llm, path, prefix: list[int]) -> None:
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        ids, state = z["ids"], z["state"].tobytes()
+    if ids.tolist() != prefix:
+        raise ValueError("prefix state does not match")
+    buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+    if llama_cpp.llama_state_set_data(llm._ctx.ctx, buf, len(state)) != len(state):
+        raise RuntimeError("llama_state_set_data failed")
+    llm.input_ids[: len(ids)] = ids
+    llm.n_tokens = len(ids)
+    llm._requires_eval = True
+
+
+# --- fake for tests ------------------------------------------------------------------
+HARD_WORDS = ("prove", "derive", "implement", "algorithm", "refactor", "debug", "optimi", "step by step",
+              "integral", "theorem", "complexity", "design")
+MEDIUM_WORDS = ("explain", "why", "compare", "summar", "calculate", "translate", "code", "write")
+
+
+def default_rule(query: str, n_tiers: int) -> int:
+    """FAKE difficulty rule: 1-based tier from keywords (hard -> top, medium -> middle)."""
+    q = query.lower()
+    if any(w in q for w in HARD_WORDS):
+        return n_tiers
+    if any(w in q for w in MEDIUM_WORDS) or len(q) > 300:
+        return max(1, (n_tiers + 1) // 2)
+    return 1
+
+
+class FakeRouterEngine:
+    """FAKE engine for unit tests: deterministic answers, no model.
+
+    mode: "rule" (keyword rule on the query), "fixed" (always `fixed_label`),
+    "fail" (raises), "timeout" (sleeps `delay_s` first, then answers by rule),
+    "garbage" (unparseable text), "out_of_range" (a label not in `labels`).
+    `calls` records the queries seen.
+    """
+
+    forces_layout = False
+
+    def __init__(self, labels=("1", "2", "3"), mode: str = "rule", output_field: str = "tier",
+                 fixed_label: str | None = None, delay_s: float = 0.0, rule=None):
+        self.labels = tuple(str(x) for x in labels)
+        self.mode, self.output_field = mode, output_field
+        self.fixed_label, self.delay_s, self.rule = fixed_label, delay_s, rule or default_rule
+        self.calls: list[str] = []
+
+    def dump_state(self) -> dict:
+        return {"labels": list(self.labels), "mode": self.mode, "output_field": self.output_field,
+                "fixed_label": self.fixed_label, "delay_s": self.delay_s}
+
+    @classmethod
+    def load_state(cls, state: dict) -> "FakeRouterEngine":
+        return cls(**state)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def complete(self, request):
+        from dspy.clients.engines.base import validate_request
+
+        validate_request(request)
+        last = _request_messages(request)[-1]["content"]
+        m = re.search(r"\[\[ ## query ## \]\]\n(.*?)(?:\n\nRespond with|\Z)", last, re.S)
+        query = m.group(1) if m else last
+        self.calls.append(query)
+        if self.mode == "fail":
+            raise RuntimeError("FakeRouterEngine: simulated backend failure")
+        if self.mode == "timeout":
+            time.sleep(self.delay_s or 5.0)
+        if self.mode == "garbage":
+            return _response("I think this is a medium-hard question.", "fake")
+        if self.mode == "out_of_range":
+            return _response(_layout(self.output_field, str(len(self.labels) + 1)), "fake")
+        if self.mode == "fixed":
+            label = self.fixed_label or self.labels[0]
+        else:
+            label = self.labels[self.rule(query, len(self.labels)) - 1]
+        return _response(_layout(self.output_field, label), "fake", input_tokens=len(last) // 4, output_tokens=12)
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self):
+        pass

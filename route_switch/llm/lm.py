@@ -1,0 +1,76 @@
+"""Build the router's dspy.LM from a YAML-able config.
+
+    {kind: local}                       embedded Qwen2.5-Coder-0.5B GGUF, in-process llama.cpp
+        optional: model_path, n_ctx (2048), n_threads (2), n_batch (512), cache_dir,
+        prefix_state (true: keep the evaluated prompt prefix on disk next to the model,
+        so a new process skips re-evaluating it), reuse_prefix (true; false = benchmark only)
+    {kind: openai, model, api_base, api_key_env, max_tokens, timeout_s, provider}
+        any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
+        provider defaults to "hosted_vllm": LiteLLM then sends `max_tokens` (the "openai/"
+        prefix sends `max_completion_tokens`, which llama.cpp server ignores). Use
+        provider: openai for api.openai.com reasoning models. The API key is read only
+        from the environment variable named by api_key_env.
+    {kind: fake, mode, fixed_label, delay_s}   FakeRouterEngine, for tests
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from route_switch.errors import ConfigError
+
+
+class LMConfigError(ConfigError):
+    """The LM config is invalid (unknown kind, missing field, unset key variable)."""
+
+
+def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
+    """Return a dspy.LM for `cfg` (temperature 0, no DSPy response cache, no retries)."""
+    import dspy
+
+    cfg = dict(cfg or {"kind": "local"})
+    kind = cfg.get("kind", "local")
+    labels = tuple(str(x) for x in (labels or ("1", "2", "3")))
+    if kind == "local":
+        from route_switch.llm.engines import LlamaCppEngine
+        from route_switch.llm.model_files import ensure_local_model
+
+        from route_switch.llm.model_files import default_cache_dir
+
+        path = cfg.get("model_path") or ensure_local_model(cfg.get("cache_dir"))
+        kv_dir = None
+        if cfg.get("prefix_state", True):
+            kv_dir = str((Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir())
+                         .parent / "prefix-state")
+        engine = LlamaCppEngine(str(path), labels=labels, n_ctx=int(cfg.get("n_ctx", 2048)),
+                                n_threads=int(cfg.get("n_threads", 2)), n_batch=int(cfg.get("n_batch", 512)),
+                                reuse_prefix=bool(cfg.get("reuse_prefix", True)), prefix_state_dir=kv_dir)
+        return dspy.LM("local/qwen2.5-coder-0.5b-instruct-q4_k_m", engine=engine, temperature=0.0,
+                       max_tokens=int(cfg.get("max_tokens", 16)), cache=False, num_retries=0)
+    if kind == "fake":
+        from route_switch.llm.engines import FakeRouterEngine
+
+        engine = FakeRouterEngine(labels=labels, mode=cfg.get("mode", "rule"), fixed_label=cfg.get("fixed_label"),
+                                  delay_s=float(cfg.get("delay_s", 0.0)))
+        return dspy.LM("local/fake-router", engine=engine, temperature=0.0, max_tokens=16, cache=False,
+                       num_retries=0)
+    if kind == "openai":
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
+        model = cfg.get("model")
+        if not isinstance(model, str) or not model:
+            raise LMConfigError("lm config kind=openai needs 'model'")
+        key_env = cfg.get("api_key_env")
+        if key_env:
+            api_key = os.environ.get(key_env)
+            if not api_key:
+                raise LMConfigError(f"lm config: environment variable {key_env} (api_key_env) is not set")
+        else:
+            api_key = "none"  # local servers accept any key
+        provider = cfg.get("provider", "hosted_vllm")
+        kwargs = {}
+        if cfg.get("api_base"):
+            kwargs["api_base"] = cfg["api_base"]
+        return dspy.LM(f"{provider}/{model}", api_key=api_key, temperature=0.0,
+                       max_tokens=int(cfg.get("max_tokens", 16)), timeout=float(cfg.get("timeout_s", 10.0)),
+                       cache=False, num_retries=int(cfg.get("num_retries", 0)), **kwargs)
+    raise LMConfigError(f"unknown lm kind {kind!r}; expected local, openai or fake")

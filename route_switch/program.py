@@ -1,0 +1,261 @@
+"""Routing programs: a YAML description of tiers + instruction + demos, and the DSPy
+module / RouterLLM that run it.
+
+Tier labels are the strings "1".."N" (tier 1 = cheapest ... tier N = largest); the
+tier names and descriptions are shown to the LLM in the output field description,
+so an optimiser (MIPROv2) that rewrites the instruction cannot lose them.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from route_switch.errors import InputError, RouteSwitchError
+
+MAX_QUERY_CHARS = 1200  # longer queries are cut (head + tail) before routing
+
+
+class ProgramError(InputError):
+    """A routing program file is malformed (message names the file and field)."""
+
+
+class RouterOutputError(RouteSwitchError, ValueError):
+    """The router LLM answered something that is not one of the allowed tier labels."""
+
+
+class RouterLLMError(RouteSwitchError, RuntimeError):
+    """RouterLLM.predict failed: backend error, timeout, or invalid output. Never a guessed tier."""
+
+
+@dataclass
+class RoutingProgram:
+    name: str
+    tiers: list[dict]  # [{name, description}], cheapest first
+    instruction: str
+    demos: list[dict] = field(default_factory=list)  # [{query, tier}], tier as int 1..N
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(i) for i in range(1, len(self.tiers) + 1)]
+
+    @classmethod
+    def from_dict(cls, data, source: str = "<dict>") -> "RoutingProgram":
+        def bad(fld, msg):
+            raise ProgramError(msg, file=source, field=fld)
+
+        if not isinstance(data, dict):
+            bad("<root>", "expected a mapping with name, tiers, instruction, demos")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            bad("name", "must be a non-empty string")
+        tiers = data.get("tiers")
+        if not isinstance(tiers, list) or len(tiers) < 2:
+            bad("tiers", "must be a list of at least 2 {name, description} entries")
+        clean_tiers = []
+        for i, t in enumerate(tiers):
+            if not isinstance(t, dict):
+                bad(f"tiers[{i}]", "must be a mapping with name and description")
+            for k in ("name", "description"):
+                if not isinstance(t.get(k), str) or not t[k].strip():
+                    bad(f"tiers[{i}].{k}", "must be a non-empty string")
+            clean_tiers.append({"name": t["name"].strip(), "description": t["description"].strip()})
+        instruction = data.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            bad("instruction", "must be a non-empty string")
+        demos = data.get("demos") or []
+        if not isinstance(demos, list):
+            bad("demos", "must be a list of {query, tier}")
+        names = {t["name"]: i + 1 for i, t in enumerate(clean_tiers)}
+        clean_demos = []
+        for i, d in enumerate(demos):
+            if not isinstance(d, dict):
+                bad(f"demos[{i}]", "must be a mapping with query and tier")
+            if not isinstance(d.get("query"), str) or not d["query"].strip():
+                bad(f"demos[{i}].query", "must be a non-empty string")
+            tier = d.get("tier")
+            if isinstance(tier, str) and tier in names:
+                tier = names[tier]
+            elif isinstance(tier, str) and tier.strip().isdigit():
+                tier = int(tier)
+            if isinstance(tier, bool) or not isinstance(tier, int) or not 1 <= tier <= len(clean_tiers):
+                bad(f"demos[{i}].tier", f"must be a tier number 1..{len(clean_tiers)} or a tier name")
+            clean_demos.append({"query": d["query"], "tier": tier})
+        return cls(name.strip(), clean_tiers, instruction.strip(), clean_demos)
+
+    @classmethod
+    def from_yaml(cls, path) -> "RoutingProgram":
+        import yaml
+
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ProgramError(f"cannot read: {e}", file=str(path)) from e
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=str(path), field="<root>",
+                               line=mark.line + 1 if mark else None) from e
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "tiers": [dict(t) for t in self.tiers], "instruction": self.instruction,
+                "demos": [{"query": d["query"], "tier": int(d["tier"])} for d in self.demos]}
+
+    def to_yaml(self, path) -> None:
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100),
+                              encoding="utf-8")
+
+    def tier_legend(self) -> str:
+        return "; ".join(f"{i} = {t['name']}: {t['description']}" for i, t in enumerate(self.tiers, 1))
+
+
+def make_signature(program: RoutingProgram):
+    """DSPy Signature ``query -> tier`` with tier a Literal of the program's labels."""
+    from typing import Literal
+
+    import dspy
+
+    tier_type = Literal[tuple(program.labels)]
+    return dspy.make_signature(
+        {"query": (str, dspy.InputField(desc="the user's request to be answered by one of the model tiers")),
+         "tier": (tier_type, dspy.OutputField(desc="the cheapest tier that will answer well. " + program.tier_legend()))},
+        program.instruction, signature_name="RouteQuery")
+
+
+def _compact_adapter_cls():
+    import dspy
+
+    class CompactChatAdapter(dspy.ChatAdapter):
+        """ChatAdapter without the per-call output-format reminder after the query.
+
+        Used with engines that force the layout by grammar, so every token after the
+        query is constant and the whole prompt before the query is a cacheable prefix."""
+
+        def user_message_output_requirements(self, signature):
+            return None
+
+    return CompactChatAdapter
+
+
+def build_module(program: RoutingProgram, lm=None):
+    """A dspy.Module with one dspy.Predict(query -> tier); forward returns Prediction(tier=label).
+
+    `lm` (optional) is used via dspy.context in forward; without it the configured
+    dspy.settings.lm is used (e.g. MIPROv2's task model). A reply that is not an
+    allowed label raises (AdapterParseError / RouterOutputError); no tier is guessed.
+    """
+    import dspy
+
+    labels = tuple(program.labels)
+
+    class _Ref:  # holds the LM without deep-copying it when DSPy copies the module
+        def __init__(self, obj):
+            self.obj = obj
+
+        def __deepcopy__(self, memo):
+            return self
+
+    class RoutingModule(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predict = dspy.Predict(make_signature(program))
+            self.predict.demos = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query")
+                                  for d in program.demos]
+            self._lm_ref = _Ref(lm)
+
+        def forward(self, query: str):
+            use_lm = self._lm_ref.obj or dspy.settings.lm
+            engine = getattr(use_lm, "engine", None)
+            compact = getattr(engine, "forces_layout", False)
+            adapter = _compact_adapter_cls()() if compact else dspy.ChatAdapter(use_json_adapter_fallback=False)
+            with dspy.context(lm=use_lm, adapter=adapter):
+                pred = self.predict(query=query)
+            tier = str(getattr(pred, "tier", "")).strip()
+            if tier not in labels:
+                raise RouterOutputError(f"router answered {tier!r}; allowed: {', '.join(labels)}")
+            pred.tier = tier
+            return pred
+
+    return RoutingModule()
+
+
+def program_from_module(module, base: RoutingProgram) -> RoutingProgram:
+    """Read an (optimised) module's instruction and demos back into a RoutingProgram."""
+    pred = module.predict
+    demos = []
+    for d in pred.demos:
+        q, t = d.get("query"), str(d.get("tier", "")).strip()
+        if isinstance(q, str) and t in base.labels:
+            demos.append({"query": q, "tier": int(t)})
+    return RoutingProgram(base.name, [dict(t) for t in base.tiers], pred.signature.instructions, demos)
+
+
+def clip_query(query: str, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """Keep head (3/4) and tail (1/4) of an over-long query."""
+    if len(query) <= max_chars:
+        return query
+    head = max_chars * 3 // 4
+    return query[:head] + "\n...\n" + query[-(max_chars - head):]
+
+
+class RouterLLM:
+    """Runs a RoutingProgram on an LLM with a per-call deadline.
+
+    ``predict(query, timeout_s)`` returns ``(tier_index, raw)`` where tier_index is the
+    0-based index into ``program.tiers`` (0 = cheapest) and raw the label the LLM produced.
+    Any failure, timeout or invalid output raises RouterLLMError.
+    """
+
+    def __init__(self, program: RoutingProgram, lm_cfg: dict | None = None, lm=None,
+                 max_query_chars: int = MAX_QUERY_CHARS):
+        from route_switch.llm.lm import make_lm
+
+        self.program = program
+        self.lm = lm if lm is not None else make_lm(lm_cfg or {"kind": "local"}, labels=program.labels)
+        self.module = build_module(program, self.lm)
+        self.max_query_chars = max_query_chars
+
+    def _call(self, query: str, deadline: float | None):
+        from route_switch.llm.engines import deadline_scope
+
+        with deadline_scope(deadline):
+            return self.module(query=clip_query(query, self.max_query_chars))
+
+    def warmup(self) -> None:
+        """Load the model and fill the prompt-prefix cache (first local call: seconds). Call at startup."""
+        self.predict("hello", timeout_s=None)
+
+    def predict(self, query: str, timeout_s: float | None = None) -> tuple[int, str]:
+        if not isinstance(query, str) or not query.strip():
+            raise RouterLLMError("query must be a non-empty string")
+        if timeout_s is None:
+            try:
+                pred = self._call(query, None)
+            except Exception as e:
+                raise RouterLLMError(f"router LLM failed: {type(e).__name__}: {e}") from e
+        else:
+            deadline = time.monotonic() + timeout_s
+            box: dict = {}
+
+            def run():
+                try:
+                    box["pred"] = self._call(query, deadline)
+                except BaseException as e:  # reported to the caller below
+                    box["err"] = e
+
+            t = threading.Thread(target=run, name="router-llm", daemon=True)
+            t.start()
+            t.join(timeout_s)
+            if t.is_alive():
+                raise RouterLLMError(f"router LLM timed out after {timeout_s:.3g}s")
+            if "err" in box:
+                e = box["err"]
+                raise RouterLLMError(f"router LLM failed: {type(e).__name__}: {e}") from e
+            pred = box["pred"]
+        raw = str(pred.tier)
+        return self.program.labels.index(raw), raw

@@ -1,0 +1,564 @@
+"""The routing proxy: an OpenAI-compatible ASGI app (Starlette) in front of the tiers' upstreams.
+
+Endpoints: ``POST /v1/chat/completions`` (model ``router``, ``router-tau-<t>`` or ``router-lambda-<l>``),
+``GET /v1/models``, ``POST /v1/route`` (the decision only), ``GET /health``, ``GET /metrics``.
+Every answer says which tier answered and why: a ``route_switch`` object in JSON bodies and
+``X-Route-Switch-*`` headers (also on streams). Errors use OpenAI's shape
+``{"error": {"message", "type", "code"}}``; a bug becomes a 500 with a request id, never a traceback.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import httpx
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..controller import Router
+from ..errors import ConfigError
+from .ratelimit import RateLimiter
+from .upstream import AllTiersFailed, forward
+
+KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
+access_log = logging.getLogger("route_switch.server.access")
+log = logging.getLogger("route_switch.server")
+_MODEL_RE = re.compile(r"router-(tau|lambda)-([0-9]+(?:\.[0-9]+)?)")
+_DRAIN_LIMIT = 32 * 1024 * 1024  # read (and drop) oversized bodies up to this, so the client sees the 413
+
+
+def keys_from_env(env: str = KEYS_ENV) -> set[str]:
+    """API keys from ``$ROUTE_SWITCH_API_KEYS`` (comma-separated; blanks ignored)."""
+    return {k.strip() for k in os.environ.get(env, "").split(",") if k.strip()}
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with this status."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers or {}
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(data).encode(), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(e: ApiError, request_id: str = "") -> Response:
+    body = {"error": {"message": e.message, "type": e.type, "code": e.code}}
+    return json_response(body, e.status, {**e.headers, **({"X-Request-Id": request_id} if request_id else {})})
+
+
+def _header(value) -> str:
+    """A header-safe (ASCII, one line, bounded) rendering of a value."""
+    s = str(value).encode("ascii", "replace").decode()
+    return re.sub(r"[\x00-\x1f\x7f]", " ", s)[:300]
+
+
+# ---------------------------------------------------------------------------------------- metrics
+class Metrics:
+    """A tiny thread-safe Prometheus registry: counters and histograms with labels."""
+
+    BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+    HELP = {
+        "route_switch_requests_total": ("counter", "HTTP requests by endpoint and status"),
+        "route_switch_tier_chosen_total": ("counter", "routing decisions by tier"),
+        "route_switch_tier_answered_total": ("counter", "forwarded requests by the tier that answered"),
+        "route_switch_route_path_total": ("counter", "routing decisions by router path (cache, bypass, llm, estimator, default)"),
+        "route_switch_router_fallbacks_total": ("counter", "decisions where the router LLM could not decide and the estimator did"),
+        "route_switch_upstream_retries_total": ("counter", "failed upstream attempts retried on the next tier up, by failed tier"),
+        "route_switch_upstream_failures_total": ("counter", "requests for which every remaining tier failed"),
+        "route_switch_request_duration_seconds": ("histogram", "request latency by endpoint (streams: until the last chunk)"),
+        "route_switch_route_duration_seconds": ("histogram", "routing decision latency"),
+    }
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counters: dict[tuple, float] = defaultdict(float)
+        self._hist: dict[tuple, list] = {}
+
+    @staticmethod
+    def _key(name, labels):
+        return name, tuple(sorted((labels or {}).items()))
+
+    def inc(self, name: str, labels: dict | None = None, value: float = 1.0):
+        with self._lock:
+            self._counters[self._key(name, labels)] += value
+
+    def observe(self, name: str, value: float, labels: dict | None = None):
+        k = self._key(name, labels)
+        with self._lock:
+            h = self._hist.setdefault(k, [[0] * len(self.BUCKETS), 0.0, 0])
+            for i, b in enumerate(self.BUCKETS):
+                if value <= b:
+                    h[0][i] += 1
+            h[1] += value
+            h[2] += 1
+
+    def value(self, name: str, labels: dict | None = None) -> float:
+        with self._lock:
+            return self._counters.get(self._key(name, labels), 0.0)
+
+    @staticmethod
+    def _fmt(labels, extra=()) -> str:
+        items = list(labels) + list(extra)
+        if not items:
+            return ""
+        esc = (str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for _, v in items)
+        return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(items, esc)) + "}"
+
+    def render(self) -> str:
+        with self._lock:
+            counters, hist = dict(self._counters), {k: (list(v[0]), v[1], v[2]) for k, v in self._hist.items()}
+        out = []
+        for name, (kind, text) in self.HELP.items():
+            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            if kind == "counter":
+                out += [f"{name}{self._fmt(lab)} {v:g}" for (n, lab), v in sorted(counters.items()) if n == name]
+                continue
+            for (n, lab), (buckets, total, count) in sorted(hist.items()):
+                if n != name:
+                    continue
+                out += [f"{name}_bucket{self._fmt(lab, [('le', f'{b:g}')])} {c}" for b, c in zip(self.BUCKETS, buckets)]
+                out += [f"{name}_bucket{self._fmt(lab, [('le', '+Inf')])} {count}",
+                        f"{name}_sum{self._fmt(lab)} {total:.6f}", f"{name}_count{self._fmt(lab)} {count}"]
+        return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- parsing
+async def read_json(request: Request, limit: int) -> dict:
+    """The request body as a JSON object, or ApiError 413 / 400 with a clear message."""
+    too_big = ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
+    cl = request.headers.get("content-length", "")
+    buf, n = bytearray(), 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n <= limit:
+            buf += chunk
+        elif n > _DRAIN_LIMIT or (cl.isdigit() and int(cl) > _DRAIN_LIMIT):
+            raise too_big
+    if n > limit:
+        raise too_big
+    if not buf.strip():
+        raise ApiError(400, "request body is empty: send a JSON object", code="invalid_json")
+    try:
+        data = json.loads(bytes(buf))
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid UTF-8", code="invalid_json") from None
+    except (ValueError, RecursionError) as e:
+        raise ApiError(400, f"request body is not valid JSON: {str(e)[:200]}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    return data
+
+
+def parse_model(name) -> tuple[float | None, float | None]:
+    """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob."""
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "'model' is required: use 'router', 'router-tau-<0..1>' or 'router-lambda-<number>'",
+                       code="invalid_model", headers=None)
+    if name == "router":
+        return None, None
+    m = _MODEL_RE.fullmatch(name)
+    if not m:
+        raise ApiError(404, f"model '{name[:100]}' does not exist: this proxy serves 'router', "
+                            "'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'",
+                       code="model_not_found")
+    v = float(m.group(2))
+    if m.group(1) == "tau":
+        if not 0 <= v <= 1:
+            raise ApiError(400, f"tau must be within [0, 1], got {v:g}", code="invalid_model")
+        return v, None
+    return None, v
+
+
+def content_text(content, where: str) -> str:
+    """Text of a message ``content``: a string, null, or a list of parts (text parts are joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for j, p in enumerate(content):
+            if not isinstance(p, dict) or not isinstance(p.get("type"), str):
+                raise ApiError(400, f"{where}.content[{j}] must be an object with a 'type'", code="invalid_messages")
+            if p["type"] == "text":
+                if not isinstance(p.get("text"), str):
+                    raise ApiError(400, f"{where}.content[{j}].text must be a string", code="invalid_messages")
+                texts.append(p["text"])
+        return "\n".join(texts)
+    raise ApiError(400, f"{where}.content must be a string, null or a list of parts", code="invalid_messages")
+
+
+def query_from_messages(messages) -> str:
+    """The text to route: the last user message (string or list-of-parts content)."""
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", code="invalid_messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ApiError(400, f"messages[{i}] must be an object with a string 'role'", code="invalid_messages")
+    texts = [content_text(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages)]
+    for m, t in zip(reversed(messages), reversed(texts)):
+        if m["role"] == "user":
+            return t
+    return ""
+
+
+# ---------------------------------------------------------------------------------------- the app
+class _Ctx:
+    __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query")
+
+    def __init__(self, request: Request, endpoint: str):
+        rid = request.headers.get("x-request-id", "")
+        self.id = rid if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid) else uuid.uuid4().hex
+        self.endpoint, self.key, self.t0 = endpoint, "-", time.perf_counter()
+        self.decision = self.answered = self.query = None
+        self.failures: list = []
+        self.stream = False
+
+
+class Proxy:
+    """State and handlers of one app (router, keys, limits, metrics, upstream client)."""
+
+    def __init__(self, router: Router, api_keys: set[str] | None, max_body_bytes: int, rate_limit_per_min: float | None,
+                 upstream_timeout_s: float, insecure_no_auth: bool, log_prompts: bool):
+        self.router = router
+        self.keys = {k for k in (api_keys or ()) if k}
+        self.auth = not insecure_no_auth
+        if self.auth and not self.keys:
+            raise ConfigError(f"no API key configured: set {KEYS_ENV}=key1,key2 (comma-separated), "
+                              "or pass --insecure-no-auth to run without authentication")
+        self.max_body = max_body_bytes
+        self.limiter = RateLimiter(rate_limit_per_min)
+        self.timeout = upstream_timeout_s
+        self.log_prompts = log_prompts
+        self.metrics = Metrics()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                                             trust_env=False)
+        return self._client
+
+    async def close(self):
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- per-request plumbing
+    def _authenticate(self, request: Request, ctx: _Ctx):
+        if not self.auth:
+            ctx.key = "anon:" + key_hash(request.client.host if request.client else "-")
+            return
+        h = request.headers.get("authorization", "")
+        scheme, _, given = h.partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+        ok = False
+        for k in self.keys:  # constant-time compare against every key
+            ok |= hmac.compare_digest(given.encode(), k.encode())
+        if not ok:
+            raise ApiError(401, "invalid API key", code="invalid_api_key")
+        ctx.key = key_hash(given)
+
+    def finish(self, ctx: _Ctx, status: int):
+        """Record metrics and write the one JSON access-log line of a request."""
+        dt = time.perf_counter() - ctx.t0
+        self.metrics.inc("route_switch_requests_total", {"endpoint": ctx.endpoint, "status": str(status)})
+        self.metrics.observe("route_switch_request_duration_seconds", dt, {"endpoint": ctx.endpoint})
+        rec = {"ts": round(time.time(), 3), "id": ctx.id, "endpoint": ctx.endpoint, "status": status, "key": ctx.key,
+               "latency_ms": round(dt * 1000, 2)}
+        if ctx.decision is not None:
+            rec.update(tier=ctx.decision.tier, tier_name=ctx.decision.tier_name, path=ctx.decision.path)
+        if ctx.answered is not None:
+            rec["answered_tier"] = ctx.answered
+        if ctx.failures:
+            rec["retried_from"] = [f["tier"] for f in ctx.failures]
+        if ctx.stream:
+            rec["stream"] = True
+        if self.log_prompts and ctx.query is not None:
+            rec["query"] = ctx.query
+        access_log.info(json.dumps(rec))
+
+    def endpoint(self, name: str, handler, *, auth: bool = True, limit: bool = True):
+        async def run(request: Request) -> Response:
+            ctx = _Ctx(request, name)
+            status = 500
+            try:
+                if auth:
+                    self._authenticate(request, ctx)
+                if limit:
+                    wait = self.limiter.check(ctx.key)
+                    if wait:
+                        raise ApiError(429, f"rate limit of {self.limiter.per_minute:g} requests per minute exceeded; "
+                                            f"retry after {RateLimiter.retry_after(wait)}s", "rate_limit_error",
+                                       "rate_limit_exceeded", {"Retry-After": RateLimiter.retry_after(wait)})
+                resp = await handler(request, ctx)
+                status = resp.status_code
+                resp.headers["X-Request-Id"] = ctx.id
+                if isinstance(resp, StreamingResponse):
+                    status = None  # the stream records itself when it ends
+                return resp
+            except ApiError as e:
+                status = e.status
+                return error_response(e, ctx.id)
+            except Exception:
+                log.exception("internal error in %s (request %s)", name, ctx.id)
+                return error_response(ApiError(500, f"internal error (request id {ctx.id})", "server_error",
+                                               "internal_error"), ctx.id)
+            finally:
+                if status is not None:
+                    self.finish(ctx, status)
+        return run
+
+    # -- routing
+    async def decide(self, ctx: _Ctx, text: str, tau, lam):
+        ctx.query = text
+        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam)
+        ctx.decision = d
+        m = self.metrics
+        m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
+        m.inc("route_switch_route_path_total", {"path": d.path})
+        if "fallback" in d.reason:
+            m.inc("route_switch_router_fallbacks_total")
+        m.observe("route_switch_route_duration_seconds", d.latency_ms / 1000)
+        return d
+
+    def info(self, ctx: _Ctx, index: int | None) -> tuple[dict, dict]:
+        """The ``route_switch`` body object and the ``X-Route-Switch-*`` headers."""
+        d = ctx.decision
+        t = self.router.tiers[index] if index is not None else None
+        body = {"request_id": ctx.id, "tier": index + 1 if t else None, "tier_name": t.name if t else None,
+                "model": t.model if t else None, "routed_tier": d.tier, "path": d.path, "reason": d.reason,
+                "retried_from": ctx.failures, "predicted_quality": d.predicted_quality,
+                "route_latency_ms": d.latency_ms}
+        headers = {"X-Route-Switch-Routed-Tier": str(d.tier), "X-Route-Switch-Path": d.path,
+                   "X-Route-Switch-Reason": _header(d.reason)}
+        if t is not None:
+            headers.update({"X-Route-Switch-Tier": str(index + 1), "X-Route-Switch-Tier-Name": _header(t.name),
+                            "X-Route-Switch-Model": _header(t.model)})
+        if ctx.failures:
+            headers["X-Route-Switch-Retried-From"] = _header(",".join(f"{f['tier']}:{f['error']}" for f in ctx.failures))
+        return body, headers
+
+    # -- handlers
+    async def chat(self, request: Request, ctx: _Ctx) -> Response:
+        body = await read_json(request, self.max_body)
+        tau, lam = parse_model(body.get("model"))
+        text = query_from_messages(body.get("messages"))
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
+        ctx.stream = stream
+        d = await self.decide(ctx, text, tau, lam)
+        if not self.router.tiers:
+            raise ApiError(503, "the router has no tiers configured", "server_error", "no_tiers")
+        try:
+            f = await forward(self.client, self.router.tiers, d.tier - 1, body, stream=stream, timeout_s=self.timeout)
+        except AllTiersFailed as e:
+            ctx.failures = e.failures
+            self._count_failures(ctx)
+            self.metrics.inc("route_switch_upstream_failures_total")
+            _, headers = self.info(ctx, None)
+            raise ApiError(502, f"every tier from {d.tier} up failed: {e}", "upstream_error", "upstream_failed",
+                           headers) from None
+        ctx.failures, ctx.answered = f.failures, f.index + 1
+        self._count_failures(ctx)
+        self.metrics.inc("route_switch_tier_answered_total",
+                         {"tier": str(f.index + 1), "tier_name": self.router.tiers[f.index].name})
+        rs, headers = self.info(ctx, f.index)
+        if f.response is None:  # non-streaming answer (or an upstream client error passed through)
+            data = f.data if isinstance(f.data, dict) else {"data": f.data}
+            data["route_switch"] = rs
+            return json_response(data, f.status, headers)
+        return StreamingResponse(self._relay(ctx, f), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _count_failures(self, ctx: _Ctx):
+        for f in ctx.failures:
+            self.metrics.inc("route_switch_upstream_retries_total", {"tier": str(f["tier"])})
+
+    async def _relay(self, ctx: _Ctx, f):
+        """Pass upstream SSE bytes through as they arrive; an error mid-stream ends it with an error event."""
+        status = 200
+        try:
+            yield f.first
+            async for chunk in f.chunks:
+                yield chunk
+        except httpx.HTTPError as e:
+            status = 502
+            err = {"error": {"message": f"upstream stream broke: {type(e).__name__}", "type": "upstream_error",
+                             "code": "upstream_stream_error"}}
+            yield f"data: {json.dumps(err)}\n\n".encode()
+        except BaseException:
+            status = 499  # client went away
+            raise
+        finally:
+            try:
+                await f.response.aclose()
+            finally:
+                self.finish(ctx, status)
+
+    async def route(self, request: Request, ctx: _Ctx) -> Response:
+        body = await read_json(request, self.max_body)
+        if "query" in body:
+            if not isinstance(body["query"], str):
+                raise ApiError(400, "'query' must be a string", code="invalid_query")
+            text = body["query"]
+        elif "messages" in body:
+            text = query_from_messages(body["messages"])
+        else:
+            raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
+        tau, lam = parse_model(body.get("model", "router"))
+        for k, lo, hi in (("tau", 0, 1), ("lambda", 0, None)):
+            v = body.get(k)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
+                raise ApiError(400, f"'{k}' must be a number within [{lo}, {hi if hi is not None else 'inf'}]",
+                               code="invalid_knob")
+            tau, lam = (float(v), None) if k == "tau" else (None, float(v))
+        d = await self.decide(ctx, text, tau, lam)
+        return json_response(d.to_dict() | {"request_id": ctx.id},
+                             headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path})
+
+    async def models(self, request: Request, ctx: _Ctx) -> Response:
+        data = [{"id": "router", "object": "model", "created": 0, "owned_by": "route-switch"}]
+        if self.router.tau is not None:
+            data.append({"id": f"router-tau-{self.router.tau:g}", "object": "model", "created": 0, "owned_by": "route-switch"})
+        return json_response({"object": "list", "data": data})
+
+    async def health(self, request: Request, ctx: _Ctx) -> Response:
+        r = self.router
+        return json_response({"status": "ok", "tiers": [t.name for t in r.tiers], "estimator": r.estimator is not None,
+                              "llm": r.llm is not None})
+
+    async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,
+               rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
+               insecure_no_auth: bool = False, log_prompts: bool = False) -> Starlette:
+    """The proxy app. ``api_keys`` empty raises ``ConfigError`` unless ``insecure_no_auth``.
+
+    ``rate_limit_per_min`` is per API key (per client address without auth); 0/None disables it.
+    ``app.state.proxy`` holds the :class:`Proxy` (metrics, router) for tests and embedding.
+    """
+    p = Proxy(router, api_keys, max_body_bytes, rate_limit_per_min, upstream_timeout_s, insecure_no_auth, log_prompts)
+    routes = [
+        Route("/v1/chat/completions", p.endpoint("chat_completions", p.chat), methods=["POST"]),
+        Route("/v1/route", p.endpoint("route", p.route), methods=["POST"]),
+        Route("/v1/models", p.endpoint("models", p.models), methods=["GET"]),
+        Route("/health", p.endpoint("health", p.health, auth=False, limit=False), methods=["GET"]),
+        Route("/metrics", p.endpoint("metrics", p.metrics_text, limit=False), methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        p.metrics.inc("route_switch_requests_total", {"endpoint": "other", "status": str(exc.status_code)})
+        return error_response(ApiError(exc.status_code, f"{request.method} {request.url.path[:200]}: {exc.detail}",
+                                       code=code))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error_response(ApiError(500, "internal error", "server_error", "internal_error"))
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await p.close()
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
+                    lifespan=lifespan)
+    app.state.proxy = p
+    return app
+
+
+def _setup_logging(level: str):
+    if not access_log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(h)
+        access_log.propagate = False
+    access_log.setLevel(logging.INFO)
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, insecure_no_auth: bool = False,
+          max_body_bytes: int = 1_000_000, rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
+          log_prompts: bool = False, log_level: str = "info") -> None:
+    """Run the proxy with uvicorn until interrupted. Keys come from ``$ROUTE_SWITCH_API_KEYS``.
+
+    Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, or when the
+    router config is invalid.
+    """
+    import uvicorn
+
+    keys = keys_from_env()
+    if not keys and not insecure_no_auth:
+        raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
+                          "(or pass --insecure-no-auth explicitly)")
+    router = Router.from_config(config_path)
+    app = create_app(router, api_keys=keys, max_body_bytes=max_body_bytes, rate_limit_per_min=rate_limit_per_min,
+                     upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth, log_prompts=log_prompts)
+    _setup_logging(log_level)
+    if host not in LOOPBACK:
+        log.warning("listening on %s: reachable from other machines%s", host,
+                    " WITHOUT authentication" if insecure_no_auth else "")
+    log.info("route-switch proxy on http://%s:%d/v1 with %d tiers", host, port, len(router.tiers))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+
+
+def main(argv=None) -> int:
+    """``python -m route_switch.server.app --router DIR [--host H] [--port P] [--insecure-no-auth]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="route-switch serve", description=main.__doc__)
+    ap.add_argument("--router", required=True, help="router directory or YAML (from `route-switch fit`)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--insecure-no-auth", action="store_true", help="run without API keys (local testing only)")
+    ap.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    ap.add_argument("--rate-limit", type=float, default=600, help="requests per minute per key (0 = off)")
+    ap.add_argument("--upstream-timeout", type=float, default=60.0)
+    ap.add_argument("--log-prompts", action="store_true", help="include the routed text in access logs")
+    ap.add_argument("--log-level", default="info")
+    a = ap.parse_args(argv)
+    try:
+        serve(a.router, a.host, a.port, insecure_no_auth=a.insecure_no_auth, max_body_bytes=a.max_body_bytes,
+              rate_limit_per_min=a.rate_limit, upstream_timeout_s=a.upstream_timeout, log_prompts=a.log_prompts,
+              log_level=a.log_level)
+    except ConfigError as e:
+        print(f"route-switch serve: {e}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

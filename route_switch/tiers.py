@@ -1,0 +1,56 @@
+"""Tiers: tier 1 = cheapest ... tier N = largest; each names a model, its price and its endpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass
+class Tier:
+    """One routing tier: a name, the model behind it, its price (USD per 1M tokens) and endpoint.
+
+    ``api_base`` / ``api_key_env`` / ``upstream_model`` say where the tier's model is served
+    (any OpenAI-compatible endpoint; the key is read from the named environment variable);
+    they are needed only by the proxy and the labelling job, not by ``route()``.
+    """
+
+    name: str
+    model: str
+    price_in: float | None = None
+    price_out: float | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+
+    def cost(self, in_tokens: int, out_tokens: int) -> float | None:
+        """USD for a call with these token counts, or None without prices."""
+        if self.price_in is None or self.price_out is None:
+            return None
+        return (in_tokens * self.price_in + out_tokens * self.price_out) / 1e6
+
+
+def tiers_from_list(items, file: str = "") -> list[Tier]:
+    """Parse a YAML list of tiers, naming the offending entry on error."""
+    if not isinstance(items, list) or not items:
+        raise ConfigError("must be a non-empty list of {name, model, price_in, price_out}", file=file, field="tiers")
+    tiers = []
+    for i, t in enumerate(items):
+        where = f"tiers[{i}]"
+        if not isinstance(t, dict) or "model" not in t:
+            raise ConfigError("each tier needs at least 'model'", file=file, field=where)
+        prices = {}
+        for k in ("price_in", "price_out"):
+            v = t.get(k)
+            if v is not None and (not isinstance(v, (int, float)) or v < 0):
+                raise ConfigError(f"must be a non-negative number, got {v!r}", file=file, field=f"{where}.{k}")
+            prices[k] = None if v is None else float(v)
+        if "api_key" in t:
+            raise ConfigError("API keys never go in files: name an environment variable with api_key_env",
+                              file=file, field=f"{where}.api_key")
+        unknown = set(t) - {"name", "model", "price_in", "price_out", "api_base", "api_key_env", "upstream_model"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field=f"{where}.{sorted(unknown)[0]}")
+        endpoint = {k: (None if t.get(k) is None else str(t[k])) for k in ("api_base", "api_key_env", "upstream_model")}
+        tiers.append(Tier(name=str(t.get("name", f"tier{i + 1}")), model=str(t["model"]), **prices, **endpoint))
+    return tiers
