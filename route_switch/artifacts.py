@@ -105,14 +105,18 @@ def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict,
     tmp = d.with_name(f".{d.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    atomic_write_text(tmp / "instruction.txt", program.instruction.rstrip() + "\n")
-    atomic_write_text(tmp / "demos.yaml", yaml.safe_dump(program.to_dict()["demos"], sort_keys=False,
-                                                         allow_unicode=True, width=100))
-    atomic_write_text(tmp / "tiers.yaml", yaml.safe_dump({"name": program.name, "tiers": program.tiers},
-                                                         sort_keys=False, allow_unicode=True, width=100))
-    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    if module is not None:
-        module.save(str(tmp / "dspy_program.json"))
+    try:
+        atomic_write_text(tmp / "instruction.txt", program.instruction.rstrip() + "\n")
+        atomic_write_text(tmp / "demos.yaml", yaml.safe_dump(program.to_dict()["demos"], sort_keys=False,
+                                                             allow_unicode=True, width=100))
+        atomic_write_text(tmp / "tiers.yaml", yaml.safe_dump({"name": program.name, "tiers": program.tiers},
+                                                             sort_keys=False, allow_unicode=True, width=100))
+        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+        if module is not None:
+            module.save(str(tmp / "dspy_program.json"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = d.with_name(f".{d.name}.old-{os.getpid()}")
     if d.exists():
         d.rename(old)

@@ -50,6 +50,10 @@ def cmd_evaluate(args) -> int:
         args.seed = 0 if args.seed is None else args.seed
     name, _tiers, train, test = _load_split(args)
     res = evaluate(train, test, target_quality=args.target_quality)
+    if args.bypass:
+        from .evaluate import bypass_report
+
+        res["bypass"] = bypass_report(train, test, [int(x) for x in args.bypass.split(",")], target_quality=args.target_quality)
     files = write_outputs(res, args.out or Path("runs") / name)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "misroutes"} | {"files": files}))
@@ -68,7 +72,8 @@ def cmd_fit(args) -> int:
     name, tiers, train, test = _load_split(args)
     data = train if not args.all else _concat(train, test)
     out = args.out or Path("estimators") / name
-    cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, bypass_tokens=args.bypass_tokens)
+    cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, target_cost_share=args.target_cost_share,
+              bypass_tokens=args.bypass_tokens)
     print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, calibrated tau={cfg.tau}; wrote {out}/router.yaml")
     return 0
 
@@ -104,6 +109,52 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_optimize(args) -> int:
+    from .artifacts import load_program
+    from .optimize import optimize
+    from .spec import load_spec
+
+    spec = load_spec(args.evalset)
+    train, test = spec.train_test()
+    start_path = args.start or (Path(args.out_root) / args.name if (Path(args.out_root) / args.name).is_dir()
+                                else Path("programs") / "default.yaml")
+    start = load_program(start_path)
+    lm_cfg = {"kind": args.lm}
+    if args.lm_config:
+        import yaml
+
+        lm_cfg = yaml.safe_load(Path(args.lm_config).read_text(encoding="utf-8"))
+    res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
+                   evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, progress=not args.quiet)
+    m = res.metrics
+    print(f"started from {start_path}; wrote {res.artifact}")
+    print(f"held-out objective: seed {m['seed_objective']:.4f} -> optimised {m['optimized_objective']:.4f} "
+          f"(quality {m['seed_quality']:.3f} -> {m['optimized_quality']:.3f}, "
+          f"cost share {m['seed_cost_share']:.3f} -> {m['optimized_cost_share']:.3f})")
+    print(f"LM calls: {res.cache_misses} (cache hits {res.cache_hits})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .artifacts import show
+
+    print(show(_artifact_path(args.name)))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .artifacts import diff
+
+    print(diff(_artifact_path(args.a), _artifact_path(args.b)))
+    return 0
+
+
+def _artifact_path(name: str) -> Path:
+    p = Path(name)
+    return p if p.exists() else Path("optimized") / name
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="route-switch", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,13 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
     e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
+    e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")
     _add_data_args(f)
     f.add_argument("--out", help="output directory (default estimators/<name>)")
     f.add_argument("--all", action="store_true", help="fit on train and test (for deployment)")
-    f.add_argument("--target-quality", type=float, default=0.95)
+    f.add_argument("--target-quality", type=float, default=0.95,
+                   help="calibrate tau for this share of the best single model's validation quality")
+    f.add_argument("--target-cost-share", type=float,
+                   help="instead: calibrate tau for at most this share of the top model's cost")
     f.add_argument("--bypass-tokens", type=int, default=0)
     f.set_defaults(func=cmd_fit)
 
@@ -134,6 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(b)
     b.add_argument("--json", action="store_true", help="compact one-line JSON")
     b.set_defaults(func=cmd_bench)
+
+    o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
+    o.add_argument("--evalset", required=True, help="evalset spec whose tiers match the program's")
+    o.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight in quality - lambda*cost/cost[top]")
+    o.add_argument("--name", default="default", help="artifact name: optimized/<name>/")
+    o.add_argument("--start", help="starting program (default: optimized/<name> if present, else programs/default.yaml)")
+    o.add_argument("--out-root", default="optimized")
+    o.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind (or --lm-config)")
+    o.add_argument("--lm-config", help="YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
+    o.add_argument("--n-train", type=int, default=150)
+    o.add_argument("--n-val", type=int, default=60)
+    o.add_argument("--n-test", type=int, default=150)
+    o.add_argument("--candidates", type=int, default=4, help="instruction candidates MIPROv2 proposes")
+    o.add_argument("--trials", type=int, default=8, help="MIPROv2 search trials")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.set_defaults(func=cmd_optimize)
+
+    s = sub.add_parser("show", help="print an optimised program's instruction, demos and metrics")
+    s.add_argument("name", help="artifact name under optimized/ or a path")
+    s.set_defaults(func=cmd_show)
+
+    d = sub.add_parser("diff", help="instruction diff and metric deltas of two programs")
+    d.add_argument("a")
+    d.add_argument("b")
+    d.set_defaults(func=cmd_diff)
     return p
 
 

@@ -14,6 +14,11 @@
       timeout_s: 2.0
     cache_size: 10000
     default_tier: 3                        # used only when nothing else can decide
+    route_log:                             # opt-in decision log for the weekly re-optimisation job
+      path: logs/routes.jsonl              # relative to this file
+      privacy: hash                        # hash (default: sha256 of the query) or full (the query text)
+      max_bytes: 10000000                  # rotate beyond this size ...
+      backups: 5                           # ... keeping this many old files
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class RouterConfig:
     llm: dict | None = None
     cache_size: int = 10_000
     default_tier: int | None = None
+    route_log: dict | None = None
     file: str = ""
 
 
@@ -81,9 +87,15 @@ def load_config(path: str | Path) -> RouterConfig:
     if llm and llm.get("program"):
         llm = dict(llm, program=str((p.parent / llm["program"]) if not Path(llm["program"]).is_absolute() else llm["program"]))
     default_tier = _num(raw, "default_tier", f, 1, max(len(tiers), 1), int)
+    route_log = raw.get("route_log")
+    if route_log is not None:
+        if not isinstance(route_log, dict) or not isinstance(route_log.get("path"), str):
+            raise ConfigError("must be a mapping with at least 'path'", file=f, field="route_log")
+        route_log = dict(route_log, path=str(p.parent / route_log["path"]))
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
-                        cache_size=_num(raw, "cache_size", f, 0, None, int) or 0, default_tier=default_tier, file=f)
+                        cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
+                        route_log=route_log, file=f)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -104,4 +116,6 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     doc["cache_size"] = cfg.cache_size
     if cfg.default_tier:
         doc["default_tier"] = cfg.default_tier
+    if cfg.route_log:
+        doc["route_log"] = dict(cfg.route_log, path=os.path.relpath(cfg.route_log["path"], p.parent))
     atomic_write_text(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

@@ -42,7 +42,7 @@ class Router:
 
     def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
-                 cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None):
+                 cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None):
         self.estimator = estimator
         if not tiers and estimator is not None:
             order = np.argsort(estimator.unit_cost_)
@@ -53,6 +53,7 @@ class Router:
         self.llm, self.llm_timeout_s = llm, llm_timeout_s
         self.default_tier = default_tier or max(len(self.tiers), 1)
         self.count_tokens = count_tokens or estimate_tokens
+        self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -89,8 +90,14 @@ class Router:
 
             llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"})
             timeout = float(cfg.llm.get("timeout_s", 2.0))
+        route_log = None
+        if cfg.route_log:
+            from .routelog import RouteLog
+
+            route_log = RouteLog(**cfg.route_log)
         return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
-                   llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier)
+                   llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
+                   route_log=route_log)
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
@@ -103,7 +110,13 @@ class Router:
         except Exception as e:  # last line of defence: a decision, never an exception
             log.exception("route() internal error")
             d = self._default(f"internal error: {type(e).__name__}: {e}")
-        return d.with_(latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        d = d.with_(latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        if self.route_log is not None:
+            try:
+                self.route_log.write(query, d)
+            except Exception as e:  # logging must never break routing
+                log.warning("route log write failed: %s", e)
+        return d
 
     def route_batch(self, queries: Sequence[str], *, tau: float | None = None, lam: float | None = None) -> list[Decision]:
         """Route many queries with one estimator call (no LLM, no cache): for throughput."""

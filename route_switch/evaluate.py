@@ -192,6 +192,14 @@ def format_report(res: dict) -> str:
         lines += ["", "RouteLLM metrics (APGR, CPT50, CPT80):"]
         for name, m in res["routellm"].items():
             lines.append(f"  {name:<20} {m['apgr']:.3f}  {fmt(m['cpt50'])}  {fmt(m['cpt80'])}")
+    if "bypass" in res:
+        lines += ["", f"token bypass (median query {res['bypass']['median_tokens']:.0f} tokens):",
+                  f"  {'<tokens':>8} {'bypassed':>9} {'misroutes':>9} {'q tier1':>8} {'q routed':>8} {'cost chg':>9}"]
+        for b in res["bypass"]["thresholds"]:
+            q1 = "n/a" if b["quality_bypassed_tier1"] is None else f"{b['quality_bypassed_tier1']:.3f}"
+            qe = "n/a" if b["quality_bypassed_estimator"] is None else f"{b['quality_bypassed_estimator']:.3f}"
+            lines.append(f"  {b['max_tokens']:>8} {b['bypassed_share']:>9.1%} {b['misroutes']:>9} {q1:>8} {qe:>8} "
+                         f"{b['cost_change_share']:>+9.2%}")
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
     return "\n".join(lines)
@@ -239,3 +247,35 @@ def plot_pareto(res: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def bypass_report(train: Evalset, test: Evalset, thresholds=(4, 8, 16, 32, 64), estimator_params: dict | None = None,
+                  target_quality: float = 0.95, seed: int = 0) -> dict:
+    """What the token-threshold bypass saves and misroutes on ``test`` at each threshold.
+
+    Models are tiers in cost order. For the queries under each threshold: the share bypassed
+    (router calls avoided), their quality on tier 1 vs with the estimator's choice, the change in
+    total cost, and misroutes (tier 1 failed where the estimator's choice succeeded).
+    Tokens are counted with the router model's tokenizer when it is loaded, else ~4 chars/token.
+    """
+    from .llm.tokens import count_tokens
+
+    tau = calibrated_tau(train, estimator_params or {}, target_quality, seed)
+    r = make_router("route-switch", **(estimator_params or {})).fit(train)
+    choice = select_tau(r.score(test.prompts), r.unit_cost_, tau)
+    cheapest = int(np.argmin(r.unit_cost_))
+    rows = np.arange(len(test))
+    tokens = np.array([count_tokens(p) for p in test.prompts])
+    total_cost = test.costs[rows, choice].sum()
+    out = {"tau": tau, "median_tokens": float(np.median(tokens)), "thresholds": []}
+    for t in thresholds:
+        m = tokens < t
+        est_q, t1_q = test.scores[m, choice[m]], test.scores[m, cheapest]
+        out["thresholds"].append({
+            "max_tokens": int(t), "bypassed_share": float(m.mean()), "n_bypassed": int(m.sum()),
+            "quality_bypassed_tier1": float(t1_q.mean()) if m.any() else None,
+            "quality_bypassed_estimator": float(est_q.mean()) if m.any() else None,
+            "misroutes": int((t1_q < est_q).sum()), "misroute_share_of_all": float((t1_q < est_q).sum() / len(test)),
+            "cost_change_share": float((test.costs[m, cheapest].sum() - test.costs[m, choice[m]].sum()) / total_cost),
+        })
+    return out
