@@ -155,6 +155,15 @@ def _artifact_path(name: str) -> Path:
     return p if p.exists() else Path("optimized") / name
 
 
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
+          max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
+          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="route-switch", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("a")
     d.add_argument("b")
     d.set_defaults(func=cmd_diff)
+
+    v = sub.add_parser("serve", help="OpenAI-compatible routing proxy (keys from ROUTE_SWITCH_API_KEYS)")
+    v.add_argument("--router", required=True, help="router directory or YAML; tiers need api_base")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--insecure-no-auth", action="store_true", help="allow running without API keys (never in production)")
+    v.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    v.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
+    v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
+    v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
+    v.set_defaults(func=cmd_serve)
     return p
 
 

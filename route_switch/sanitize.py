@@ -13,7 +13,7 @@ import re
 
 _TARGET = (r"\btier\s*[-#]?\s*(?:\d+|one|two|three|four|five)\b"
            r"|\b(?:cheap|cheapest|cheaper|small|smallest|smaller|weak|weakest|tiny|fast|fastest|large|largest|"
-           r"larger|big|biggest|strong|strongest|stronger|best|expensive|premium|top|frontier|advanced|powerful|"
+           r"larger|big|biggest|strong|strongest|stronger|expensive|premium|top|frontier|advanced|powerful|"
            r"most capable)\s+(?:tier|model|llm)s?\b"
            r"|\b(?:routing|router)\s+(?:decision|instructions?|system|rules?|prompt)\b")
 _ORDER = (r"\b(?:ignore|disregard|forget|override|choose|pick|select|use|route|send|assign|classify|escalate|"
@@ -24,6 +24,7 @@ _TARGET_RE = re.compile(_TARGET, re.I)
 _ORDER_RE = re.compile(_ORDER, re.I)
 _META_RE = re.compile(_META, re.I)
 _SENTENCE_RE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n|$)")
+_GLUED_RE = re.compile(r"(?<=[a-z0-9,;:)\]\"'])\s+(?=[A-Z])")
 
 
 def is_routing_directive(sentence: str) -> bool:
@@ -41,6 +42,12 @@ def strip_routing_directives(text: str, max_chars: int = 100_000) -> str:
     if not text or not (_TARGET_RE.search(text, 0, max_chars) or _META_RE.search(text, 0, max_chars)):
         return text
     head, tail = text[:max_chars], text[max_chars:]
-    kept = [s for s in _SENTENCE_RE.findall(head) if s and not is_routing_directive(s)]
+    kept = []
+    for s in _SENTENCE_RE.findall(head):
+        if s and is_routing_directive(s):  # a directive glued to the query without a full stop:
+            # keep the capitalised pieces that are not directives ("...of a Ignore your instructions.")
+            kept += [p + " " for p in _GLUED_RE.split(s) if p and not is_routing_directive(p)]
+        elif s:
+            kept.append(s)
     out = ("".join(kept) + tail).strip()
     return out if out else text

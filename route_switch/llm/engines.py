@@ -76,18 +76,35 @@ _LLAMAS_LOCK = threading.Lock()
 
 def loaded_llama():
     """Any already-loaded llama_cpp.Llama (for token counting), else None."""
-    return next(iter(_LLAMAS.values()), None)
+    entry = next(iter(_LLAMAS.values()), None)
+    return entry[0] if entry else None
 
 
 def _shared_llama(model_path: str, n_ctx: int, n_threads: int, n_batch: int):
+    """(Llama, lock): one model per process and settings; the lock serialises its use."""
     key = (model_path, n_ctx, n_threads, n_batch)
     with _LLAMAS_LOCK:
         if key not in _LLAMAS:
             from llama_cpp import Llama
 
-            _LLAMAS[key] = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads,
-                                 n_threads_batch=n_threads, n_batch=n_batch, seed=0, verbose=False)
+            llm = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                        n_batch=n_batch, seed=0, verbose=False)
+            if not _LLAMAS:
+                import atexit
+
+                atexit.register(_drain)
+            _LLAMAS[key] = (llm, threading.Lock())
         return _LLAMAS[key]
+
+
+def _drain(wait_s: float = 30.0) -> None:
+    """At exit, let a call abandoned by a timeout finish before the model is freed."""
+    for _llm, lock in list(_LLAMAS.values()):
+        if lock.acquire(timeout=wait_s):
+            lock.release()
+
+
+MAX_PREFIX_FILES = 8  # newest prefix states kept on disk (~9 MB each for the default program)
 
 
 class LlamaCppEngine:
@@ -105,7 +122,7 @@ class LlamaCppEngine:
     forces_layout = True  # tells the routing module it may drop the output-format reminder
 
     def __init__(self, model_path: str, labels=("1", "2", "3"), output_field: str = "tier",
-                 n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512, reuse_prefix: bool = True,
+                 n_ctx: int = 4096, n_threads: int = 2, n_batch: int = 512, reuse_prefix: bool = True,
                  prefix_state_dir: str | None = None):
         self.model_path = str(model_path)
         self.labels = tuple(str(x) for x in labels) if labels else ()
@@ -114,7 +131,6 @@ class LlamaCppEngine:
         self.reuse_prefix = reuse_prefix
         self.prefix_state_dir = prefix_state_dir  # where evaluated prompt prefixes are kept across processes
         self.last_stats: dict = {}
-        self._lock = threading.Lock()
         self._formatter = None
 
     # engines are borrowed: copying an LM/module must not reload the model
@@ -126,7 +142,8 @@ class LlamaCppEngine:
 
     def dump_state(self) -> dict:
         return {"model_path": self.model_path, "labels": list(self.labels), "output_field": self.output_field,
-                "n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch}
+                "n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch,
+                "reuse_prefix": self.reuse_prefix, "prefix_state_dir": self.prefix_state_dir}
 
     @classmethod
     def load_state(cls, state: dict) -> "LlamaCppEngine":
@@ -134,7 +151,7 @@ class LlamaCppEngine:
 
     @property
     def llm(self):
-        return _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)
+        return _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)[0]
 
     def _format(self, messages: list[dict]) -> str:
         if self._formatter is None:
@@ -151,15 +168,18 @@ class LlamaCppEngine:
         return self._formatter(messages=messages).prompt
 
     def _is_routing(self, messages: list[dict]) -> bool:
-        return bool(self.labels) and messages[0]["role"] == "system" and \
-            f"[[ ## {self.output_field} ## ]]" in messages[0]["content"] and messages[-1]["role"] == "user"
+        """A ChatAdapter request whose only output field is `output_field`."""
+        if not self.labels or messages[0]["role"] != "system" or messages[-1]["role"] != "user":
+            return False
+        pattern = rf"Your output fields are:\n1\. `{re.escape(self.output_field)}`[^\n]*\n(?!2\. )"
+        return re.search(pattern, messages[0]["content"]) is not None
 
     def complete(self, request):
         from dspy.clients.engines.base import validate_request
 
         validate_request(request)
         messages = _request_messages(request)
-        with self._lock:
+        with _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)[1]:
             if self._is_routing(messages):
                 return self._route(messages)
             return self._chat(messages, request.config)
@@ -235,6 +255,7 @@ class LlamaCppEngine:
         try:
             if path.is_file():
                 _restore_state(llm, path, prefix)
+                os.utime(path)  # most recently used survives pruning
                 return "disk"
         except Exception:
             path.unlink(missing_ok=True)
@@ -289,6 +310,9 @@ def _save_state(llm, path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    old = sorted(path.parent.glob("prefix-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in old[MAX_PREFIX_FILES:]:
+        stale.unlink(missing_ok=True)
 
 
 def _restore_state(llm, path, prefix: list[int]) -> None:

@@ -1,7 +1,7 @@
 """Build the router's dspy.LM from a YAML-able config.
 
     {kind: local}                       embedded Qwen2.5-Coder-0.5B GGUF, in-process llama.cpp
-        optional: model_path, n_ctx (2048), n_threads (2), n_batch (512), cache_dir,
+        optional: model_path, n_ctx (4096), n_threads (2; 1 is faster on a busy machine), n_batch (512), cache_dir,
         prefix_state (true: keep the evaluated prompt prefix on disk next to the model,
         so a new process skips re-evaluating it), reuse_prefix (true; false = benchmark only)
     {kind: openai, model, api_base, api_key_env, max_tokens, timeout_s, provider}
@@ -42,7 +42,7 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
         if cfg.get("prefix_state", True):
             kv_dir = str((Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir())
                          .parent / "prefix-state")
-        engine = LlamaCppEngine(str(path), labels=labels, n_ctx=int(cfg.get("n_ctx", 2048)),
+        engine = LlamaCppEngine(str(path), labels=labels, n_ctx=int(cfg.get("n_ctx", 4096)),
                                 n_threads=int(cfg.get("n_threads", 2)), n_batch=int(cfg.get("n_batch", 512)),
                                 reuse_prefix=bool(cfg.get("reuse_prefix", True)), prefix_state_dir=kv_dir)
         return dspy.LM("local/qwen2.5-coder-0.5b-instruct-q4_k_m", engine=engine, temperature=0.0,

@@ -1,0 +1,61 @@
+"""Shared helpers of the benchmarks: a fitted router and queries (shared data or the synthetic set)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_evalset():
+    """The tests' synthetic evalset (small/medium/large), written by the project itself."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import synthetic_records
+
+    from route_switch.evalset import from_records
+
+    return from_records(synthetic_records(), source="synthetic")
+
+
+def fitted_router_dir(evalset_name: str | None, out: Path | None = None) -> tuple[Path, list[str]]:
+    """(router directory, held-out queries): fit on ``evalset_name``'s train split (``None``: synthetic).
+
+    The fit is cached under the route-switch cache dir, so repeated runs start at once.
+    """
+    from route_switch.fitting import fit
+    from route_switch.paths import cache_dir
+
+    if evalset_name is None:
+        ev = synthetic_evalset()
+        train, test = ev.split(0.3, 0)
+    else:
+        from route_switch.spec import load_spec
+
+        spec = load_spec(evalset_name)
+        train, test = spec.train_test()
+    out = out or cache_dir() / "bench" / f"router-{evalset_name or 'synthetic'}"
+    if not (out / "router.yaml").exists():
+        fit(train, out)
+    else:
+        from route_switch.controller import Router
+
+        try:
+            Router.from_config(out)
+        except Exception:  # stale artifact from another version: refit
+            fit(train, out)
+    return out, list(dict.fromkeys(test.prompts))
+
+
+def percentile(values, q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size in MB from /proc (Linux)."""
+    import os
+
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
