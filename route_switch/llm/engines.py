@@ -69,6 +69,17 @@ def tier_grammar(labels) -> str:
     return "root ::= " + " | ".join(_gbnf_literal(str(lab)) for lab in labels) + "\n"
 
 
+_OUTPUT_FIELDS = re.compile(r"Your output fields are:\n1\. `([^`]+)`[^\n]*\n(?!2\. )")
+
+
+def single_output_field(messages: list[dict]) -> str | None:
+    """The output field of a ChatAdapter request that has exactly one, else None."""
+    if not messages or messages[0]["role"] != "system":
+        return None
+    m = _OUTPUT_FIELDS.search(messages[0]["content"])
+    return m.group(1) if m else None
+
+
 # --- in-process llama.cpp ----------------------------------------------------------
 _LLAMAS: dict[tuple, object] = {}
 _LLAMAS_LOCK = threading.Lock()
@@ -273,10 +284,22 @@ class LlamaCppEngine:
         return self._grammar_text
 
     def _chat(self, messages, config):
-        out = self.llm.create_chat_completion(messages=messages, max_tokens=config.max_tokens or 512,
-                                              temperature=config.temperature or 0.0)
+        """Free-text answer. For a one-output-field DSPy request (an optimiser's instruction proposal)
+        the field header is pre-filled and the text wrapped in the layout, so a small model cannot
+        miss the format."""
+        field = single_output_field(messages)
+        if field is None:
+            out = self.llm.create_chat_completion(messages=messages, max_tokens=config.max_tokens or 512,
+                                                  temperature=config.temperature or 0.0)
+            usage = out.get("usage", {})
+            return _response(out["choices"][0]["message"]["content"] or "", "llama.cpp",
+                             usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        prompt = self._format(messages) + f"[[ ## {field} ## ]]\n"
+        out = self.llm.create_completion(prompt, max_tokens=config.max_tokens or 512,
+                                         temperature=config.temperature or 0.0, stop=["[[ ##", "<|im_end|>"],
+                                         seed=config.seed if config.seed is not None else 0)
         usage = out.get("usage", {})
-        return _response(out["choices"][0]["message"]["content"] or "", "llama.cpp",
+        return _response(_layout(field, out["choices"][0]["text"].strip()), "llama.cpp",
                          usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def stream(self, request):
@@ -349,13 +372,20 @@ def default_rule(query: str, n_tiers: int) -> int:
     return 1
 
 
+FAKE_PROPOSALS = ("Prefer tier 1 for short factual questions.", "Send proofs and multi-step math to the top tier.",
+                  "Code that must run correctly needs a larger tier.", "When unsure, pick the middle tier.")
+
+
 class FakeRouterEngine:
     """FAKE engine for unit tests: deterministic answers, no model.
 
     mode: "rule" (keyword rule on the query), "fixed" (always `fixed_label`),
-    "fail" (raises), "timeout" (sleeps `delay_s` first, then answers by rule),
+    "fail" (raises), "timeout" (sleeps `delay_s`, default 5 s, then answers by rule),
     "garbage" (unparseable text), "out_of_range" (a label not in `labels`).
-    `calls` records the queries seen.
+    Any mode sleeps `delay_s` first when it is set. A system prompt containing
+    FAKE_PROPOSALS[0] ("prefer tier 1") makes the rule answer tier 1, so an optimiser
+    has a better instruction to find; other one-field requests (instruction proposals)
+    get a deterministic pick from FAKE_PROPOSALS. `calls` records the queries seen.
     """
 
     forces_layout = False
@@ -382,13 +412,22 @@ class FakeRouterEngine:
         from dspy.clients.engines.base import validate_request
 
         validate_request(request)
-        last = _request_messages(request)[-1]["content"]
+        messages = _request_messages(request)
+        field = single_output_field(messages)
+        if field is not None and field != self.output_field:
+            # e.g. MIPROv2's instruction proposals: a deterministic variant of the request text
+            import hashlib
+
+            h = int(hashlib.sha256(messages[-1]["content"].encode("utf-8", "replace")).hexdigest()[:8], 16)
+            hint = FAKE_PROPOSALS[h % len(FAKE_PROPOSALS)]
+            return _response(_layout(field, f"Route each request to the cheapest adequate tier. {hint}"), "fake")
+        last = messages[-1]["content"]
         m = re.search(r"\[\[ ## query ## \]\]\n(.*?)(?:\n\nRespond with|\Z)", last, re.S)
         query = m.group(1) if m else last
         self.calls.append(query)
         if self.mode == "fail":
             raise RuntimeError("FakeRouterEngine: simulated backend failure")
-        if self.mode == "timeout":
+        if self.mode == "timeout" or self.delay_s:
             time.sleep(self.delay_s or 5.0)
         if self.mode == "garbage":
             return _response("I think this is a medium-hard question.", "fake")
@@ -396,6 +435,8 @@ class FakeRouterEngine:
             return _response(_layout(self.output_field, str(len(self.labels) + 1)), "fake")
         if self.mode == "fixed":
             label = self.fixed_label or self.labels[0]
+        elif FAKE_PROPOSALS[0] in messages[0]["content"]:  # follows the "prefer tier 1" instruction
+            label = self.labels[0]
         else:
             label = self.labels[self.rule(query, len(self.labels)) - 1]
         return _response(_layout(self.output_field, label), "fake", input_tokens=len(last) // 4, output_tokens=12)

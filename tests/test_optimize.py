@@ -1,0 +1,124 @@
+"""MIPROv2 optimisation with the FAKE router engine: objective, artifact, cache, hand edits, kill -9."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from route_switch.artifacts import load_artifact, load_program
+from route_switch.errors import ConfigError
+from route_switch.evalset import from_records, save_evalset
+from route_switch.llm.engines import FAKE_PROPOSALS
+from route_switch.optimize import objective, optimize
+
+from conftest import synthetic_records
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = {"kind": "fake"}
+SMALL = dict(n_train=30, n_val=16, n_test=24, num_candidates=3, num_trials=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def split():
+    ev = from_records(synthetic_records(120), models=["small", "medium", "large"])
+    return ev.split(0.3, seed=0)
+
+
+@pytest.fixture
+def start():
+    return load_program(ROOT / "programs" / "default.yaml")
+
+
+def test_objective():
+    import numpy as np
+
+    s, c = np.array([0.0, 1.0, 1.0]), np.array([1.0, 2.0, 10.0])
+    assert objective(1, s, c, 0.5) == pytest.approx(1 - 0.5 * 0.2)
+    assert objective(None, s, c, 0.5) == -0.5
+
+
+def test_optimize_improves_objective_and_writes_artifact(split, start, tmp_path):
+    train, test = split
+    res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    m = res.metrics
+    # at lambda=2 cost dominates: the fake follows "prefer tier 1", which MIPROv2 must find
+    assert m["optimized_objective"] > m["seed_objective"]
+    assert FAKE_PROPOSALS[0] in (res.artifact / "instruction.txt").read_text()
+    saved = json.loads((res.artifact / "metrics.json").read_text())
+    for key in ("lambda", "evalset", "lm", "dspy_version", "created", "seed_objective", "optimized_objective",
+                "seed_quality", "optimized_quality", "seed_cost_share", "optimized_cost_share"):
+        assert key in saved
+    assert saved["evalset"]["hash"] == train.content_hash()
+    # instruction-only: the demos are the program's own, never evalset prompts
+    assert load_artifact(res.artifact).demos == start.demos
+    assert not set(train.prompts) & {d["query"] for d in load_artifact(res.artifact).demos}
+    assert json.loads((res.artifact / "dspy_program.json").read_text())  # DSPy JSON, not a pickle
+
+
+def test_rerun_with_unchanged_inputs_makes_zero_lm_calls(split, start, tmp_path):
+    train, test = split
+    first = optimize(train, test, start, lam=0.5, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    again = optimize(train, test, start, lam=0.5, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    assert first.cache_misses > 0
+    assert again.cache_misses == 0 and again.cache_hits > 0
+    assert again.metrics["optimized_objective"] == first.metrics["optimized_objective"]
+
+
+def test_hand_edited_instruction_is_the_next_starting_point(split, start, tmp_path):
+    train, test = split
+    res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    (res.artifact / "instruction.txt").write_text("Hand-written: use the smallest tier you can.\n")
+    edited = load_program(res.artifact)
+    assert edited.instruction == "Hand-written: use the smallest tier you can."
+    nxt = optimize(train, test, edited, lam=2.0, lm_cfg=FAKE, name="t2", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    assert nxt.metrics["start_program"] == edited.name
+
+
+def test_tier_mismatch_and_shared_data_demos_are_refused(split, start, tmp_path, monkeypatch):
+    train, test = split
+    with pytest.raises(ConfigError, match="tiers"):
+        optimize(train.select_models(["small", "large"]), test.select_models(["small", "large"]), start, lam=0.5,
+                 lm_cfg=FAKE, out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    monkeypatch.setenv("ROUTE_SWITCH_DATA", str(tmp_path))
+    shared = train._replace(source=str(tmp_path / "x.parquet"))
+    with pytest.raises(ConfigError, match="shared data"):
+        optimize(shared, test, start, lam=0.5, lm_cfg=FAKE, out_root=tmp_path, cache_dir=tmp_path / "c",
+                 data_demos=True, **SMALL)
+
+
+def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
+    ev = from_records(synthetic_records(90), models=["small", "medium", "large"])
+    data = tmp_path / "ev.parquet"
+    save_evalset(ev, data)
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(f"name: toy\nsource: {data}\ntiers:\n  - {{name: small, model: small}}\n"
+                    "  - {name: medium, model: medium}\n  - {name: large, model: large}\n")
+    slow = tmp_path / "lm.yaml"
+    slow.write_text("kind: fake\ndelay_s: 0.2\n")
+    env = dict(os.environ, ROUTE_SWITCH_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "route_switch.cli", "optimize", "--evalset", str(spec), "--name", "toy",
+           "--out-root", str(tmp_path / "opt"), "--lm-config", str(slow), "--n-train", "20", "--n-val", "12",
+           "--n-test", "20", "--candidates", "2", "--trials", "3", "--quiet", "--start", str(ROOT / "programs" / "default.yaml")]
+    subprocess.run(cmd + ["--lambda", "0.5"], env=env, check=True, capture_output=True, timeout=300)
+    before = (tmp_path / "opt" / "toy" / "metrics.json").read_text()
+
+    # a different seed samples other queries: new LM calls (a lambda change alone would be all cache hits)
+    second = cmd + ["--lambda", "1.0", "--seed", "1"]
+    proc = subprocess.Popen(second, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3.5)  # well inside the run: dozens of new calls of 200 ms after ~1.5 s of start-up
+    assert proc.poll() is None, "the run finished before it could be killed; slow the fake down"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "opt" / "toy" / "metrics.json").read_text() == before  # previous artifact intact
+    load_artifact(tmp_path / "opt" / "toy")
+
+    out = subprocess.run(second, env=env, check=True, capture_output=True, text=True, timeout=300)
+    hits = int(out.stdout.rsplit("cache hits ", 1)[1].split(")")[0])
+    assert hits > 0  # the killed run's calls were replayed from the cache, not made again
+    assert json.loads((tmp_path / "opt" / "toy" / "metrics.json").read_text())["lambda"] == 1.0
