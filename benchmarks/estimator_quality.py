@@ -35,7 +35,7 @@ def main(argv=None):
         runs = []
         for seed in map(int, args.seeds.split(",")):
             train, test = ev.split(spec.test_size, seed)
-            res = evaluate(train, test, routers=("route-switch", "tfidf-lr"), seed=seed)
+            res = evaluate(train, test, routers=("route-switch", "tfidf-lr"), seed=seed, operating_point=False)
             row = {"seed": seed, "best_single": res["best_single"]["name"]}
             for router in ("route-switch", "tfidf-lr"):
                 row[router] = {k: res["routers"][router][k] for k in KEYS}

@@ -86,6 +86,25 @@ def load_artifact(directory: str | Path) -> RoutingProgram:
         raise e from None
 
 
+def load_demo_pool(path: str | Path, n_tiers: int) -> list[dict]:
+    """A YAML list of ``{query, tier}`` written by people, validated like a program's demos."""
+    p = Path(path)
+    if not p.exists():
+        raise ProgramError("demo pool not found", file=str(p))
+    items = _yaml(p)
+    if not isinstance(items, list) or not items:
+        raise ProgramError("must be a non-empty list of {query, tier}", file=str(p), line=1)
+    tiers = [{"name": f"tier{i}", "description": "-"} for i in range(1, n_tiers + 1)]
+    try:
+        return RoutingProgram.from_dict({"name": "pool", "tiers": tiers, "instruction": "-", "demos": items},
+                                        source=str(p)).demos
+    except ProgramError as e:
+        i = int(e.field[6:e.field.index("]")]) if e.field and e.field.startswith("demos[") else None
+        lines = _item_lines(p)
+        raise ProgramError(e.message, file=str(p), field=e.field,
+                           line=lines[i] if i is not None and i < len(lines) else None) from None
+
+
 def load_program(path: str | Path) -> RoutingProgram:
     """A cold-start program YAML (``programs/*.yaml``) or an artifact folder (``optimized/<name>``)."""
     p = Path(path)

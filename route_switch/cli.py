@@ -124,9 +124,15 @@ def cmd_optimize(args) -> int:
         import yaml
 
         lm_cfg = yaml.safe_load(Path(args.lm_config).read_text(encoding="utf-8"))
+    pool = None
+    if args.demo_pool:
+        from .artifacts import load_demo_pool
+
+        pool = load_demo_pool(args.demo_pool, n_tiers=len(start.tiers))
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, progress=not args.quiet)
+                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool,
+                   progress=not args.quiet)
     m = res.metrics
     print(f"started from {start_path}; wrote {res.artifact}")
     print(f"held-out objective: seed {m['seed_objective']:.4f} -> optimised {m['optimized_objective']:.4f} "
@@ -207,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out-root", default="optimized")
     o.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind (or --lm-config)")
     o.add_argument("--lm-config", help="YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
+    o.add_argument("--demo-pool", help="YAML list of {query, tier} you wrote; MIPROv2 picks demos from it")
     o.add_argument("--n-train", type=int, default=150)
     o.add_argument("--n-val", type=int, default=60)
     o.add_argument("--n-test", type=int, default=150)

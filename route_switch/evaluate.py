@@ -52,8 +52,11 @@ def oracle_points(test: Evalset) -> list[dict]:
 
 
 def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASELINES, estimator_params: dict | None = None,
-             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200) -> dict:
-    """Fit every router on ``train`` and report on ``test`` (see module docstring)."""
+             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200, operating_point: bool = True) -> dict:
+    """Fit every router on ``train`` and report on ``test`` (see module docstring).
+
+    ``operating_point=False`` skips calibrating τ on a validation slice (one more fit): sweeps only.
+    """
     t0 = time.time()
     single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
     best = int(np.lexsort((single_c, -single_q))[0])
@@ -96,6 +99,7 @@ def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASEL
     main = out["routers"].get("route-switch")
     if main:
         out.update(aiq=main["aiq"], cost_ratio_at_95=main["cost_ratio_at_95"], cost_ratio_at_100=main["cost_ratio_at_100"])
+    if main and operating_point:
         tau = calibrated_tau(train, estimator_params or {}, target_quality, seed)
         r, pred = fitted["route-switch"]
         choice = select_tau(pred, r.unit_cost_, tau)

@@ -9,7 +9,9 @@ MIPROv2 (train + validation), its test split gives the held-out objective of the
 Every LM call goes through a disk cache keyed by the request, so a re-run with unchanged inputs
 makes zero model calls, and an interrupted run resumes by replaying what it had already asked.
 Demos: by default MIPROv2 proposes instructions only and the program keeps its own hand-written
-demos; ``data_demos=True`` lets it bootstrap demos from the evalset — refused when the evalset
+demos. ``demo_pool`` (e.g. ``programs/demo_pool.yaml``, examples the authors wrote) lets it also
+choose which demos to show, while the objective is still measured on the evalset.
+``data_demos=True`` lets it bootstrap demos from the evalset itself — refused when the evalset
 lives in the shared data directory, whose prompts must never end up in a committed artifact.
 """
 from __future__ import annotations
@@ -56,6 +58,8 @@ def make_metric(program: RoutingProgram, lam: float, progress=None):
     labels = program.labels
 
     def metric(example, pred, trace=None):
+        if example.get("scores") is None:  # a demo-pool example: nothing to score, never bootstrapped
+            return 0.0
         tier = str(getattr(pred, "tier", "")).strip()
         idx = labels.index(tier) if tier in labels else None
         if progress is not None:
@@ -121,7 +125,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
              name: str = "default", out_root: str | Path = "optimized", evalset_name: str = "",
              n_train: int = 150, n_val: int = 60, n_test: int = 150, num_candidates: int = 4, num_trials: int = 8,
              seed: int = 0, cache_dir: str | Path | None = None, data_demos: bool = False,
-             progress: bool = True) -> OptimizeResult:
+             demo_pool: list[dict] | None = None, progress: bool = True) -> OptimizeResult:
     """Run MIPROv2 from ``start`` and write ``out_root/name`` (see module docstring)."""
     import dspy
     from tqdm import tqdm
@@ -137,6 +141,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         raise ConfigError("demos drawn from the shared data directory must not go into an artifact; "
                           "optimise instruction-only (the default) or use your own evalset", field="data_demos")
     lm_cfg = dict(lm_cfg or {"kind": "local"})
+    if not progress:
+        logging.getLogger("dspy").setLevel(logging.WARNING)  # MIPROv2 logs every trial at INFO
     rng = np.random.default_rng(seed)
     tr_idx = rng.permutation(len(train))[: n_train + n_val]
     fit_ev, val_ev = train.subset(tr_idx[:n_train]), train.subset(tr_idx[n_train:])
@@ -151,16 +157,23 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     with dspy.context(lm=task_lm):
         seed_module = build_module(start, task_lm)
         seed_scores = score_program(seed_module, start, test_ev, lam, bar)
+        # Demo candidates come from the evalset (data_demos), the authors' pool, or nowhere.
+        pool = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in demo_pool or []]
+        trainset = to_examples(fit_ev) if data_demos or not pool else pool
+        choose_demos = data_demos or bool(pool)
         opt = dspy.MIPROv2(metric=make_metric(start, lam, bar), prompt_model=prompt_lm, task_model=task_lm, auto=None,
-                           num_candidates=num_candidates, max_bootstrapped_demos=4 if data_demos else 0,
-                           max_labeled_demos=4 if data_demos else 0, num_threads=1, seed=seed, verbose=False)
+                           num_candidates=num_candidates,
+                           # >= 1 whenever demos are chosen: MIPROv2 draws a random bootstrap size in [1, max];
+                           # pool examples score 0, so none is ever bootstrapped from them
+                           max_bootstrapped_demos=4 if data_demos else (1 if pool else 0),
+                           max_labeled_demos=4 if choose_demos else 0, num_threads=1, seed=seed, verbose=False)
         student = build_module(start, task_lm)
-        compiled = opt.compile(student, trainset=to_examples(fit_ev), valset=to_examples(val_ev), num_trials=num_trials,
+        compiled = opt.compile(student, trainset=trainset, valset=to_examples(val_ev), num_trials=num_trials,
                                minibatch=len(val_ev) > 35, minibatch_size=min(35, len(val_ev)),
                                program_aware_proposer=False, data_aware_proposer=False,
-                               fewshot_aware_proposer=data_demos)
+                               fewshot_aware_proposer=choose_demos)
         best = program_from_module(compiled, start)
-        if not data_demos:
+        if not choose_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos
         best_module = build_module(best, task_lm)
         opt_scores = score_program(best_module, best, test_ev, lam, bar)
@@ -172,7 +185,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
                     "tiers": list(train.models), "n_train": len(fit_ev), "n_val": len(val_ev), "n_test": len(test_ev)},
         "lm": _lm_identity(lm_cfg), "dspy_version": dspy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "start_program": start.name, "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,
+        "start_program": start.name, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
+        "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,
         "seed_objective": seed_scores["objective"], "optimized_objective": opt_scores["objective"],
         "seed_quality": seed_scores["quality"], "optimized_quality": opt_scores["quality"],
         "seed_cost_share": seed_scores["cost_share"], "optimized_cost_share": opt_scores["cost_share"],

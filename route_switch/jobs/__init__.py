@@ -1,0 +1,1 @@
+"""Scheduled jobs: the weekly re-optimisation (``reoptimize``) and its drift check."""
