@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .paths import atomic_write_text
+from .paths import atomic_write_text, read_yaml
 from .program import ProgramError, RoutingProgram
 
 FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json", "dspy_program.json")
@@ -40,12 +40,7 @@ def _read_text(path: Path) -> str:
 
 
 def _yaml(path: Path):
-    try:
-        return yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=str(path),
-                           line=None if mark is None else mark.line + 1) from None
+    return read_yaml(path, ProgramError)
 
 
 def _item_lines(path: Path) -> list[int]:

@@ -21,7 +21,7 @@ def _load_split(args):
         name, tiers = Path(args.data).stem, None
         if getattr(args, "split_column", False):
             return name, tiers, ev.by_source_split("train"), ev.by_source_split("test")
-        train, test = ev.split(args.test_size, args.seed)
+        train, test = ev.split(0.3 if args.test_size is None else args.test_size, args.seed or 0)
         return name, tiers, train, test
     spec = load_spec(args.evalset)
     if args.test_size is not None:
@@ -45,9 +45,6 @@ def _add_data_args(p):
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_report, write_outputs
 
-    if args.data:
-        args.test_size = 0.3 if args.test_size is None else args.test_size
-        args.seed = 0 if args.seed is None else args.seed
     name, _tiers, train, test = _load_split(args)
     res = evaluate(train, test, target_quality=args.target_quality)
     if args.bypass:
@@ -66,9 +63,6 @@ def cmd_evaluate(args) -> int:
 def cmd_fit(args) -> int:
     from .fitting import fit
 
-    if args.data:
-        args.test_size = 0.3 if args.test_size is None else args.test_size
-        args.seed = 0 if args.seed is None else args.seed
     name, tiers, train, test = _load_split(args)
     data = train if not args.all else _concat(train, test)
     out = args.out or Path("estimators") / name
@@ -100,9 +94,6 @@ def cmd_route(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench
 
-    if args.data:
-        args.test_size = 0.3 if args.test_size is None else args.test_size
-        args.seed = 0 if args.seed is None else args.seed
     _name, _tiers, train, test = _load_split(args)
     res = bench(train, test)
     print(json.dumps(res, indent=None if args.json else 2))

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .paths import read_yaml
 from .tiers import Tier, tiers_from_list
 
 
@@ -63,12 +64,7 @@ def load_config(path: str | Path) -> RouterConfig:
         p = p / "router.yaml"
     if not p.exists():
         raise ConfigError("router config not found", file=str(p))
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(p),
-                          line=None if mark is None else mark.line + 1) from None
+    raw = read_yaml(p, ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=str(p))
     f = str(p)

@@ -47,3 +47,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_yaml(path: str | os.PathLike, error=None):
+    """``yaml.safe_load`` a file; unreadable, non-UTF-8 or invalid YAML raises ``error`` with file and line."""
+    import yaml
+
+    from .errors import ConfigError
+
+    error = error or ConfigError
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read: {e.strerror or e}", file=str(p)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error("not valid UTF-8 text", file=str(p), line=data[: e.start].count(b"\n") + 1) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise error(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=str(p),
+                    line=None if mark is None else mark.line + 1) from None

@@ -86,19 +86,9 @@ class RoutingProgram:
 
     @classmethod
     def from_yaml(cls, path) -> "RoutingProgram":
-        import yaml
+        from route_switch.paths import read_yaml
 
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ProgramError(f"cannot read: {e}", file=str(path)) from e
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=str(path), field="<root>",
-                               line=mark.line + 1 if mark else None) from e
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, ProgramError), source=str(path))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "tiers": [dict(t) for t in self.tiers], "instruction": self.instruction,
@@ -107,8 +97,9 @@ class RoutingProgram:
     def to_yaml(self, path) -> None:
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100),
-                              encoding="utf-8")
+        from route_switch.paths import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100))
 
     def tier_legend(self) -> str:
         return "; ".join(f"{i} = {t['name']}: {t['description']}" for i, t in enumerate(self.tiers, 1))

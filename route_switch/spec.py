@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
+from .paths import read_yaml
 from .tiers import Tier, tiers_from_list
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "evalsets"
@@ -64,12 +63,7 @@ def load_spec(name_or_path: str | Path) -> EvalsetSpec:
         else:
             known = sorted(x.stem for x in SPEC_DIR.glob("*.yaml"))
             raise ConfigError(f"no evalset spec '{name_or_path}' (known: {known})", file=str(name_or_path))
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(p),
-                          line=None if line is None else line + 1) from None
+    raw = read_yaml(p, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=str(p))
     if "source" not in raw:

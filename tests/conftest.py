@@ -46,3 +46,16 @@ def shared_data() -> Path:
             pytest.fail(f"shared data not found at {d} (set ROUTE_SWITCH_DATA)")
         pytest.skip(f"shared data not found at {d} (set ROUTE_SWITCH_DATA)")
     return d
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI nothing may be skipped silently: a skipped test (missing model, data, extra) fails the run."""
+    if not os.environ.get("CI") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"CI: {len(skipped)} test(s) were skipped; failing the run", red=True)
+        for rep in skipped[:10]:
+            reporter.write_line(f"  skipped: {rep.nodeid} {rep.longrepr}")
+        session.exitstatus = 1

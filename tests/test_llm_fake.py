@@ -44,7 +44,7 @@ def test_yaml_round_trip(program, tmp_path):
      "demos: [{query: q, tier: 5}]\n", "demos[0].tier"),
     ("name: x\ntiers: [{name: a, description: d}, {name: b, description: e}]\ninstruction: i\n"
      "demos: [{tier: 1}]\n", "demos[0].query"),
-    ("name: [unclosed\n", "<root>"),
+    ("name: [unclosed\n", "line 2"),  # a YAML syntax error is located by line
     ("- just\n- a list\n", "<root>"),
 ])
 def test_malformed_yaml_names_file_and_field(tmp_path, text, field):
