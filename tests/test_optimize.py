@@ -122,3 +122,19 @@ def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
     hits = int(out.stdout.rsplit("cache hits ", 1)[1].split(")")[0])
     assert hits > 0  # the killed run's calls were replayed from the cache, not made again
     assert json.loads((tmp_path / "opt" / "toy" / "metrics.json").read_text())["lambda"] == 1.0
+
+
+def test_corrupted_lm_cache_is_moved_aside_and_rebuilt(tmp_path):
+    from route_switch.llm.cache import open_cache
+
+    d = tmp_path / "lm"
+    c = open_cache(d)
+    c.set("k", "v")
+    c.close()
+    for f in d.glob("*.db"):
+        f.write_bytes(b"this is not a sqlite database" * 100)
+    c2 = open_cache(d)
+    assert c2.get("k") is None  # a fresh, working cache
+    c2.set("k2", "v2")
+    assert c2.get("k2") == "v2"
+    assert (tmp_path / "lm.corrupt").is_dir()
