@@ -40,6 +40,16 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _quiet(fn):
+    """``fn`` for a background thread: failures are logged, never raised."""
+    def run():
+        try:
+            fn()
+        except Exception as e:
+            log.warning("router LLM warm-up failed (queries use the estimator): %s", e)
+    return run
+
+
 class Router:
     """Routes queries to tiers. Build it directly, or with :meth:`from_config` from a YAML file."""
 
@@ -86,13 +96,17 @@ class Router:
 
         cfg = load_config(path)
         est = QualityEstimator.load(cfg.estimator) if cfg.estimator else None
-        llm, timeout = None, 2.0
+        llm, timeout, count = None, 2.0, None
         if cfg.llm:
             from .artifacts import load_program
+            from .llm.tokens import count_tokens
             from .program import RouterLLM
 
             llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"})
-            timeout = float(cfg.llm.get("timeout_s", 2.0))
+            timeout, count = float(cfg.llm.get("timeout_s", 2.0)), count_tokens
+            # Load the model and its prompt prefix in the background: until then queries fall
+            # back to the estimator instead of waiting seconds for the first LLM call.
+            threading.Thread(target=_quiet(llm.warmup), name="route-switch-warmup", daemon=True).start()
         route_log = None
         if cfg.route_log:
             from .routelog import RouteLog
@@ -100,7 +114,7 @@ class Router:
             route_log = RouteLog(**cfg.route_log)
         return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                    llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                   route_log=route_log)
+                   count_tokens=count, route_log=route_log)
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:

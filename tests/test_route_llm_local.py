@@ -1,0 +1,43 @@
+"""route() end to end with the real embedded router LLM (Qwen 0.5B GGUF in-process)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("llama_cpp")
+
+from route_switch.controller import Router  # noqa: E402
+from route_switch.fitting import fit  # noqa: E402
+from route_switch.tiers import Tier  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.local_llm
+
+
+def test_router_llm_path_bypass_and_fallback(synthetic, tmp_path):
+    tiers = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
+    fit(synthetic, tmp_path / "r", tiers=tiers, target_quality=0.95, bypass_tokens=3,
+        llm={"program": str(ROOT / "programs" / "default.yaml"), "lm": {"kind": "local"}, "timeout_s": 20.0})
+    doc = yaml.safe_load((tmp_path / "r" / "router.yaml").read_text())
+    assert doc["llm"]["lm"] == {"kind": "local"}
+    router = Router.from_config(tmp_path / "r")
+
+    assert router.route("hi").path == "bypass"  # 1 token < 3: no LLM call
+    deadline = time.time() + 120  # the background warm-up loads the model first
+    d = router.route("Prove that there are infinitely many prime numbers.")
+    while d.path != "llm" and time.time() < deadline:
+        time.sleep(1.0)
+        router._cache.clear()
+        d = router.route("Prove that there are infinitely many prime numbers.")
+    assert d.path == "llm" and d.tier in (1, 2, 3), d
+    t = time.perf_counter()
+    d2 = router.route("What is the capital of Japan?")
+    assert d2.path == "llm" and time.perf_counter() - t < 10
+
+    # a deadline the LLM cannot meet: the estimator answers, and says why
+    router.llm_timeout_s = 0.001
+    d3 = router.route("Summarise the plot of Hamlet in two sentences.")
+    assert d3.path == "estimator" and "router LLM" in d3.reason
