@@ -110,11 +110,10 @@ def cmd_optimize(args) -> int:
     start_path = args.start or (Path(args.out_root) / args.name if (Path(args.out_root) / args.name).is_dir()
                                 else Path("programs") / "default.yaml")
     start = load_program(start_path)
-    lm_cfg = {"kind": args.lm}
-    if args.lm_config:
-        import yaml
+    from .paths import read_yaml
 
-        lm_cfg = yaml.safe_load(Path(args.lm_config).read_text(encoding="utf-8"))
+    lm_cfg = read_yaml(args.lm_config) if args.lm_config else {"kind": args.lm}
+    prompt_lm_cfg = read_yaml(args.prompt_lm_config) if args.prompt_lm_config else None
     pool = None
     if args.demo_pool:
         from .artifacts import load_demo_pool
@@ -122,7 +121,7 @@ def cmd_optimize(args) -> int:
         pool = load_demo_pool(args.demo_pool, n_tiers=len(start.tiers))
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool,
+                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool, prompt_lm_cfg=prompt_lm_cfg,
                    progress=not args.quiet)
     m = res.metrics
     print(f"started from {start_path}; wrote {res.artifact}")
@@ -158,6 +157,32 @@ def cmd_serve(args) -> int:
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
           upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
+    return 0
+
+
+def cmd_label(args) -> int:
+    from .config import load_config
+    from .labeling import label
+    from .paths import read_yaml
+
+    tiers = load_config(args.router).tiers
+    judge = read_yaml(args.judge_config) if args.judge_config else {"kind": "local"}
+    ev = label(args.queries, tiers, judge_lm_cfg=judge, out_path=args.out, concurrency=args.concurrency,
+               timeout_s=args.timeout, retries=args.retries, dry_run=args.dry_run)
+    if ev is not None:
+        print(f"labelled {len(ev)} queries x {len(ev.models)} tiers; wrote {args.out}")
+    return 0
+
+
+def cmd_reoptimize(args) -> int:
+    from .jobs.reoptimize import JobLockedError, reoptimize
+
+    try:
+        res = reoptimize(args.job, dry_run=args.dry_run)
+    except JobLockedError as e:
+        print(f"route-switch: {e}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: another run holds the lock; cron may try again later
+    print(f"status: {res['status']}; report: {res.get('report')}")
     return 0
 
 
@@ -204,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out-root", default="optimized")
     o.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind (or --lm-config)")
     o.add_argument("--lm-config", help="YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
+    o.add_argument("--prompt-lm-config", help="YAML LM config of a stronger model to propose instructions")
     o.add_argument("--demo-pool", help="YAML list of {query, tier} you wrote; MIPROv2 picks demos from it")
     o.add_argument("--n-train", type=int, default=150)
     o.add_argument("--n-val", type=int, default=60)
@@ -222,6 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("a")
     d.add_argument("b")
     d.set_defaults(func=cmd_diff)
+
+    lb = sub.add_parser("label", help="answer queries with every tier and judge them -> an evalset")
+    lb.add_argument("--queries", required=True, help="JSONL/CSV/parquet with a query or prompt column, or a route log")
+    lb.add_argument("--router", required=True, help="router directory or YAML whose tiers have api_base and prices")
+    lb.add_argument("--judge-config", help="YAML LM config of the judge (default: the embedded local model)")
+    lb.add_argument("--out", required=True, help="evalset to write (long format: .jsonl, .csv or .parquet)")
+    lb.add_argument("--concurrency", type=int, default=4)
+    lb.add_argument("--timeout", type=float, default=60.0)
+    lb.add_argument("--retries", type=int, default=3)
+    lb.add_argument("--dry-run", action="store_true", help="only print the estimated number of calls and cost")
+    lb.set_defaults(func=cmd_label)
+
+    ro = sub.add_parser("reoptimize", help="the weekly job: label new traffic, re-optimise, gate, promote, report")
+    ro.add_argument("job", help="job YAML (see jobs/weekly.example.yaml)")
+    ro.add_argument("--dry-run", action="store_true", help="plan and estimate only; change nothing")
+    ro.set_defaults(func=cmd_reoptimize)
 
     v = sub.add_parser("serve", help="OpenAI-compatible routing proxy (keys from ROUTE_SWITCH_API_KEYS)")
     v.add_argument("--router", required=True, help="router directory or YAML; tiers need api_base")

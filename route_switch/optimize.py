@@ -125,8 +125,13 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
              name: str = "default", out_root: str | Path = "optimized", evalset_name: str = "",
              n_train: int = 150, n_val: int = 60, n_test: int = 150, num_candidates: int = 4, num_trials: int = 8,
              seed: int = 0, cache_dir: str | Path | None = None, data_demos: bool = False,
-             demo_pool: list[dict] | None = None, progress: bool = True) -> OptimizeResult:
-    """Run MIPROv2 from ``start`` and write ``out_root/name`` (see module docstring)."""
+             demo_pool: list[dict] | None = None, prompt_lm_cfg: dict | None = None,
+             progress: bool = True) -> OptimizeResult:
+    """Run MIPROv2 from ``start`` and write ``out_root/name`` (see module docstring).
+
+    ``prompt_lm_cfg``: a (usually stronger) LM that writes the instruction proposals; by default
+    the router LM proposes its own instructions.
+    """
     import dspy
     from tqdm import tqdm
 
@@ -150,7 +155,9 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
 
     cdir = Path(cache_dir) if cache_dir else default_cache() / "lm"
     task_lm, task_cache = cached_lm(lm_cfg, start.labels, cdir)
-    prompt_lm, prompt_cache = cached_lm(lm_cfg, start.labels, cdir, max_tokens=int(lm_cfg.get("proposal_max_tokens", 300)))
+    proposer_cfg = dict(prompt_lm_cfg or lm_cfg)
+    prompt_lm, prompt_cache = cached_lm(proposer_cfg, start.labels, cdir,
+                                        max_tokens=int(proposer_cfg.get("proposal_max_tokens", 300)))
 
     bar = tqdm(total=2 * len(test_ev) + num_trials * len(val_ev) + len(val_ev), desc=f"optimize {name}",
                disable=not progress, unit="eval")
@@ -183,7 +190,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         "lambda": lam,
         "evalset": {"name": evalset_name, "path": train.source, "hash": train.content_hash(),
                     "tiers": list(train.models), "n_train": len(fit_ev), "n_val": len(val_ev), "n_test": len(test_ev)},
-        "lm": _lm_identity(lm_cfg), "dspy_version": dspy.__version__,
+        "lm": _lm_identity(lm_cfg), "prompt_lm": _lm_identity(proposer_cfg), "dspy_version": dspy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "start_program": start.name, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
         "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,

@@ -93,7 +93,9 @@ def _clean(rows: list[dict], file: str) -> list[dict]:
             continue
         seen.add(h)
         ans = r.get("answer")
-        ans = None if ans is None or (isinstance(ans, float) and ans != ans) else str(ans)
+        if isinstance(ans, float):  # a CSV column with blanks is read as floats: 2.0 means "2"
+            ans = None if ans != ans else str(int(ans)) if ans.is_integer() else str(ans)
+        ans = None if ans is None else str(ans)
         task = r.get("task")
         out.append({"query": q, "task": "" if task is None or task != task else str(task), "answer": ans})
     return out
@@ -211,9 +213,11 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
     failures: list[dict] = []
     t0 = time.time()
 
-    def one(item: dict) -> dict:
+    def answers(item: dict) -> list:
         msgs = [{"role": "user", "content": item["query"]}]
-        answers = [caller.call_tier(t, msgs, max_tokens=limits[t.name]) for t in tiers]
+        return [caller.call_tier(t, msgs, max_tokens=limits[t.name]) for t in tiers]
+
+    def rate(item: dict, answers: list) -> dict:
         ref = answers[-1].text
         rows = []
         for t, a in zip(tiers, answers):
@@ -230,22 +234,36 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
             if item.get("answer") is not None:
                 row["exact_match"] = exact_match(a.text, item["answer"])
             rows.append(row)
-        return {"qid": qhash(item["query"]), "tiers_key": tiers_key(tiers), "query": item["query"], "task": item["task"],
-                "gold": item.get("answer"), "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tiers": rows}
+        return {"qid": qhash(item["query"]), "tiers_key": tiers_key(tiers), "query": item["query"],
+                "task": item["task"], "gold": item.get("answer"),
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tiers": rows}
 
+    def fail(q, e):  # a failed query stays unlabelled; a re-run retries it
+        failures.append({"query": q["query"][:120], "error": f"{type(e).__name__}: {e}"[:400]})
+        log.warning("labelling failed for %r: %s", q["query"][:60], e)
+
+    # Two phases: every tier answer first, then every judge call (a local judge server then keeps
+    # the judge prompt's prefix in its KV cache from one call to the next).
     prog_path.parent.mkdir(parents=True, exist_ok=True)
     n_new = 0
     pool = ThreadPoolExecutor(max_workers=max(1, int(concurrency)), thread_name_prefix="label")
     try:
-        futs = {pool.submit(one, q): q for q in todo}
+        got = []
+        futs = {pool.submit(answers, q): q for q in todo}
+        for fut in as_completed(futs):
+            try:
+                got.append((futs[fut], fut.result()))
+            except Exception as e:
+                fail(futs[fut], e)
+        order = {qhash(q["query"]): i for i, q in enumerate(todo)}
+        got.sort(key=lambda x: order[qhash(x[0]["query"])])
+        futs = {pool.submit(rate, q, a): q for q, a in got}
         with open(prog_path, "a", encoding="utf-8") as prog:
             for fut in as_completed(futs):
-                q = futs[fut]
                 try:
                     rec = fut.result()
-                except Exception as e:  # a failed query stays unlabelled; a re-run retries it
-                    failures.append({"query": q["query"][:120], "error": f"{type(e).__name__}: {e}"[:400]})
-                    log.warning("labelling failed for %r: %s", q["query"][:60], e)
+                except Exception as e:
+                    fail(futs[fut], e)
                     continue
                 with lock:
                     prog.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -1,0 +1,90 @@
+"""A FAKE OpenAI-compatible chat server on a real loopback socket, with canned answers per model.
+
+``ChatUpstream(answer=fn)`` answers ``fn(model, messages) -> str`` with a ``usage`` block
+(prompt tokens = words in the messages, completion tokens = words in the answer).
+``fail_next`` answers that many requests with HTTP 500 first; ``mode`` as in
+``servers.FakeUpstream``: ok | 500 | malformed | slow (sleeps ``delay`` s). ``hits`` counts
+requests, ``seen`` keeps (model, last user message) of each.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOOPBACK = "127.0.0.1"
+
+
+def echo_answer(model: str, messages: list[dict]) -> str:
+    """Default canned answer: small models drop the last words of the big model's answer."""
+    q = messages[-1]["content"]
+    full = f"The answer to '{q}' is forty two because of reasons."
+    cut = {"small": 3, "medium": 1}.get(model.split("-")[0], 0)
+    words = full.split()
+    return " ".join(words[: len(words) - cut]) if cut else full
+
+
+class ChatUpstream:
+    def __init__(self, answer=echo_answer, mode: str = "ok", delay: float = 5.0, fail_next: int = 0):
+        self.answer, self.mode, self.delay, self.fail_next = answer, mode, delay, fail_next
+        self.hits, self.seen = 0, []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status: int, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with outer._lock:
+                    outer.hits += 1
+                    outer.seen.append((req.get("model"), req["messages"][-1]["content"]))
+                    fail = outer.fail_next > 0
+                    outer.fail_next -= fail
+                if outer.mode == "slow":
+                    time.sleep(outer.delay)
+                if fail or outer.mode == "500":
+                    return self._send(500, b'{"error": {"message": "boom"}}')
+                if outer.mode == "malformed":
+                    return self._send(200, b"<html>this is not json")
+                text = outer.answer(req.get("model", ""), req["messages"])
+                n_in = sum(len(str(m.get("content", "")).split()) for m in req["messages"])
+                body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                        "model": req.get("model"),
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": n_in, "completion_tokens": len(text.split()),
+                                  "total_tokens": n_in + len(text.split())}}
+                self._send(200, json.dumps(body).encode())
+
+        self.httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{LOOPBACK}:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def tiers_at(url: str, names=("small", "medium", "large"), prices=((0.1, 0.2), (0.5, 1.0), (3.0, 6.0))):
+    """Tiers whose models are served at ``url`` (the served name is ``<name>-model``)."""
+    from route_switch.tiers import Tier
+
+    return [Tier(name=n, model=n, price_in=p[0], price_out=p[1], api_base=url, upstream_model=f"{n}-model")
+            for n, p in zip(names, prices)]
