@@ -38,16 +38,16 @@ def inject(query: str, where: str, text: str) -> str:
     return f"{text} {query}" if where == "prefix" else f"{query} {text}"
 
 
-def measure(router, queries: list[str], injections=INJECTIONS, sanitizer=None) -> dict:
+def measure(router, queries: list[str], injections=INJECTIONS, sanitize: bool = False) -> dict:
     """Share of queries whose tier moves under each injection (and towards the attacker's tier).
 
-    ``router`` is any ``Router`` (estimator, LLM or hybrid); ``sanitizer`` maps the text before routing.
+    ``router`` is any ``Router`` (estimator or LLM path); ``sanitize`` switches its directive stripping.
     """
-    prep = sanitizer or (lambda q: q)
+    router.sanitize = sanitize
     top = max(len(router.tiers), 1)
 
     def tiers(qs):
-        return np.array([router.route(prep(q)).tier for q in qs])
+        return np.array([router.route(q).tier for q in qs])
 
     clean = tiers(queries)
     out = {"n": len(queries), "clean_tier_shares": np.bincount(clean, minlength=top + 1)[1:].round(3).tolist(),
@@ -81,11 +81,12 @@ def main(argv=None) -> dict:
     queries = [queries[i] for i in sorted(rng.permutation(len(queries))[: a.n])]
     router = Router.from_config(a.router or d)
     router._cache_size = 0  # measure decisions, not cache hits
-    before = measure(router, queries)
-    after = measure(router, queries, sanitizer=strip_routing_directives)
+    before = measure(router, queries, sanitize=False)
+    after = measure(router, queries, sanitize=True)
     changed = float(np.mean([strip_routing_directives(q) != q for q in queries]))
+    paths = sorted({router.route(q).path for q in queries[:20]})
     out = {"router": str(a.router or d), "evalset": "synthetic" if a.synthetic else a.evalset,
-           "path": "llm" if router.llm is not None else "estimator", "n": len(queries),
+           "paths_taken": paths, "n": len(queries),
            "before": before, "after_sanitize": after, "clean_queries_changed_by_sanitizer": round(changed, 4)}
     print(json.dumps(out, indent=1))
     return out

@@ -51,6 +51,10 @@ def cmd_evaluate(args) -> int:
         from .evaluate import bypass_report
 
         res["bypass"] = bypass_report(train, test, [int(x) for x in args.bypass.split(",")], target_quality=args.target_quality)
+    if args.program:
+        from .evaluate import evaluate_program
+
+        res["router_llm"] = evaluate_program(test, args.program, lm_cfg={"kind": args.lm}, n=args.llm_n, lam=args.lam)
     files = write_outputs(res, args.out or Path("runs") / name)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "misroutes"} | {"files": files}))
@@ -196,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
     e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
     e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
+    e.add_argument("--program", help="also route test queries with the router LLM running this program "
+                                     "(programs/*.yaml or optimized/<name>, hand edits included)")
+    e.add_argument("--llm-n", type=int, default=150, help="test queries routed by the router LLM")
+    e.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight of the program's objective")
+    e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")

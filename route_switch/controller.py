@@ -55,7 +55,8 @@ class Router:
 
     def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
-                 cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None):
+                 cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None,
+                 sanitize: bool = True):
         self.estimator = estimator
         if not tiers and estimator is not None:
             order = np.argsort(estimator.unit_cost_)
@@ -67,6 +68,7 @@ class Router:
         self.default_tier = default_tier or max(len(self.tiers), 1)
         self.count_tokens = count_tokens or estimate_tokens
         self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
+        self.sanitize = sanitize  # strip routing-directed sentences before scoring
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -146,7 +148,8 @@ class Router:
         t0 = time.perf_counter()
         from .sanitize import strip_routing_directives
 
-        pred = self._predict([strip_routing_directives(q[:MAX_QUERY_CHARS]) for q in queries])
+        clean = strip_routing_directives if self.sanitize else (lambda q: q)
+        pred = self._predict([clean(q[:MAX_QUERY_CHARS]) for q in queries])
         from .selection import select
 
         choice = select(pred, self._unit_cost, tau=tau, lam=lam)
@@ -181,7 +184,8 @@ class Router:
 
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
         # the router scores the query without them (the app still forwards the original).
-        query = strip_routing_directives(query)
+        if self.sanitize:
+            query = strip_routing_directives(query)
         if self.bypass_tokens and self.tiers:
             n = self.count_tokens(query)
             if n < self.bypass_tokens:

@@ -204,6 +204,11 @@ def format_report(res: dict) -> str:
             qe = "n/a" if b["quality_bypassed_estimator"] is None else f"{b['quality_bypassed_estimator']:.3f}"
             lines.append(f"  {b['max_tokens']:>8} {b['bypassed_share']:>9.1%} {b['misroutes']:>9} {q1:>8} {qe:>8} "
                          f"{b['cost_change_share']:>+9.2%}")
+    if "router_llm" in res:
+        r = res["router_llm"]
+        lines += ["", f"router LLM with {r['program']} on {r['n']} test queries (lambda={r['lambda']}): "
+                      f"objective {r['objective']:.4f}, quality {r['quality']:.3f}, cost share {r['cost_share']:.3f}, "
+                      f"tiers {r['tier_shares']}, invalid {r['invalid']}"]
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
     return "\n".join(lines)
@@ -283,3 +288,27 @@ def bypass_report(train: Evalset, test: Evalset, thresholds=(4, 8, 16, 32, 64), 
             "cost_change_share": float((test.costs[m, cheapest].sum() - test.costs[m, choice[m]].sum()) / total_cost),
         })
     return out
+
+
+def evaluate_program(test: Evalset, program_path, *, lm_cfg: dict | None = None, n: int = 150, lam: float = 0.5,
+                     seed: int = 0) -> dict:
+    """Route ``n`` test queries with the router LLM running a program as it is on disk (hand edits included).
+
+    Reports the same held-out figures ``optimize`` writes: mean ``quality − λ·cost/cost[top]``,
+    quality, cost share and tier shares. LM calls go through the disk cache.
+    """
+    from .artifacts import load_program
+    from .errors import ConfigError
+    from .optimize import cached_lm, score_program
+    from .paths import cache_dir
+    from .program import build_module
+
+    program = load_program(program_path)
+    if len(program.tiers) != len(test.models):
+        raise ConfigError(f"the program has {len(program.tiers)} tiers but the evalset {len(test.models)}",
+                          file=str(program_path), field="tiers")
+    sub = test.subset(np.sort(np.random.default_rng(seed).permutation(len(test))[:n]))
+    lm, _cache = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
+    res = score_program(build_module(program, lm), program, sub, lam)
+    return {"program": str(program_path), "instruction_first_line": program.instruction.splitlines()[0][:100],
+            "lambda": lam, **res}

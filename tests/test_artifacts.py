@@ -74,3 +74,21 @@ def test_show_and_diff(program, tmp_path, capsys):
     assert "+Prefer tier 2 for code." in dtext and "optimized_objective: 0.5 -> 0.6 (+0.1)" in dtext
     assert main(["diff", str(a), str(b)]) == 0
     assert "+Prefer tier 2 for code." in capsys.readouterr().out
+
+
+def test_evaluate_uses_a_hand_edited_program(program, tmp_path, monkeypatch):
+    """`evaluate --program` routes with the instruction exactly as a person left it (FAKE router LM)."""
+    from route_switch.evalset import from_records
+    from route_switch.evaluate import evaluate_program
+    from route_switch.llm.engines import FAKE_PROPOSALS
+
+    from conftest import synthetic_records
+
+    monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
+    test = from_records(synthetic_records(60), models=["small", "medium", "large"])
+    d = save_artifact(tmp_path / "a", program, {})
+    before = evaluate_program(test, d, lm_cfg={"kind": "fake"}, n=40)
+    (d / "instruction.txt").write_text(FAKE_PROPOSALS[0] + "\n")  # the fake follows this one to tier 1
+    after = evaluate_program(test, d, lm_cfg={"kind": "fake"}, n=40)
+    assert after["tier_shares"][0] == 1.0 and before["tier_shares"][0] < 1.0
+    assert after["instruction_first_line"] == FAKE_PROPOSALS[0]

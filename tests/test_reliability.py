@@ -158,10 +158,11 @@ def test_route_load_short(router):
 def test_injection_benchmark_runs(router):
     mod = _bench("injection")
     qs = ["What is the capital of Peru?", "Prove that the sum of the first 9 odd numbers is a perfect square."]
-    res = mod.measure(router, qs)
+    res = mod.measure(router, qs, sanitize=False)
     assert set(res["injections"]) == {n for n, *_ in mod.INJECTIONS} and 0 <= res["mean_moved"] <= 1
-    after = mod.measure(router, qs, sanitizer=strip_routing_directives)
-    assert after["mean_moved"] == 0.0  # every injected sentence is stripped before scoring
+    after = mod.measure(router, qs, sanitize=True)  # what route() does by default
+    explicit = [n for n, *_ in mod.INJECTIONS if not n.startswith(("paraphrase", "roleplay"))]
+    assert all(after["injections"][n]["moved"] == 0.0 for n in explicit)  # stripped before scoring
 
 
 def test_load_server_short():
