@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import RouteSwitchError
+from ..llm.cache import get_json
 
 log = logging.getLogger("route_switch")
 
@@ -76,15 +77,15 @@ class ChatCaller:
 
         params = {"max_tokens": int(max_tokens), "temperature": float(temperature), **(extra or {})}
         key = cache_key(api_base, model, messages, params)
-        raw = self.cache.get(key)
-        if isinstance(raw, str):
+        d = get_json(self.cache, key)
+        if d is not None:
             try:
-                d = json.loads(raw)
+                result = CallResult(d["text"], int(d["in"]), int(d["out"]), cached=True,
+                                    usage_estimated=bool(d.get("est")))
                 with self._lock:
                     self.hits += 1
-                return CallResult(d["text"], int(d["in"]), int(d["out"]), cached=True,
-                                  usage_estimated=bool(d.get("est")))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                return result
+            except (KeyError, TypeError, ValueError):
                 log.warning("ignoring a corrupt call cache entry %s", key[:12])
         client = self._client(api_base, api_key_env)
         body = {k: v for k, v in params.items() if k in ("max_tokens", "temperature")}

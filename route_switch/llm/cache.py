@@ -40,6 +40,21 @@ def open_cache(directory: str | Path):
         return diskcache.Cache(str(d))
 
 
+def get_json(cache, key: str) -> dict | None:
+    """A cached JSON object, or None when missing; a corrupt entry is logged and treated as missing."""
+    raw = cache.get(key)
+    if not isinstance(raw, str):
+        return None
+    try:
+        d = json.loads(raw)
+    except json.JSONDecodeError:
+        d = None
+    if not isinstance(d, dict):
+        log.warning("ignoring a corrupt cache entry %s", key[:12])
+        return None
+    return d
+
+
 class CachedEngine:
     """Wraps ``inner`` (a ``complete(Request) -> Response`` engine) with a persistent cache.
 
@@ -61,15 +76,11 @@ class CachedEngine:
         from .engines import _response
 
         key = request_key(self.namespace, request)
-        raw = self.cache.get(key)
-        if isinstance(raw, str):
-            try:
-                d = json.loads(raw)
-                with self._lock:
-                    self.hits += 1
-                return _response(d["text"], d.get("model", self.namespace), d.get("in"), d.get("out"))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                log.warning("ignoring a corrupt LM cache entry %s", key[:12])
+        d = get_json(self.cache, key)
+        if d is not None and isinstance(d.get("text"), str):
+            with self._lock:
+                self.hits += 1
+            return _response(d["text"], d.get("model", self.namespace), d.get("in"), d.get("out"))
         resp = self.inner.complete(request)
         text = "".join(getattr(p, "text", "") or "" for p in resp.message.parts)
         usage = getattr(resp, "usage", None)
