@@ -17,6 +17,7 @@ types raise ``TypeError``.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -28,6 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from .decision import Decision
+from .sanitize import strip_routing_directives
+from .selection import select
 from .tiers import Tier
 
 log = logging.getLogger("route_switch")
@@ -146,12 +149,8 @@ class Router:
             return [self.route(q, tau=tau, lam=lam) for q in queries]
         tau, lam = self._knob(tau, lam)
         t0 = time.perf_counter()
-        from .sanitize import strip_routing_directives
-
         clean = strip_routing_directives if self.sanitize else (lambda q: q)
         pred = self._predict([clean(q[:MAX_QUERY_CHARS]) for q in queries])
-        from .selection import select
-
         choice = select(pred, self._unit_cost, tau=tau, lam=lam)
         ms = (time.perf_counter() - t0) * 1000 / len(queries)
         return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
@@ -164,7 +163,8 @@ class Router:
 
     def _route(self, query: str, tau, lam) -> Decision:
         tau, lam = self._knob(tau, lam)
-        key = (query, tau, lam)
+        # A digest, not the text, keys the cache: 10,000 cached 1 MB queries must not pin 10 GB.
+        key = (hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest(), tau, lam)
         if self._cache_size:
             with self._lock:
                 hit = self._cache.get(key)
@@ -180,8 +180,6 @@ class Router:
         return d
 
     def _decide(self, query: str, tau, lam) -> Decision:
-        from .sanitize import strip_routing_directives
-
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
         # the router scores the query without them (the app still forwards the original).
         if self.sanitize:
@@ -197,8 +195,6 @@ class Router:
                 return d
         if self.estimator is None:
             return self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
-        from .selection import select
-
         pred = self._predict([query])
         k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
