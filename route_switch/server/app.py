@@ -533,32 +533,3 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, insecure_no
                     " WITHOUT authentication" if insecure_no_auth else "")
     log.info("route-switch proxy on http://%s:%d/v1 with %d tiers", host, port, len(router.tiers))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
-
-
-def main(argv=None) -> int:
-    """``python -m route_switch.server.app --router DIR [--host H] [--port P] [--insecure-no-auth]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="route-switch serve", description=main.__doc__)
-    ap.add_argument("--router", required=True, help="router directory or YAML (from `route-switch fit`)")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--insecure-no-auth", action="store_true", help="run without API keys (local testing only)")
-    ap.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    ap.add_argument("--rate-limit", type=float, default=600, help="requests per minute per key (0 = off)")
-    ap.add_argument("--upstream-timeout", type=float, default=60.0)
-    ap.add_argument("--log-prompts", action="store_true", help="include the routed text in access logs")
-    ap.add_argument("--log-level", default="info")
-    a = ap.parse_args(argv)
-    try:
-        serve(a.router, a.host, a.port, insecure_no_auth=a.insecure_no_auth, max_body_bytes=a.max_body_bytes,
-              rate_limit_per_min=a.rate_limit, upstream_timeout_s=a.upstream_timeout, log_prompts=a.log_prompts,
-              log_level=a.log_level)
-    except ConfigError as e:
-        print(f"route-switch serve: {e}", file=__import__("sys").stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
