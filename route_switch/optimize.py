@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
