@@ -3,7 +3,7 @@
     python benchmarks/load_server.py [--duration 60] [--clients 16] [--router DIR] [--scenarios route,chat]
 
 Starts, as subprocesses, a fast fake upstream (a real HTTP server answering at once) and the proxy
-(``python -m route_switch.server.app``) whose tiers all point at it; then runs each scenario for
+(``route-switch serve``) whose tiers all point at it; then runs each scenario for
 ``--duration`` seconds: ``route`` = ``POST /v1/route``, ``chat`` = ``POST /v1/chat/completions``
 forwarded upstream. Each request routes a distinct query (no cache hits). Reports p50/p99 latency,
 throughput, errors and the proxy's RSS as JSON. ``--url URL --key KEY`` targets a running proxy instead.
@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
                 _wait(f"http://127.0.0.1:{up_port}/v1/models", up)
                 rdir = _router_for(f"http://127.0.0.1:{up_port}/v1", a.router, Path(tmp))
                 log = open(Path(tmp) / "access.log", "w")
-                proxy = subprocess.Popen([sys.executable, "-m", "route_switch.server.app", "--router", str(rdir),
+                proxy = subprocess.Popen([sys.executable, "-m", "route_switch.cli", "serve", "--router", str(rdir),
                                           "--port", str(port), "--rate-limit", "0", "--log-level", "warning"],
                                          env=os.environ | {"ROUTE_SWITCH_API_KEYS": key}, stderr=log, cwd=ROOT)
                 procs.append(proxy)

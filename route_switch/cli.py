@@ -160,7 +160,7 @@ def cmd_serve(args) -> int:
 
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
-          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts)
+          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level)
     return 0
 
 
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
     v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
+    v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     v.set_defaults(func=cmd_serve)
     return p
 
