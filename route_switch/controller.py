@@ -31,16 +31,12 @@ import numpy as np
 from .decision import Decision
 from .sanitize import strip_routing_directives
 from .selection import select
-from .tiers import Tier
+from .llm.tokens import estimate_tokens
+from .tiers import Tier, tiers_by_cost
 
 log = logging.getLogger("route_switch")
 
 MAX_QUERY_CHARS = 100_000  # longer queries are cut before encoding: bounded latency and memory
-
-
-def estimate_tokens(text: str) -> int:
-    """Token estimate when the router model's tokenizer is not loaded: ~4 characters per token."""
-    return (len(text) + 3) // 4
 
 
 def _quiet(fn):
@@ -62,8 +58,7 @@ class Router:
                  sanitize: bool = True):
         self.estimator = estimator
         if not tiers and estimator is not None:
-            order = np.argsort(estimator.unit_cost_)
-            tiers = [Tier(name=estimator.models_[i], model=estimator.models_[i]) for i in order]
+            tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
         self.tiers = list(tiers or [])
         self.tau, self.lam = tau, lam
         self.bypass_tokens = bypass_tokens

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from .config import RouterConfig, dump_config
 from .estimator import QualityEstimator
 from .evalset import Evalset
 from .selection import calibrate
-from .tiers import Tier
+from .tiers import Tier, tiers_by_cost
 
 
 def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None, target_quality: float | None = 0.95,
@@ -32,10 +31,7 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
     out = Path(out_dir)
     est.save(out)
-    if not tiers:
-        order = np.argsort(est.unit_cost_)
-        tiers = [Tier(name=est.models_[i], model=est.models_[i]) for i in order]
-    cfg = RouterConfig(tiers=list(tiers), estimator=str(out), tau=round(float(tau), 4),
+    cfg = RouterConfig(tiers=list(tiers or tiers_by_cost(est.models_, est.unit_cost_)), estimator=str(out), tau=round(float(tau), 4),
                        bypass_tokens=bypass_tokens, llm=llm)
     dump_config(cfg, out / "router.yaml")
     return cfg

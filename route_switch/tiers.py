@@ -54,3 +54,9 @@ def tiers_from_list(items, file: str = "") -> list[Tier]:
         endpoint = {k: (None if t.get(k) is None else str(t[k])) for k in ("api_base", "api_key_env", "upstream_model")}
         tiers.append(Tier(name=str(t.get("name", f"tier{i + 1}")), model=str(t["model"]), **prices, **endpoint))
     return tiers
+
+
+def tiers_by_cost(models, unit_cost) -> list[Tier]:
+    """One tier per model, cheapest first, each named after its model (when no tiers are configured)."""
+    order = sorted(range(len(models)), key=lambda i: unit_cost[i])
+    return [Tier(name=models[i], model=models[i]) for i in order]

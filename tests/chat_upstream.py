@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-LOOPBACK = "127.0.0.1"
+from servers import LoopbackServer, QuietHandler
 
 
 def echo_answer(model: str, messages: list[dict]) -> str:
@@ -25,26 +24,14 @@ def echo_answer(model: str, messages: list[dict]) -> str:
     return " ".join(words[: len(words) - cut]) if cut else full
 
 
-class ChatUpstream:
+class ChatUpstream(LoopbackServer):
     def __init__(self, answer=echo_answer, mode: str = "ok", delay: float = 5.0, fail_next: int = 0):
         self.answer, self.mode, self.delay, self.fail_next = answer, mode, delay, fail_next
         self.hits, self.seen = 0, []
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _send(self, status: int, body: bytes):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with outer._lock:
@@ -68,18 +55,7 @@ class ChatUpstream:
                                   "total_tokens": n_in + len(text.split())}}
                 self._send(200, json.dumps(body).encode())
 
-        self.httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://{LOOPBACK}:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def tiers_at(url: str, names=("small", "medium", "large"), prices=((0.1, 0.2), (0.5, 1.0), (3.0, 6.0))):

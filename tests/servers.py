@@ -51,7 +51,42 @@ def completion(text: str = "ok", model: str = "fake") -> dict:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
-class FakeUpstream:
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 handler without access logs, with a one-call JSON response helper."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, status, body: bytes, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LoopbackServer:
+    """A real ThreadingHTTPServer on 127.0.0.1 in a daemon thread; use as a context manager."""
+
+    def _serve(self, handler, port: int = 0):
+        self.httpd = ThreadingHTTPServer((LOOPBACK, port), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{LOOPBACK}:{self.port}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeUpstream(LoopbackServer):
     """An OpenAI-ish HTTP server on a real socket. ``mode``: ok | 500 | malformed | slow | hang_stream.
 
     ``ok`` answers instantly (streams 3 chunks when asked); ``slow`` sleeps ``delay`` s first;
@@ -62,19 +97,7 @@ class FakeUpstream:
         self.mode, self.delay, self.text, self.hits = mode, delay, text, 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _send(self, status, body: bytes, ctype="application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 self._send(200, json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode())
 
@@ -105,19 +128,7 @@ class FakeUpstream:
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer((LOOPBACK, port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://{LOOPBACK}:{self.port}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler, port)
 
 
 # ------------------------------------------------------------------ the proxy in a background thread
