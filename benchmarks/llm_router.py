@@ -1,91 +1,81 @@
-"""Router-LLM path on shared data: quality/cost of LLM-only, estimator-only and hybrids, plus latency.
+"""The router LLM against the estimator on the same queries, over several split seeds.
 
-    python benchmarks/llm_router.py --evalset zeroeval-3tier --n 150 [--program optimized/NAME] [--lm-kind local]
+    python benchmarks/llm_router.py --evalsets dcrouter-3tier,zeroeval-3tier --seeds 0,1,2 \
+        --program programs/default.yaml --n 150 [--fit-n 150] [--lm-config lm.yaml] [--out FILE]
 
-Routes ``n`` held-out test queries of a 3-tier evalset with the router LLM (disk-cached, so a
-re-run is instant), with the estimator (τ calibrated on the train split for 95% quality), and
-with hybrids of the two; prints JSON. Latency percentiles are of uncached calls of this run.
+For every evalset and split seed this runs ``evaluate_llm`` (the routers ``llm``, ``route-switch+llm``
+and ``route-switch@llm`` on the same ``n`` test queries) and prints JSON: per router the mean,
+standard deviation, min and max over seeds of AIQ and the cost ratios at 95% / 100% of the best
+model's quality, and the paired difference fused − estimator per seed. LLM calls are disk-cached.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
+import sys
 
-import numpy as np
-
-from route_switch.artifacts import load_program
-from route_switch.fitting import fit
-from route_switch.optimize import cached_lm, objective
-from route_switch.paths import cache_dir
-from route_switch.program import RouterLLM
-from route_switch.selection import outcome, select_tau
-from route_switch.spec import load_spec
+KEYS = ("aiq", "cost_ratio_at_95", "cost_ratio_at_100")
 
 
-def summarise(choice, test, lam):
-    c, q = outcome(np.asarray(choice), test.scores, test.costs)
-    top = test.costs[:, -1].mean()
-    obj = np.mean([objective(int(k), test.scores[i], test.costs[i], lam) for i, k in enumerate(choice)])
-    return {"quality": q, "cost_share": c / top, "objective": float(obj),
-            "tier_shares": np.bincount(np.asarray(choice), minlength=test.scores.shape[1]).tolist()}
+def spread(values: list) -> dict:
+    """mean, sd, min, max of the non-missing values (None where a ratio was never reached), and how many."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {"mean": round(statistics.fmean(v), 4), "sd": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0,
+            "min": round(min(v), 4), "max": round(max(v), 4), "n": len(v)}
+
+
+def run(evalset: str, seeds: list[int], program: str, n: int, fit_n: int | None, lm_cfg: dict) -> dict:
+    from route_switch.evaluate_llm import evaluate_llm
+    from route_switch.spec import load_spec
+
+    per_seed = []
+    for seed in seeds:
+        spec = load_spec(evalset)
+        spec.seed = seed
+        train, test = spec.train_test()
+        res = evaluate_llm(train, test, program, lm_cfg=lm_cfg, n=n, fit_n=fit_n, progress=sys.stderr.isatty())
+        row = {"seed": seed, **res["llm_eval"]}
+        for name, r in res["routers"].items():
+            row[name] = {k: r[k] for k in KEYS} | {"lambda_aiq": r["lambda"]["aiq"]}
+        row["llm_label"] = res["routers"]["llm"]["label"]
+        per_seed.append(row)
+        print(json.dumps({"evalset": evalset, **{k: v for k, v in row.items()}}), file=sys.stderr)
+    out = {"evalset": evalset, "seeds": seeds, "n": n, "fit_n": fit_n or n, "program": program, "routers": {}}
+    for name in ("llm", "route-switch+llm", "route-switch@llm"):
+        out["routers"][name] = {k: spread([r[name][k] for r in per_seed]) for k in KEYS + ("lambda_aiq",)}
+    out["fused_minus_estimator"] = {
+        k: spread([None if r["route-switch+llm"][k] is None or r["route-switch@llm"][k] is None
+                   else r["route-switch+llm"][k] - r["route-switch@llm"][k] for r in per_seed]) for k in KEYS}
+    out["llm_minus_line_aiq"] = spread([r["llm"]["aiq"] - r["line_aiq"] for r in per_seed])
+    out["per_seed"] = per_seed
+    return out
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--evalset", default="zeroeval-3tier")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--evalsets", default="dcrouter-3tier,zeroeval-3tier")
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--program", default="programs/default.yaml")
     ap.add_argument("--n", type=int, default=150)
-    ap.add_argument("--lam", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lm-kind", default="local")
+    ap.add_argument("--fit-n", type=int, default=None)
+    ap.add_argument("--lm", default="local", choices=["local", "fake"])
+    ap.add_argument("--lm-config", help="YAML router LM config (e.g. a llama.cpp server with a bigger GGUF)")
+    ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
+    from route_switch.paths import read_yaml
 
-    spec = load_spec(args.evalset)
-    train, test = spec.train_test()
-    test = test.subset(np.sort(np.random.default_rng(args.seed).permutation(len(test))[: args.n]))
-    program = load_program(args.program)
-    import tempfile
+    lm_cfg = read_yaml(args.lm_config) if args.lm_config else {"kind": args.lm}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    res = [run(e, seeds, args.program, args.n, args.fit_n, lm_cfg) for e in args.evalsets.split(",")]
+    text = json.dumps(res, indent=1)
+    if args.out:
+        from route_switch.paths import atomic_write_text
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = fit(train, tmp, tiers=spec.tiers, target_quality=0.95)
-        from route_switch.estimator import QualityEstimator
-
-        est = QualityEstimator.load(tmp)
-        pred = est.predict(test.prompts)
-        est_choice = select_tau(pred, est.unit_cost_, cfg.tau)
-
-    lm, cache = cached_lm({"kind": args.lm_kind}, program.labels, cache_dir() / "lm")
-    llm = RouterLLM(program, lm=lm)
-    llm_choice, lat, failures = [], [], 0
-    for q in test.prompts:
-        misses = cache.misses if cache else 0
-        t = time.perf_counter()
-        try:
-            idx, _ = llm.predict(q, timeout_s=30)
-        except Exception:
-            idx, failures = None, failures + 1
-        dt = (time.perf_counter() - t) * 1000
-        if cache is None or cache.misses > misses:
-            lat.append(dt)
-        llm_choice.append(idx)
-    llm_ok = [k if k is not None else int(e) for k, e in zip(llm_choice, est_choice)]  # product: fallback to estimator
-    res = {
-        "evalset": spec.name, "n": len(test), "program": args.program, "lambda": args.lam, "tau": cfg.tau,
-        "llm_failures": failures,
-        "llm_latency_ms": {"p50": statistics.median(lat), "p99": float(np.percentile(lat, 99)), "n_uncached": len(lat)} if lat else None,
-        "routers": {
-            "llm (estimator fallback)": summarise(llm_ok, test, args.lam),
-            "estimator": summarise(est_choice, test, args.lam),
-            "hybrid max(llm, estimator)": summarise(np.maximum(llm_ok, est_choice), test, args.lam),
-            "hybrid min(llm, estimator)": summarise(np.minimum(llm_ok, est_choice), test, args.lam),
-            "all top tier": summarise(np.full(len(test), test.scores.shape[1] - 1), test, args.lam),
-            "all tier 1": summarise(np.zeros(len(test), int), test, args.lam),
-        },
-        "agreement_llm_estimator": float(np.mean(np.asarray(llm_ok) == est_choice)),
-    }
-    print(json.dumps(res, indent=1))
+        atomic_write_text(args.out, text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,12 @@ def cmd_evaluate(args) -> int:
 
         res["bypass"] = bypass_report(train, test, [int(x) for x in args.bypass.split(",")], target_quality=args.target_quality)
     if args.program:
-        from .evaluate import evaluate_program
+        from .evaluate_llm import evaluate_llm
 
-        res["router_llm"] = evaluate_program(test, args.program, lm_cfg={"kind": args.lm}, n=args.llm_n, lam=args.lam)
+        llm = evaluate_llm(train, test, args.program, lm_cfg=_lm_cfg(args), n=args.llm_n, fit_n=args.llm_fit_n,
+                           progress=not args.json)
+        res["routers"].update(llm["routers"])
+        res["llm_eval"] = llm["llm_eval"]
     files = write_outputs(res, args.out or Path("runs") / name)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "misroutes"} | {"files": files}))
@@ -62,6 +65,13 @@ def cmd_evaluate(args) -> int:
         print(format_report(res))
         print(f"\nwrote {files['result']}, {files['plot']}, {files['misroutes']}")
     return 0
+
+
+def _lm_cfg(args) -> dict:
+    """The router LM config from ``--lm-config FILE`` or ``--lm KIND``."""
+    from .paths import read_yaml
+
+    return read_yaml(args.lm_config) if getattr(args, "lm_config", None) else {"kind": args.lm}
 
 
 def cmd_fit(args) -> int:
@@ -116,7 +126,7 @@ def cmd_optimize(args) -> int:
     start = load_program(start_path)
     from .paths import read_yaml
 
-    lm_cfg = read_yaml(args.lm_config) if args.lm_config else {"kind": args.lm}
+    lm_cfg = _lm_cfg(args)
     prompt_lm_cfg = read_yaml(args.prompt_lm_config) if args.prompt_lm_config else None
     pool = None
     if args.demo_pool:
@@ -200,11 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
     e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
     e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
-    e.add_argument("--program", help="also route test queries with the router LLM running this program "
-                                     "(programs/*.yaml or optimized/<name>, hand edits included)")
+    e.add_argument("--program", help="also measure the router LLM running this program (programs/*.yaml or "
+                                     "optimized/<name>, hand edits included) against the estimator on the same queries")
     e.add_argument("--llm-n", type=int, default=150, help="test queries routed by the router LLM")
-    e.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight of the program's objective")
+    e.add_argument("--llm-fit-n", type=int, default=None, help="training queries for fitting the fusion (default: --llm-n)")
     e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
+    e.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")

@@ -12,6 +12,9 @@
       program: programs/default.yaml       # or an optimised artifact directory under optimized/
       lm: {kind: local}
       timeout_s: 2.0
+      max_query_tokens: 96                 # the LLM reads the head and tail of longer queries
+      fusion: fusion.json                  # written by `fit --program`: estimator + LLM -> quality per tier
+      tau: 0.12                            # knob for decisions the LLM takes part in (default: selection's)
     cache_size: 10000
     default_tier: 3                        # used only when nothing else can decide
     route_log:                             # opt-in decision log for the weekly re-optimisation job
@@ -80,8 +83,16 @@ def load_config(path: str | Path) -> RouterConfig:
     llm = raw.get("llm")
     if llm is not None and not isinstance(llm, dict):
         raise ConfigError("must be a mapping with 'program' and 'lm'", file=f, field="llm")
-    if llm and llm.get("program"):
-        llm = dict(llm, program=str((p.parent / llm["program"]) if not Path(llm["program"]).is_absolute() else llm["program"]))
+    if llm:
+        llm = dict(llm)
+        for key in ("program", "fusion"):  # relative to this file
+            if isinstance(llm.get(key), str):
+                llm[key] = str(p.parent / llm[key])
+        for key, hi in (("tau", 1), ("lambda", None), ("timeout_s", None), ("max_query_tokens", None)):
+            try:
+                _num(llm, key, f, 0, hi)
+            except ConfigError as e:
+                raise ConfigError(e.message, file=f, field=f"llm.{key}") from None
     default_tier = _num(raw, "default_tier", f, 1, max(len(tiers), 1), int)
     route_log = raw.get("route_log")
     if route_log is not None:
@@ -108,7 +119,8 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     if cfg.bypass_tokens:
         doc["bypass"] = {"max_tokens": cfg.bypass_tokens}
     if cfg.llm:
-        doc["llm"] = cfg.llm
+        doc["llm"] = {k: (os.path.relpath(v, p.parent) if k in ("program", "fusion") and isinstance(v, str) else v)
+                      for k, v in cfg.llm.items()}
     doc["cache_size"] = cfg.cache_size
     if cfg.default_tier:
         doc["default_tier"] = cfg.default_tier

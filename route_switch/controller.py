@@ -4,7 +4,10 @@ Order of paths for one query:
 
 1. **cache** — the same query (and knob) was routed before: return that decision.
 2. **bypass** — fewer than ``bypass_tokens`` tokens: tier 1, no router LLM call.
-3. **llm** — the router LLM (a DSPy program) names a tier within ``llm_timeout_s``.
+3. **llm** — the router LLM (a DSPy program) gives a probability per tier within
+   ``llm_timeout_s``. With a fitted :class:`~route_switch.fusion.TierFusion` it is fused with
+   the estimator's predictions; without one, the distribution alone is read as quality. Either
+   way the τ/λ rule picks the tier, so the knob means the same on every path.
 4. **estimator** — the quality estimator's τ/λ choice; also the fallback whenever the LLM
    times out, fails, is busy or answers something that is not a tier.
 5. **default** — nothing could decide (no estimator, internal error): ``default_tier``.
@@ -55,7 +58,7 @@ class Router:
     def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
                  cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None,
-                 sanitize: bool = True):
+                 sanitize: bool = True, fusion=None, llm_tau: float | None = None, llm_lam: float | None = None):
         self.estimator = estimator
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
@@ -63,6 +66,10 @@ class Router:
         self.tau, self.lam = tau, lam
         self.bypass_tokens = bypass_tokens
         self.llm, self.llm_timeout_s = llm, llm_timeout_s
+        self.fusion = fusion  # TierFusion: estimator + LLM distribution -> quality per tier
+        # The knob for decisions the LLM took part in (calibrated on fused predictions by `fit`);
+        # defaults to the estimator's knob.
+        self.llm_tau, self.llm_lam = (llm_tau, llm_lam) if (llm_tau, llm_lam) != (None, None) else (tau, lam)
         self.default_tier = default_tier or max(len(self.tiers), 1)
         self.count_tokens = count_tokens or estimate_tokens
         self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
@@ -96,13 +103,18 @@ class Router:
 
         cfg = load_config(path)
         est = QualityEstimator.load(cfg.estimator) if cfg.estimator else None
-        llm, timeout, count = None, 2.0, None
+        llm, timeout, count, fusion = None, 2.0, None, None
         if cfg.llm:
             from .artifacts import load_program
             from .llm.tokens import count_tokens
-            from .program import RouterLLM
+            from .program import DEFAULT_QUERY_TOKENS, RouterLLM
 
-            llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"})
+            llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"},
+                            max_query_tokens=int(cfg.llm.get("max_query_tokens", DEFAULT_QUERY_TOKENS)))
+            if cfg.llm.get("fusion"):
+                from .fusion import TierFusion
+
+                fusion = TierFusion.load(cfg.llm["fusion"], n_tiers=len(cfg.tiers) or None)
             timeout, count = float(cfg.llm.get("timeout_s", 2.0)), count_tokens
             # Load the model and its prompt prefix in the background: until then queries fall
             # back to the estimator instead of waiting seconds for the first LLM call.
@@ -114,7 +126,8 @@ class Router:
             route_log = RouteLog(**cfg.route_log)
         return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                    llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                   count_tokens=count, route_log=route_log)
+                   count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
+                   llm_lam=cfg.llm and cfg.llm.get("lambda"))
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
@@ -157,6 +170,7 @@ class Router:
         return tau, lam
 
     def _route(self, query: str, tau, lam) -> Decision:
+        explicit = not (tau is None and lam is None)
         tau, lam = self._knob(tau, lam)
         # A digest, not the text, keys the cache: 10,000 cached 1 MB queries must not pin 10 GB.
         key = (hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest(), tau, lam)
@@ -166,7 +180,7 @@ class Router:
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit.with_(path="cache", reason=f"routed before ({hit.path}: {hit.reason})")
-        d = self._decide(query[:MAX_QUERY_CHARS], tau, lam)
+        d = self._decide(query[:MAX_QUERY_CHARS], tau, lam, explicit)
         if self._cache_size and d.path != "default":
             with self._lock:
                 self._cache[key] = d
@@ -174,7 +188,7 @@ class Router:
                     self._cache.popitem(last=False)
         return d
 
-    def _decide(self, query: str, tau, lam) -> Decision:
+    def _decide(self, query: str, tau, lam, explicit: bool = False) -> Decision:
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
         # the router scores the query without them (the app still forwards the original).
         if self.sanitize:
@@ -184,18 +198,39 @@ class Router:
             if n < self.bypass_tokens:
                 return self._tier_decision(1, "bypass", f"{n} tokens < bypass threshold {self.bypass_tokens}")
         why_not_llm = ""
+        vote = None
         if self.llm is not None:
-            d, why_not_llm = self._ask_llm(query)
-            if d is not None:
-                return d
+            vote, why_not_llm = self._ask_llm(query)
+        if vote is not None:
+            return self._llm_decision(query, vote, *((tau, lam) if explicit else (self.llm_tau, self.llm_lam)))
         if self.estimator is None:
             return self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
         pred = self._predict([query])
         k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
 
-    def _ask_llm(self, query: str) -> tuple[Decision | None, str]:
-        """The router LLM's decision, or (None, why it could not give one) within the deadline."""
+    def _llm_decision(self, query: str, vote, tau, lam) -> Decision:
+        """τ/λ on the LLM's distribution, fused with the estimator's predictions when a fusion is fitted."""
+        from .fusion import llm_quality
+
+        probs = np.asarray(vote.probs, float)[None, :]
+        if self.fusion is not None and self.estimator is not None:
+            pred = self.fusion.predict(self._predict([query]), probs)[0]
+            how = "estimator fused with the router LLM's tier distribution"
+        else:
+            pred = llm_quality(probs)[0]
+            how = f"router LLM's tier {vote.source}"
+        cost = self._unit_cost if self._unit_cost is not None else np.arange(1.0, len(self.tiers) + 1)
+        k = int(select(pred[None, :], cost, tau=tau, lam=lam)[0])
+        knob = f"lambda={lam}" if lam is not None else f"tau={tau}"
+        t = self.tiers[k]
+        return Decision(tier=k + 1, tier_name=t.name, model=t.model, path="llm",
+                        reason=f"{how}; {knob}: predicted quality {pred[k]:.3f} (best {pred.max():.3f})",
+                        predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred)},
+                        tier_probs=[round(float(p), 4) for p in vote.probs])
+
+    def _ask_llm(self, query: str):
+        """(the router LLM's TierVote, "") or (None, why it could not give one) within the deadline."""
         from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
         if not self._llm_lock.acquire(blocking=False):
@@ -207,13 +242,13 @@ class Router:
 
             def call():
                 try:
-                    return self.llm.predict(query, timeout_s=self.llm_timeout_s)
+                    return self.llm.vote(query, timeout_s=self.llm_timeout_s)
                 finally:
                     self._llm_lock.release()
 
             fut = self._pool.submit(call)
             released = True  # the worker releases the lock when the call really ends
-            index, _raw = fut.result(timeout=self.llm_timeout_s)  # 0-based index into the tiers
+            vote = fut.result(timeout=self.llm_timeout_s)
         except FutureTimeout:
             return None, f"router LLM timed out after {self.llm_timeout_s}s"
         except Exception as e:
@@ -221,9 +256,10 @@ class Router:
         finally:
             if not released:
                 self._llm_lock.release()
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.tiers):
-            return None, f"router LLM answered an invalid tier {index!r}"
-        return self._tier_decision(index + 1, "llm", "router LLM chose this tier"), ""
+        if len(getattr(vote, "probs", ())) != len(self.tiers):
+            return None, (f"router LLM answered an invalid tier distribution "
+                          f"({len(getattr(vote, 'probs', ()))} values for {len(self.tiers)} tiers)")
+        return vote, ""
 
     def _predict(self, queries: list[str]) -> np.ndarray:
         return self.estimator.predict(queries)[:, self._cols]

@@ -15,6 +15,7 @@ class Decision:
     reason: str
     predicted_quality: dict[str, float] | None = None
     latency_ms: float = 0.0
+    tier_probs: list[float] | None = None  # the router LLM's probability per tier (cheapest first), path llm
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,7 +41,7 @@ def fit_soft_logistic(X, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
     if np.all((y == 0) | (y == 1)):
         lr = LogisticRegression(C=C, max_iter=2000).fit(X, y.astype(int))
     else:
-        X2 = sp.vstack([X, X]).tocsr()
+        X2 = sp.vstack([X, X]).tocsr() if sp.issparse(X) else np.vstack([X, X])
         t = np.r_[np.ones(len(y)), np.zeros(len(y))].astype(int)
         lr = LogisticRegression(C=C, max_iter=2000).fit(X2, t, sample_weight=np.r_[y, 1 - y] + 1e-6)
     return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])

@@ -15,7 +15,7 @@ import numpy as np
 from .evalset import Evalset
 from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
 from .routers import make_router
-from .selection import LAMBDA_GRID, TAU_GRID, calibrate, outcome, select_lambda, select_tau
+from .selection import LAMBDA_GRID, TAU_GRID, calibrate, cost_unit, outcome, select_lambda, select_tau
 
 BASELINES = ("tfidf-lr", "static-rules", "random")
 
@@ -31,6 +31,15 @@ def _points(pred, unit_cost, test: Evalset, knob: str, grid) -> list[dict]:
     return pts
 
 
+def curve_context(test: Evalset) -> dict:
+    """What every router's curve on ``test`` is measured against: the single models' range and the best one."""
+    single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
+    best = int(np.lexsort((single_c, -single_q))[0])
+    return {"c_min": float(single_c.min()), "c_max": float(single_c.max()),
+            "q_floor": float(single_q[np.argmin(single_c)]),
+            "best_q": float(single_q[best]), "best_c": float(single_c[best])}
+
+
 def _summary(pts: list[dict], ctx: dict) -> dict:
     c = [p["cost"] for p in pts]
     q = [p["quality"] for p in pts]
@@ -42,7 +51,7 @@ def _summary(pts: list[dict], ctx: dict) -> dict:
 def oracle_points(test: Evalset) -> list[dict]:
     """Knows every outcome: per query the best true score − λ·normalised cost (λ=0: cheapest top scorer)."""
     # The oracle knows each query's actual costs too; the tiny cost term breaks ties towards cheaper.
-    norm = test.costs / max(test.costs.max(), 1e-30)
+    norm = test.costs / cost_unit(test.costs.mean(axis=0))
     pts = []
     for lam in LAMBDA_GRID:
         choice = (test.scores - (lam + 1e-9) * norm).argmax(axis=1)
@@ -60,9 +69,7 @@ def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASEL
     t0 = time.time()
     single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
     best = int(np.lexsort((single_c, -single_q))[0])
-    ctx = {"c_min": float(single_c.min()), "c_max": float(single_c.max()),
-           "q_floor": float(single_q[np.argmin(single_c)]),
-           "best_q": float(single_q[best]), "best_c": float(single_c[best])}
+    ctx = curve_context(test)
     out: dict = {
         "evalset": train.meta.get("spec") or train.source, "n_train": len(train), "n_test": len(test),
         "models": test.models,
@@ -204,11 +211,11 @@ def format_report(res: dict) -> str:
             qe = "n/a" if b["quality_bypassed_estimator"] is None else f"{b['quality_bypassed_estimator']:.3f}"
             lines.append(f"  {b['max_tokens']:>8} {b['bypassed_share']:>9.1%} {b['misroutes']:>9} {q1:>8} {qe:>8} "
                          f"{b['cost_change_share']:>+9.2%}")
-    if "router_llm" in res:
-        r = res["router_llm"]
-        lines += ["", f"router LLM with {r['program']} on {r['n']} test queries (lambda={r['lambda']}): "
-                      f"objective {r['objective']:.4f}, quality {r['quality']:.3f}, cost share {r['cost_share']:.3f}, "
-                      f"tiers {r['tier_shares']}, invalid {r['invalid']}"]
+    if "llm_eval" in res:
+        e = res["llm_eval"]
+        lines += ["", f"router LLM ({e['program']}, tier {e['distribution']}) on the same {e['n']} test queries: "
+                      f"llm, route-switch+llm (fused; fitted on {e['fit_n']} training queries), route-switch@llm "
+                      f"(estimator); invalid answers {e['invalid_test']}; the tier-1/top line has AIQ {e['line_aiq']:.4f}"]
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
     return "\n".join(lines)
@@ -288,27 +295,3 @@ def bypass_report(train: Evalset, test: Evalset, thresholds=(4, 8, 16, 32, 64), 
             "cost_change_share": float((test.costs[m, cheapest].sum() - test.costs[m, choice[m]].sum()) / total_cost),
         })
     return out
-
-
-def evaluate_program(test: Evalset, program_path, *, lm_cfg: dict | None = None, n: int = 150, lam: float = 0.5,
-                     seed: int = 0) -> dict:
-    """Route ``n`` test queries with the router LLM running a program as it is on disk (hand edits included).
-
-    Reports the same held-out figures ``optimize`` writes: mean ``quality − λ·cost/cost[top]``,
-    quality, cost share and tier shares. LM calls go through the disk cache.
-    """
-    from .artifacts import load_program
-    from .errors import ConfigError
-    from .optimize import cached_lm, score_program
-    from .paths import cache_dir
-    from .program import build_module
-
-    program = load_program(program_path)
-    if len(program.tiers) != len(test.models):
-        raise ConfigError(f"the program has {len(program.tiers)} tiers but the evalset {len(test.models)}",
-                          file=str(program_path), field="tiers")
-    sub = test.subset(np.sort(np.random.default_rng(seed).permutation(len(test))[:n]))
-    lm, _cache = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
-    res = score_program(build_module(program, lm), program, sub, lam)
-    return {"program": str(program_path), "instruction_first_line": program.instruction.splitlines()[0][:100],
-            "lambda": lam, **res}

@@ -91,35 +91,6 @@ def score_program(module, program: RoutingProgram, ev: Evalset, lam: float, prog
             "tier_shares": shares, "invalid": int(sum(k is None for k in idx)), "n": len(idx)}
 
 
-def _lm_identity(lm_cfg: dict) -> str:
-    kind = lm_cfg.get("kind", "local")
-    if kind == "local":
-        from .llm.model_files import MODEL_SHA256
-
-        return f"local:{lm_cfg.get('model_path') or MODEL_SHA256[:16]}"
-    return f"{kind}:{lm_cfg.get('model')}@{lm_cfg.get('api_base', '')}:{lm_cfg.get('mode', '')}"
-
-
-def cached_lm(lm_cfg: dict, labels, cache_dir: Path, max_tokens: int | None = None):
-    """``make_lm(lm_cfg)`` with its engine wrapped by the disk cache."""
-    import dspy
-
-    from .llm.cache import CachedEngine
-    from .llm.lm import make_lm
-
-    cfg = dict(lm_cfg)
-    if max_tokens:
-        cfg["max_tokens"] = max_tokens
-    lm = make_lm(cfg, labels=labels)
-    engine = getattr(lm, "engine", None)
-    if engine is None or isinstance(engine, str):
-        log.warning("LM %s has no custom engine: its calls are not cached", lm.model)
-        return lm, None
-    cached = CachedEngine(engine, cache_dir, _lm_identity(lm_cfg))
-    kwargs = {k: v for k, v in lm.kwargs.items() if k in ("temperature", "max_tokens")}
-    return dspy.LM(lm.model, engine=cached, cache=False, num_retries=0, **kwargs), cached
-
-
 def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float, lm_cfg: dict | None = None,
              name: str = "default", out_root: str | Path = "optimized", evalset_name: str = "",
              n_train: int = 150, n_val: int = 60, n_test: int = 150, num_candidates: int = 4, num_trials: int = 8,
@@ -135,6 +106,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     from tqdm import tqdm
 
     from .artifacts import save_artifact
+    from .llm.cache import cached_lm, lm_identity
     from .paths import cache_dir as default_cache, data_dir
     from .program import build_module, program_from_module
 
@@ -189,7 +161,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         "lambda": lam,
         "evalset": {"name": evalset_name, "path": train.source, "hash": train.content_hash(),
                     "tiers": list(train.models), "n_train": len(fit_ev), "n_val": len(val_ev), "n_test": len(test_ev)},
-        "lm": _lm_identity(lm_cfg), "prompt_lm": _lm_identity(proposer_cfg), "dspy_version": dspy.__version__,
+        "lm": lm_identity(lm_cfg), "prompt_lm": lm_identity(proposer_cfg), "dspy_version": dspy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "start_program": start.name, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
         "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,

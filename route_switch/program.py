@@ -50,8 +50,8 @@ class RoutingProgram:
         if not isinstance(name, str) or not name.strip():
             bad("name", "must be a non-empty string")
         tiers = data.get("tiers")
-        if not isinstance(tiers, list) or len(tiers) < 2:
-            bad("tiers", "must be a list of at least 2 {name, description} entries")
+        if not isinstance(tiers, list) or not 2 <= len(tiers) <= 9:
+            bad("tiers", "must be a list of 2 to 9 {name, description} entries")
         clean_tiers = []
         for i, t in enumerate(tiers):
             if not isinstance(t, dict):
@@ -163,15 +163,35 @@ def build_module(program: RoutingProgram, lm=None):
             engine = getattr(use_lm, "engine", None)
             compact = getattr(engine, "forces_layout", False)
             adapter = _compact_adapter_cls()() if compact else dspy.ChatAdapter(use_json_adapter_fallback=False)
+            scorer = getattr(engine, "tier_probs", None)
+            if scorer is not None:  # one call gives the probability of every tier
+                messages = adapter.format(self.predict.signature, self.predict.demos, {"query": query})
+                probs = normalise_probs(scorer(messages), len(labels))
+                return dspy.Prediction(tier=labels[probs.index(max(probs))], probs=probs)
             with dspy.context(lm=use_lm, adapter=adapter):
                 pred = self.predict(query=query)
             tier = str(getattr(pred, "tier", "")).strip()
             if tier not in labels:
                 raise RouterOutputError(f"router answered {tier!r}; allowed: {', '.join(labels)}")
             pred.tier = tier
+            pred.probs = [1.0 if lab == tier else 0.0 for lab in labels]  # no distribution: one-hot
             return pred
 
     return RoutingModule()
+
+
+def normalise_probs(probs, n: int) -> list[float]:
+    """Validate an engine's tier distribution (n finite, non-negative values) and make it sum to 1."""
+    import math
+
+    try:
+        p = [float(x) for x in probs]
+    except (TypeError, ValueError):
+        raise RouterOutputError(f"tier distribution is not a list of numbers: {probs!r:.80}") from None
+    if len(p) != n or not all(math.isfinite(x) and x >= 0 for x in p) or sum(p) <= 0:
+        raise RouterOutputError(f"invalid tier distribution {p!r:.80} for {n} tiers")
+    s = sum(p)
+    return [x / s for x in p]
 
 
 def program_from_module(module, base: RoutingProgram) -> RoutingProgram:
@@ -193,34 +213,65 @@ def clip_query(query: str, max_chars: int = MAX_QUERY_CHARS) -> str:
     return query[:head] + "\n...\n" + query[-(max_chars - head):]
 
 
+@dataclass(frozen=True)
+class TierVote:
+    """The router LLM's answer: a probability per tier (cheapest first) and how it was obtained.
+
+    ``source`` is ``"distribution"`` when the model's label probabilities were read (in-process
+    llama.cpp, endpoints with logprobs) and ``"label"`` when only the written label is known
+    (one-hot; endpoints without logprobs).
+    """
+    probs: tuple[float, ...]
+
+    @property
+    def index(self) -> int:
+        """0-based index of the most likely tier."""
+        return max(range(len(self.probs)), key=self.probs.__getitem__)
+
+    @property
+    def source(self) -> str:
+        return "label" if sorted(self.probs)[-2:] == [0.0, 1.0] else "distribution"
+
+
+DEFAULT_QUERY_TOKENS = 96  # routing budget: head + tail of longer queries (latency; see README)
+
+
 class RouterLLM:
     """Runs a RoutingProgram on an LLM with a per-call deadline.
 
-    ``predict(query, timeout_s)`` returns ``(tier_index, raw)`` where tier_index is the
-    0-based index into ``program.tiers`` (0 = cheapest) and raw the label the LLM produced.
+    ``vote(query, timeout_s)`` returns a :class:`TierVote`; ``predict`` returns
+    ``(tier_index, label)`` of its most likely tier (0-based index, 0 = cheapest).
+    Queries longer than ``max_query_tokens`` are cut to their head and tail first.
     Any failure, timeout or invalid output raises RouterLLMError.
     """
 
     def __init__(self, program: RoutingProgram, lm_cfg: dict | None = None, lm=None,
-                 max_query_chars: int = MAX_QUERY_CHARS):
+                 max_query_tokens: int = DEFAULT_QUERY_TOKENS):
         from route_switch.llm.lm import make_lm
 
         self.program = program
         self.lm = lm if lm is not None else make_lm(lm_cfg or {"kind": "local"}, labels=program.labels)
         self.module = build_module(program, self.lm)
-        self.max_query_chars = max_query_chars
+        self.max_query_tokens = max_query_tokens
+
+    def clip(self, query: str) -> str:
+        """The part of ``query`` the router LLM reads (token budget: head and tail)."""
+        engine = getattr(self.lm, "engine", None)
+        if hasattr(engine, "clip"):
+            return engine.clip(query, self.max_query_tokens)
+        return clip_query(query, 4 * self.max_query_tokens)
 
     def _call(self, query: str, deadline: float | None):
         from route_switch.llm.engines import deadline_scope
 
         with deadline_scope(deadline):
-            return self.module(query=clip_query(query, self.max_query_chars))
+            return self.module(query=self.clip(query))
 
     def warmup(self) -> None:
         """Load the model and fill the prompt-prefix cache (first local call: seconds). Call at startup."""
-        self.predict("hello", timeout_s=None)
+        self.vote("hello", timeout_s=None)
 
-    def predict(self, query: str, timeout_s: float | None = None) -> tuple[int, str]:
+    def vote(self, query: str, timeout_s: float | None = None) -> TierVote:
         if not isinstance(query, str) or not query.strip():
             raise RouterLLMError("query must be a non-empty string")
         if timeout_s is None:
@@ -247,5 +298,8 @@ class RouterLLM:
                 e = box["err"]
                 raise RouterLLMError(f"router LLM failed: {type(e).__name__}: {e}") from e
             pred = box["pred"]
-        raw = str(pred.tier)
-        return self.program.labels.index(raw), raw
+        return TierVote(tuple(pred.probs))
+
+    def predict(self, query: str, timeout_s: float | None = None) -> tuple[int, str]:
+        v = self.vote(query, timeout_s)
+        return v.index, self.program.labels[v.index]

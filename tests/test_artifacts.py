@@ -79,16 +79,17 @@ def test_show_and_diff(program, tmp_path, capsys):
 def test_evaluate_uses_a_hand_edited_program(program, tmp_path, monkeypatch):
     """`evaluate --program` routes with the instruction exactly as a person left it (FAKE router LM)."""
     from route_switch.evalset import from_records
-    from route_switch.evaluate import evaluate_program
+    from route_switch.evaluate_llm import evaluate_llm
     from route_switch.llm.engines import FAKE_PROPOSALS
 
     from conftest import synthetic_records
 
     monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
-    test = from_records(synthetic_records(60), models=["small", "medium", "large"])
+    ev = from_records(synthetic_records(200), models=["small", "medium", "large"])
+    train, test = ev.split(0.3, 0)
     d = save_artifact(tmp_path / "a", program, {})
-    before = evaluate_program(test, d, lm_cfg={"kind": "fake"}, n=40)
+    before = evaluate_llm(train, test, d, lm_cfg={"kind": "fake"}, n=40, progress=False)
     (d / "instruction.txt").write_text(FAKE_PROPOSALS[0] + "\n")  # the fake follows this one to tier 1
-    after = evaluate_program(test, d, lm_cfg={"kind": "fake"}, n=40)
-    assert after["tier_shares"][0] == 1.0 and before["tier_shares"][0] < 1.0
-    assert after["instruction_first_line"] == FAKE_PROPOSALS[0]
+    after = evaluate_llm(train, test, d, lm_cfg={"kind": "fake"}, n=40, progress=False)
+    assert after["routers"]["llm"]["label"]["tier_shares"][0] == 1.0
+    assert before["routers"]["llm"]["label"]["tier_shares"][0] < 1.0

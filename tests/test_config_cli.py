@@ -59,3 +59,45 @@ def test_evaluate_json_contract_on_shared_data(shared_data, tmp_path):
     assert res["aiq"] > res["routers"]["random"]["aiq"]
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     assert res["table"][0]["cost_rel"] == 1.0
+
+
+LLM_KEYS = ("aiq", "cost_ratio_at_95", "cost_ratio_at_100")
+
+
+def _llm_contract(res: dict, n: int):
+    for name in ("llm", "route-switch+llm", "route-switch@llm"):
+        r = res["routers"][name]
+        assert all(k in r for k in LLM_KEYS) and "lambda" in r and len(r["points"]) > 10
+        assert 0 < r["aiq"] <= 1
+    assert res["llm_eval"]["n"] == n and "fusion" in res["routers"]["route-switch+llm"]
+    # the three are measured on the same queries: they share the all-cheapest and all-top end points
+    ends = {name: (res["routers"][name]["points"][-1]["cost"], res["routers"][name]["points"][0]["cost"])
+            for name in ("llm", "route-switch@llm")}
+    assert ends["llm"][0] == pytest.approx(ends["route-switch@llm"][0])
+
+
+def test_evaluate_with_program_fake_llm(tmp_path, capsys, monkeypatch):
+    """`evaluate --program --llm-n` reports llm, fused and estimator-on-the-same-queries (FAKE router LM)."""
+    from conftest import synthetic_records
+    from route_switch.evalset import from_records, save_evalset
+
+    monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "syn.parquet"
+    save_evalset(from_records(synthetic_records(300)), data)
+    assert main(["evaluate", "--data", str(data), "--models", "small,medium,large", "--test-size", "0.3",
+                 "--seed", "0", "--program", "programs/default.yaml", "--llm-n", "40", "--lm", "fake", "--json",
+                 "--out", str(tmp_path / "out")]) == 0
+    _llm_contract(json.loads(capsys.readouterr().out), 40)
+
+
+@pytest.mark.local_llm
+@pytest.mark.shared_data
+def test_evaluate_with_program_exact_form_real_llm(shared_data, tmp_path):
+    """The exact command used to check the LLM path on other data, with the embedded model."""
+    models = "gemma-2-9b-it,llama-3.1-8b-instruct,llama-3.1-nemotron-51b-instruct"
+    out = subprocess.run([sys.executable, "-m", "route_switch.cli", "evaluate", "--data", str(shared_data / "dcrouter.parquet"),
+                          "--models", models, "--test-size", "0.3", "--seed", "0", "--program", "programs/default.yaml",
+                          "--llm-n", "12", "--json", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    _llm_contract(res, 12)
+    assert res["llm_eval"]["distribution"] == "probabilities" and res["llm_eval"]["invalid_test"] == 0

@@ -145,7 +145,7 @@ def test_make_lm_config_errors(monkeypatch):
         make_lm({"kind": "openai", "model": "m", "api_key_env": "RS_TEST_KEY"})
     monkeypatch.setenv("RS_TEST_KEY", "sk-x")
     lm = make_lm({"kind": "openai", "model": "m", "api_key_env": "RS_TEST_KEY", "api_base": "http://127.0.0.1:9"})
-    assert lm.model == "hosted_vllm/m"
+    assert lm.model == "endpoint/m" and lm.engine.api_base == "http://127.0.0.1:9"
 
 
 @pytest.mark.parametrize("text", ["", "hello world", "é" * 10, "\x00\udcff", None, 123, b"bytes", "a" * 100000])

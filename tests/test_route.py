@@ -23,14 +23,18 @@ class FakeLLM:
     def __init__(self, mode="ok", tier=2, delay=0.0):  # tier: 1-based, returned as a 0-based index
         self.mode, self.tier, self.delay, self.calls = mode, tier, delay, 0
 
-    def predict(self, query, timeout_s=None):
+    def vote(self, query, timeout_s=None):
+        from route_switch.program import TierVote
+
         self.calls += 1
         time.sleep(self.delay)
         if self.mode == "error":
             raise ConnectionError("router LLM down")
         if self.mode == "garbage":
-            return "banana", "banana"
-        return self.tier - 1, str(self.tier)
+            return "banana"
+        probs = [0.0] * max(3, self.tier)
+        probs[self.tier - 1] = 1.0  # one-hot: all the fake knows is its label
+        return TierVote(tuple(probs))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def test_llm_path_and_fallbacks(estimator):
     ok = FakeLLM(tier=2)
     r = Router(TIERS, estimator, llm=ok, cache_size=0)
     d = r.route("Explain what a hash map is.")
-    assert (d.path, d.tier, ok.calls) == ("llm", 2, 1)
+    assert (d.path, d.tier, ok.calls) == ("llm", 2, 1) and d.tier_probs == [0.0, 1.0, 0.0]
     for llm, why in [(FakeLLM("error"), "failed"), (FakeLLM("garbage"), "invalid tier"),
                      (FakeLLM(tier=7), "invalid tier"), (FakeLLM(delay=1.0), "timed out")]:
         r = Router(TIERS, estimator, llm=llm, llm_timeout_s=0.2, cache_size=0)

@@ -341,7 +341,7 @@ def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
     """Per-query tier index (0-based; None = no valid tier) of a routing program on ``ev``."""
     import dspy
 
-    from ..optimize import cached_lm
+    from ..llm.cache import cached_lm
     from ..program import build_module, clip_query
 
     lm, _ = cached_lm(lm_cfg, program.labels, cache_dir)

@@ -68,6 +68,24 @@ class CachedEngine:
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self.forces_layout = getattr(inner, "forces_layout", False)
+        if hasattr(inner, "tier_probs"):
+            self.tier_probs = self._cached_tier_probs
+
+    def _cached_tier_probs(self, messages: list[dict]) -> list[float]:
+        """The inner engine's tier distribution for ``messages``, from the cache when asked before."""
+        payload = {"ns": self.namespace, "tier_probs": messages}
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False)
+                             .encode("utf-8", "surrogatepass")).hexdigest()
+        d = get_json(self.cache, key)
+        if d is not None and isinstance(d.get("probs"), list):
+            with self._lock:
+                self.hits += 1
+            return [float(x) for x in d["probs"]]
+        probs = self.inner.tier_probs(messages)
+        self.cache.set(key, json.dumps({"probs": [float(x) for x in probs]}))
+        with self._lock:
+            self.misses += 1
+        return probs
 
     def __deepcopy__(self, memo):  # DSPy copies modules; the cache and the model are shared
         return self
@@ -93,3 +111,31 @@ class CachedEngine:
 
     def __getattr__(self, name):  # everything else (stream, close, labels, ...) from the inner engine
         return getattr(self.inner, name)
+
+
+def lm_identity(lm_cfg: dict) -> str:
+    kind = lm_cfg.get("kind", "local")
+    if kind == "local":
+        from .model_files import MODEL_SHA256
+
+        return f"local:{lm_cfg.get('model_path') or MODEL_SHA256[:16]}"
+    return f"{kind}:{lm_cfg.get('model')}@{lm_cfg.get('api_base', '')}:{lm_cfg.get('mode', '')}"
+
+
+def cached_lm(lm_cfg: dict, labels, cache_dir: Path, max_tokens: int | None = None):
+    """``make_lm(lm_cfg)`` with its engine wrapped by the disk cache."""
+    import dspy
+
+    from .lm import make_lm
+
+    cfg = dict(lm_cfg)
+    if max_tokens:
+        cfg["max_tokens"] = max_tokens
+    lm = make_lm(cfg, labels=labels)
+    engine = getattr(lm, "engine", None)
+    if engine is None or isinstance(engine, str):
+        log.warning("LM %s has no custom engine: its calls are not cached", lm.model)
+        return lm, None
+    cached = CachedEngine(engine, cache_dir, lm_identity(lm_cfg))
+    kwargs = {k: v for k, v in lm.kwargs.items() if k in ("temperature", "max_tokens")}
+    return dspy.LM(lm.model, engine=cached, cache=False, num_retries=0, **kwargs), cached

@@ -1,7 +1,7 @@
 """DSPy 3.4 custom engines (``complete(Request) -> Response``) for the router LLM.
 
-- LlamaCppEngine: in-process llama.cpp; routing calls are answered with a GBNF
-  grammar that admits only the allowed tier labels.
+- LlamaCppEngine: in-process llama.cpp; a routing call is one forward pass that reads the
+  probability of each tier label (``tier_probs``); ``complete`` answers its most likely label.
 - FakeRouterEngine: a deterministic FAKE for unit tests (no model).
 
 Both answer in the exact layout dspy.ChatAdapter parses::
@@ -60,15 +60,6 @@ def _response(text: str, model: str, input_tokens=None, output_tokens=None, cach
                     finish_reason=finish_reason, usage=usage)
 
 
-def _gbnf_literal(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def tier_grammar(labels) -> str:
-    """GBNF admitting exactly one of `labels` (the text after the forced field header)."""
-    return "root ::= " + " | ".join(_gbnf_literal(str(lab)) for lab in labels) + "\n"
-
-
 _OUTPUT_FIELDS = re.compile(r"Your output fields are:\n1\. `([^`]+)`[^\n]*\n(?!2\. )")
 
 
@@ -123,8 +114,9 @@ class LlamaCppEngine:
 
     Routing requests (the system prompt mentions ``[[ ## <field> ## ]]``) are
     rendered with the model's chat template, the assistant turn is pre-filled with
-    the field header and one label is decoded under a GBNF grammar; the reply is
-    the full ChatAdapter layout. The prompt prefix (system + demos) is identical
+    the field header, and one forward pass gives the probability of each tier label
+    (``tier_probs``); ``complete`` replies with the most likely label in the ChatAdapter
+    layout, so the answer is always a valid tier. The prompt prefix (system + demos) is identical
     across calls, so llama.cpp's KV cache re-uses it and only the query tokens are
     evaluated. Other requests (e.g. an optimiser's prompt model) get a plain
     chat completion. One model per process and path; calls are serialised.
@@ -190,49 +182,74 @@ class LlamaCppEngine:
 
         validate_request(request)
         messages = _request_messages(request)
+        if self._is_routing(messages):
+            probs = self.tier_probs(messages)
+            label = self.labels[max(range(len(probs)), key=probs.__getitem__)]
+            st = self.last_stats
+            return _response(_layout(self.output_field, label), "llama.cpp:" + self.model_path.rsplit("/", 1)[-1],
+                             input_tokens=st.get("prompt_tokens"), output_tokens=1,
+                             cache_read_tokens=st.get("reused_tokens"))
         with _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)[1]:
-            if self._is_routing(messages):
-                return self._route(messages)
             return self._chat(messages, request.config)
 
-    def _route(self, messages):
-        from llama_cpp import LlamaGrammar
+    def tier_probs(self, messages: list[dict]) -> list[float]:
+        """Probability of each tier label as the answer: one forward pass, no sampling.
 
-        llm = self.llm
-        head = f"[[ ## {self.output_field} ## ]]\n"
-        prompt = self._format(messages) + head
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        if len(tokens) + 8 > self.n_ctx:
-            raise ValueError(f"routing prompt has {len(tokens)} tokens; n_ctx is {self.n_ctx}")
-        source = "none"
-        if not self.reuse_prefix:
-            llm.reset()
-        elif self.prefix_state_dir:
-            source = self._ensure_prefix(llm, prompt, messages[-1]["content"], tokens)
-        prev = llm._input_ids[: llm.n_tokens].tolist()
-        reused = 0
-        for a, b in zip(prev, tokens[:-1]):
-            if a != b:
-                break
-            reused += 1
+        The assistant turn is pre-filled with the field header; the next-token logits of the
+        label tokens ("1".."N", one token each) are normalised over the labels. The constant
+        prompt prefix stays in the KV cache, so only the query's tokens are evaluated.
+        """
+        import numpy as np
+
+        with _shared_llama(self.model_path, self.n_ctx, self.n_threads, self.n_batch)[1]:
+            llm = self.llm
+            prompt = self._format(messages) + f"[[ ## {self.output_field} ## ]]\n"
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            if len(tokens) + 1 > self.n_ctx:
+                raise ValueError(f"routing prompt has {len(tokens)} tokens; n_ctx is {self.n_ctx}")
+            source = "none"
+            if not self.reuse_prefix:
+                llm.reset()
+            elif self.prefix_state_dir:
+                source = self._ensure_prefix(llm, prompt, messages[-1]["content"], tokens)
+            prev = llm._input_ids[: llm.n_tokens].tolist()
+            reused = 0
+            for a, b in zip(prev, tokens[:-1]):  # the last token is always evaluated: it yields the logits
+                if a != b:
+                    break
+                reused += 1
+            t0 = time.perf_counter()
+            llm.n_tokens = reused  # eval() drops the KV cache beyond this point
+            llm.eval(tokens[reused:])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            z = logits[self._label_ids(llm)].astype(np.float64)
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            self.last_stats = {"prompt_tokens": len(tokens), "reused_tokens": reused, "prefix_source": source,
+                               "evaluated_tokens": len(tokens) - reused, "seconds": time.perf_counter() - t0}
         deadline = current_deadline()
-        stop = None
-        if deadline is not None:
-            from llama_cpp import StoppingCriteriaList
-
-            stop = StoppingCriteriaList([lambda ids, logits: time.monotonic() > deadline])
-        t0 = time.perf_counter()
-        out = llm.create_completion(prompt, grammar=LlamaGrammar.from_string(self._grammar(), verbose=False),
-                                    max_tokens=8, temperature=0.0, top_k=1,
-                                    stopping_criteria=stop)
-        value = out["choices"][0]["text"].strip()
-        self.last_stats = {"prompt_tokens": len(tokens), "reused_tokens": reused, "prefix_source": source,
-                           "evaluated_tokens": len(tokens) - reused, "seconds": time.perf_counter() - t0}
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError("router LLM deadline exceeded")
-        return _response(_layout(self.output_field, value), "llama.cpp:" + self.model_path.rsplit("/", 1)[-1],
-                         input_tokens=len(tokens), output_tokens=out["usage"]["completion_tokens"],
-                         cache_read_tokens=reused)
+        return [float(x) for x in p]
+
+    def _label_ids(self, llm) -> list[int]:
+        if getattr(self, "_label_ids_cache", None) is None:
+            ids = [llm.tokenize(lab.encode("utf-8"), add_bos=False, special=False) for lab in self.labels]
+            bad = [lab for lab, t in zip(self.labels, ids) if len(t) != 1]
+            if bad:
+                raise ValueError(f"tier labels {bad} are not single tokens for this model (at most 9 tiers)")
+            self._label_ids_cache = [t[0] for t in ids]
+        return self._label_ids_cache
+
+    def clip(self, text: str, max_tokens: int) -> str:
+        """Keep the first 3/4 and the last 1/4 of ``max_tokens`` tokens of ``text`` (the routing budget)."""
+        llm = self.llm
+        ids = llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False)
+        if len(ids) <= max_tokens:
+            return text
+        head = max_tokens * 3 // 4
+        dec = lambda t: llm.detokenize(t).decode("utf-8", "ignore")  # noqa: E731
+        return dec(ids[:head]) + " ... " + dec(ids[len(ids) - (max_tokens - head):])
 
     def _ensure_prefix(self, llm, prompt: str, query: str, tokens: list[int]) -> str:
         """Make the KV cache hold the constant prefix (everything before the query).
@@ -277,11 +294,6 @@ class LlamaCppEngine:
         except Exception:
             pass
         return "built"
-
-    def _grammar(self) -> str:
-        if not hasattr(self, "_grammar_text"):
-            self._grammar_text = tier_grammar(self.labels)
-        return self._grammar_text
 
     def _chat(self, messages, config):
         """Free-text answer. For a one-output-field DSPy request (an optimiser's instruction proposal)
@@ -421,6 +433,24 @@ class FakeRouterEngine:
             h = int(hashlib.sha256(messages[-1]["content"].encode("utf-8", "replace")).hexdigest()[:8], 16)
             hint = FAKE_PROPOSALS[h % len(FAKE_PROPOSALS)]
             return _response(_layout(field, f"Route each request to the cheapest adequate tier. {hint}"), "fake")
+        label = self._answer(messages)
+        if label is None:
+            return _response("I think this is a medium-hard question.", "fake")
+        return _response(_layout(self.output_field, label), "fake", input_tokens=len(messages[-1]["content"]) // 4,
+                         output_tokens=12)
+
+    def tier_probs(self, messages: list[dict]) -> list[float]:
+        """FAKE distribution: 0.7 on the label ``complete`` would answer, the rest spread evenly."""
+        label = self._answer(messages)
+        if label not in self.labels:
+            raise ValueError(f"FakeRouterEngine: answer {label!r} is not a tier label")
+        n = len(self.labels)
+        p = [0.3 / (n - 1)] * n
+        p[self.labels.index(label)] = 0.7
+        return p
+
+    def _answer(self, messages: list[dict]) -> str | None:
+        """The label this fake answers for a routing request (None: an unparseable reply)."""
         last = messages[-1]["content"]
         m = re.search(r"\[\[ ## query ## \]\]\n(.*?)(?:\n\nRespond with|\Z)", last, re.S)
         query = m.group(1) if m else last
@@ -430,16 +460,14 @@ class FakeRouterEngine:
         if self.mode == "timeout" or self.delay_s:
             time.sleep(self.delay_s or 5.0)
         if self.mode == "garbage":
-            return _response("I think this is a medium-hard question.", "fake")
+            return None
         if self.mode == "out_of_range":
-            return _response(_layout(self.output_field, str(len(self.labels) + 1)), "fake")
+            return str(len(self.labels) + 1)
         if self.mode == "fixed":
-            label = self.fixed_label or self.labels[0]
-        elif FAKE_PROPOSALS[0] in messages[0]["content"]:  # follows the "prefer tier 1" instruction
-            label = self.labels[0]
-        else:
-            label = self.labels[self.rule(query, len(self.labels)) - 1]
-        return _response(_layout(self.output_field, label), "fake", input_tokens=len(last) // 4, output_tokens=12)
+            return self.fixed_label or self.labels[0]
+        if FAKE_PROPOSALS[0] in messages[0]["content"]:  # follows the "prefer tier 1" instruction
+            return self.labels[0]
+        return self.labels[self.rule(query, len(self.labels)) - 1]
 
     def stream(self, request):
         from dspy.lm15 import response_to_events

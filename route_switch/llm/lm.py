@@ -4,12 +4,11 @@
         optional: model_path, n_ctx (4096), n_threads (2; 1 is faster on a busy machine), n_batch (512), cache_dir,
         prefix_state (true: keep the evaluated prompt prefix on disk next to the model,
         so a new process skips re-evaluating it), reuse_prefix (true; false = benchmark only)
-    {kind: openai, model, api_base, api_key_env, max_tokens, timeout_s, provider}
-        any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
-        provider defaults to "hosted_vllm": LiteLLM then sends `max_tokens` (the "openai/"
-        prefix sends `max_completion_tokens`, which llama.cpp server ignores). Use
-        provider: openai for api.openai.com reasoning models. The API key is read only
-        from the environment variable named by api_key_env.
+    {kind: openai, model, api_base, api_key_env, max_tokens, timeout_s, top_logprobs}
+        any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server), called with the
+        `openai` client (OpenAIChatEngine): it sends `max_tokens`, asks for logprobs to get a
+        probability per tier, and degrades to the written label where an endpoint gives none.
+        The API key is read only from the environment variable named by api_key_env.
     {kind: fake, mode, fixed_label, delay_s}   FakeRouterEngine, for tests
 """
 from __future__ import annotations
@@ -55,7 +54,6 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
         return dspy.LM("local/fake-router", engine=engine, temperature=0.0, max_tokens=16, cache=False,
                        num_retries=0)
     if kind == "openai":
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
         model = cfg.get("model")
         if not isinstance(model, str) or not model:
             raise LMConfigError("lm config kind=openai needs 'model'")
@@ -66,11 +64,11 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
                 raise LMConfigError(f"lm config: environment variable {key_env} (api_key_env) is not set")
         else:
             api_key = "none"  # local servers accept any key
-        provider = cfg.get("provider", "hosted_vllm")
-        kwargs = {}
-        if cfg.get("api_base"):
-            kwargs["api_base"] = cfg["api_base"]
-        return dspy.LM(f"{provider}/{model}", api_key=api_key, temperature=0.0,
-                       max_tokens=int(cfg.get("max_tokens", 16)), timeout=float(cfg.get("timeout_s", 10.0)),
-                       cache=False, num_retries=int(cfg.get("num_retries", 0)), **kwargs)
+        from route_switch.llm.openai_engine import OpenAIChatEngine
+
+        engine = OpenAIChatEngine(model, cfg.get("api_base"), api_key, labels=labels,
+                                  timeout_s=float(cfg.get("timeout_s", 10.0)), max_tokens=int(cfg.get("max_tokens", 16)),
+                                  top_logprobs=int(cfg.get("top_logprobs", 10)))
+        return dspy.LM(f"endpoint/{model}", engine=engine, temperature=0.0, max_tokens=int(cfg.get("max_tokens", 16)),
+                       cache=False, num_retries=int(cfg.get("num_retries", 0)))
     raise LMConfigError(f"unknown lm kind {kind!r}; expected local, openai or fake")

@@ -1,0 +1,130 @@
+"""The router LLM measured against the estimator on the same queries, as cost–quality curves.
+
+``evaluate_llm(train, test, program)`` routes ``n`` test queries with the router LLM and reports
+three routers on exactly those queries, each with its τ and λ sweep, AIQ and cost ratios:
+
+* ``llm`` — the LLM alone: its tier distribution read as quality (:func:`fusion.llm_quality`);
+* ``route-switch+llm`` — the fused predictor (:class:`fusion.TierFusion`), fitted on ``fit_n``
+  training queries that the estimator did not see;
+* ``route-switch@llm`` — the estimator alone (fitted on all of ``train``).
+
+Which queries: the ``n`` (and ``fit_n``) with the lowest hash of their text. That is a uniform
+sample, and it overlaps between split seeds, so the LLM calls of one seed are cache hits for the
+next. Every LLM call goes through the disk cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from .errors import ConfigError
+from .evalset import Evalset
+from .evaluate import _points, _summary, curve_context
+from .fusion import TierFusion, llm_quality
+from .selection import LAMBDA_GRID, TAU_GRID, outcome
+
+
+def hash_sample(prompts: list[str], n: int) -> np.ndarray:
+    """Sorted indices of the ``n`` prompts with the lowest BLAKE2 hash (deterministic, split-independent)."""
+    h = [hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=8).digest() for p in prompts]
+    return np.sort(np.argsort(h, kind="stable")[:n])
+
+
+def llm_votes(router_llm, prompts: list[str], desc: str = "router LLM", progress: bool = True):
+    """Tier probabilities (n × tiers, cheapest first) and a mask of the queries the LLM answered."""
+    from tqdm import tqdm
+
+    n_tiers = len(router_llm.program.tiers)
+    probs, ok = np.full((len(prompts), n_tiers), np.nan), np.zeros(len(prompts), bool)
+    for i, q in enumerate(tqdm(prompts, desc=desc, unit="query", disable=not progress)):
+        try:
+            probs[i] = router_llm.vote(q).probs
+            ok[i] = True
+        except Exception:  # counted as invalid; the estimator decides for it, as in route()
+            pass
+    return probs, ok
+
+
+def _curves(pred: np.ndarray, unit_cost: np.ndarray, sub: Evalset, ctx: dict) -> dict:
+    pts = _points(pred, unit_cost, sub, "tau", TAU_GRID)
+    lpts = _points(pred, unit_cost, sub, "lambda", LAMBDA_GRID)
+    return {"points": pts, **_summary(pts, ctx), "lambda": {"points": lpts, **_summary(lpts, ctx)}}
+
+
+def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None = None, n: int = 150,
+                 fit_n: int | None = None, estimator_params: dict | None = None, router_llm=None,
+                 progress: bool = True) -> dict:
+    """Routers ``llm``, ``route-switch+llm`` and ``route-switch@llm`` on the same ``n`` test queries.
+
+    ``program``: a RoutingProgram (or a path: ``programs/*.yaml`` or ``optimized/<name>``) with as
+    many tiers as the evalset has models; tiers map to models in order of mean cost.
+    """
+    from .artifacts import load_program
+    from .estimator import QualityEstimator
+    from .paths import cache_dir
+    from .program import RouterLLM
+
+    t0 = time.time()
+    if not hasattr(program, "tiers"):
+        program = load_program(program)
+    m = len(train.models)
+    if len(program.tiers) != m:
+        raise ConfigError(f"the program has {len(program.tiers)} tiers but the evalset has {m} models",
+                          field="tiers")
+    unit_cost = train.costs.mean(axis=0)
+    order = np.argsort(unit_cost, kind="stable")  # order[k] = model column of tier k+1
+    fit_n = n if fit_n is None else fit_n
+
+    if router_llm is None:
+        from .llm.cache import cached_lm
+
+        lm, _ = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
+        router_llm = RouterLLM(program, lm=lm)
+    counter = getattr(router_llm.lm, "engine", None)
+    misses0 = getattr(counter, "misses", 0)
+
+    sub = test.subset(hash_sample(test.prompts, n))
+    fit_rows = hash_sample(train.prompts, fit_n)
+    rest = train.subset(np.setdiff1d(np.arange(len(train)), fit_rows))
+    fit_slice = train.subset(fit_rows)
+
+    params = estimator_params or {}
+    est_full = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
+    est_rest = QualityEstimator(**params).fit(rest.prompts, rest.scores, rest.models, rest.costs)
+
+    probs_fit, ok_fit = llm_votes(router_llm, fit_slice.prompts, "router LLM (fusion slice)", progress)
+    probs_test, ok_test = llm_votes(router_llm, sub.prompts, "router LLM (test)", progress)
+
+    # Everything below is in the evalset's model order; tier k of the LLM is model order[k].
+    def to_models(tier_array):
+        out = np.empty_like(tier_array)
+        out[:, order] = tier_array
+        return out
+
+    est_fit = est_rest.predict(fit_slice.prompts)[:, order]
+    fusion = TierFusion().fit(est_fit[ok_fit], probs_fit[ok_fit], fit_slice.scores[:, order][ok_fit])
+    est_test = est_full.predict(sub.prompts)
+    fused = est_test.copy()
+    fused[ok_test] = to_models(fusion.predict(est_test[:, order][ok_test], probs_test[ok_test]))
+    llm_only = est_test.copy()  # an invalid answer falls back to the estimator, as route() does
+    llm_only[ok_test] = to_models(llm_quality(probs_test[ok_test]))
+
+    ctx = curve_context(sub)
+    top = int(np.argmax(unit_cost))
+    line = _summary([{"cost": float(sub.costs[:, top].mean()), "quality": float(sub.scores[:, top].mean())}], ctx)
+    argmax = np.where(ok_test, order[np.nan_to_num(probs_test, nan=0).argmax(axis=1)], top)
+    c, q = outcome(argmax, sub.scores, sub.costs)
+    routers = {
+        "llm": {**_curves(llm_only, unit_cost, sub, ctx),
+                "label": {"cost": c, "quality": q,
+                          "tier_shares": [float(np.mean(argmax[ok_test] == order[k])) for k in range(m)]}},
+        "route-switch+llm": {**_curves(fused, unit_cost, sub, ctx), "fusion": fusion.to_dict()},
+        "route-switch@llm": _curves(est_test, unit_cost, sub, ctx),
+    }
+    return {"routers": routers, "llm_eval": {
+        "program": program.name, "n": len(sub), "fit_n": len(fit_slice), "invalid_test": int((~ok_test).sum()),
+        "invalid_fit": int((~ok_fit).sum()), "line_aiq": line["aiq"],
+        "distribution": "label" if np.all(np.nan_to_num(probs_test).max(axis=1) == 1) else "probabilities",
+        "lm_calls": getattr(counter, "misses", 0) - misses0, "seconds": round(time.time() - t0, 1)}}

@@ -1,0 +1,120 @@
+"""Fusion: one predicted quality per (query, tier) from the estimator and the router LLM together.
+
+The router LLM answers a probability per tier, ``p(t)``: how likely tier ``t`` is the cheapest
+tier that answers well. Read as a quality signal, tier ``k`` is good enough when the needed
+tier is ``k`` or cheaper: ``llm_quality_k = p(1) + … + p(k)`` (:func:`llm_quality`). That alone
+is a router with the same τ/λ knob as the estimator.
+
+:class:`TierFusion` stacks the two per tier with a logistic regression fitted on a validation
+slice of the training data (estimator predictions made out of sample)::
+
+    fused_k = σ(a_k + b_k · logit(estimator_k) + c_k · logit(llm_quality_k))
+
+It predicts quality, so the τ/λ rules and calibration apply to it unchanged. When the LLM gives
+nothing (slow, down, invalid) the estimator's own prediction is used. Saved as readable JSON
+(``fusion.json``); nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError
+
+EPS = 1e-3  # probabilities are clipped to [EPS, 1 − EPS] before the logit
+
+
+def llm_quality(tier_probs: np.ndarray) -> np.ndarray:
+    """P(tier k is enough) = cumulative tier probability, shape (n, n_tiers), cheapest first."""
+    return np.clip(np.cumsum(np.atleast_2d(np.asarray(tier_probs, float)), axis=1), 0.0, 1.0)
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+class TierFusion:
+    """Per-tier logistic stacking of the estimator's predictions and the LLM's tier distribution.
+
+    ``C``: inverse L2 strength of each tier's regression (the slice is small: a few hundred queries).
+    Learned: ``coef_`` (n_tiers × 2: estimator, LLM), ``intercept_`` (n_tiers).
+    """
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"C": self.C}
+
+    def set_params(self, **params) -> "TierFusion":
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    @staticmethod
+    def _features(est_pred, tier_probs, k: int) -> np.ndarray:
+        return np.column_stack([_logit(est_pred[:, k]), _logit(llm_quality(tier_probs)[:, k])])
+
+    def fit(self, est_pred: np.ndarray, tier_probs: np.ndarray, scores: np.ndarray) -> "TierFusion":
+        """Fit on a slice: estimator predictions, LLM tier probabilities and true scores (all n × n_tiers)."""
+        from .estimator import fit_soft_logistic
+
+        est_pred, tier_probs, scores = (np.atleast_2d(np.asarray(a, float)) for a in (est_pred, tier_probs, scores))
+        if not (est_pred.shape == tier_probs.shape == scores.shape) or len(scores) < 2:
+            raise ValueError(f"fusion needs matching (n, tiers) arrays with n >= 2, got {est_pred.shape}, "
+                             f"{tier_probs.shape}, {scores.shape}")
+        fitted = [fit_soft_logistic(self._features(est_pred, tier_probs, k), scores[:, k], self.C)
+                  for k in range(scores.shape[1])]
+        self.coef_ = np.array([f[0] for f in fitted], float)
+        self.intercept_ = np.array([f[1] for f in fitted], float)
+        self.n_fit_ = len(scores)
+        return self
+
+    def predict(self, est_pred: np.ndarray, tier_probs: np.ndarray) -> np.ndarray:
+        """Fused predicted quality, shape (n, n_tiers)."""
+        est_pred, tier_probs = np.atleast_2d(est_pred), np.atleast_2d(tier_probs)
+        z = np.column_stack([self._features(est_pred, tier_probs, k) @ self.coef_[k] + self.intercept_[k]
+                             for k in range(len(self.intercept_))])
+        return 1.0 / (1.0 + np.exp(-z))
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        return {"format": "route-switch-fusion", "version": 1, "C": self.C, "n_fit": int(self.n_fit_),
+                "features": ["logit(estimator quality)", "logit(LLM: P(needed tier <= k))"],
+                "coef": self.coef_.round(6).tolist(), "intercept": self.intercept_.round(6).tolist()}
+
+    def save(self, path: str | Path) -> Path:
+        from .paths import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, n_tiers: int | None = None) -> "TierFusion":
+        """Read ``fusion.json``; a malformed file raises ArtifactError naming it."""
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ArtifactError("missing (fit with --program to create it)", file=str(p)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"not valid JSON: {e}", file=str(p)) from None
+        if not isinstance(doc, dict) or doc.get("format") != "route-switch-fusion":
+            raise ArtifactError("not a route-switch fusion file", file=str(p), field="format")
+        try:
+            coef = np.array(doc["coef"], float)
+            intercept = np.array(doc["intercept"], float)
+            self = cls(C=float(doc.get("C", 1.0)))
+            self.n_fit_ = int(doc.get("n_fit", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"malformed fusion parameters: {e}", file=str(p)) from None
+        if coef.ndim != 2 or coef.shape[1] != 2 or intercept.shape != (coef.shape[0],) \
+                or not np.isfinite(coef).all() or not np.isfinite(intercept).all():
+            raise ArtifactError("coef must be n_tiers × 2 and intercept n_tiers, all finite", file=str(p), field="coef")
+        if n_tiers is not None and coef.shape[0] != n_tiers:
+            raise ArtifactError(f"fitted for {coef.shape[0]} tiers, the router has {n_tiers}", file=str(p), field="coef")
+        self.coef_, self.intercept_ = coef, intercept
+        return self

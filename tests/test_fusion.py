@@ -1,0 +1,114 @@
+"""Fusion of the estimator with the router LLM's tier distribution, and the LLM path of route()."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from route_switch.controller import Router
+from route_switch.errors import ArtifactError
+from route_switch.estimator import QualityEstimator
+from route_switch.fusion import TierFusion, llm_quality
+from route_switch.program import TierVote
+from route_switch.tiers import Tier
+
+TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
+
+
+def _signals(n=600, seed=0):
+    """Synthetic slice: the needed tier is known to a sharp LLM and to a noisy estimator."""
+    rng = np.random.default_rng(seed)
+    need = rng.integers(0, 3, n)                       # 0-based cheapest adequate tier
+    scores = (np.arange(3)[None, :] >= need[:, None]).astype(float)
+    llm = np.full((n, 3), 0.1)
+    llm[np.arange(n), need] = 0.8                      # a sharp, right-most-of-the-time LLM
+    est = np.clip(0.5 + 0.2 * (scores - 0.5) + rng.normal(0, 0.25, (n, 3)), 0.01, 0.99)  # a weak estimator
+    return est, llm, scores
+
+
+def test_llm_quality_is_the_cumulative_distribution():
+    q = llm_quality([[0.2, 0.5, 0.3]])
+    assert np.allclose(q, [[0.2, 0.7, 1.0]])
+    assert np.all(np.diff(llm_quality(np.random.default_rng(0).dirichlet([1, 1, 1], 50)), axis=1) >= -1e-12)
+
+
+def test_fusion_learns_from_the_informative_signal():
+    est, llm, scores = _signals()
+    f = TierFusion().fit(est[:400], llm[:400], scores[:400])
+    fused = f.predict(est[400:], llm[400:])
+    brier = lambda p: float(((p - scores[400:]) ** 2).mean())  # noqa: E731
+    assert brier(fused) < brier(est[400:]) - 0.05
+    assert f.coef_.shape == (3, 2) and np.all(f.coef_[:2, 1] > 0)  # the LLM column carries weight
+    # and it does not invent signal where the LLM is noise
+    noise = np.random.default_rng(1).dirichlet([1, 1, 1], len(est))
+    g = TierFusion().fit(est[:400], noise[:400], scores[:400])
+    assert brier(g.predict(est[400:], noise[400:])) < brier(est[400:]) + 0.01
+
+
+def test_fusion_roundtrip_and_bad_files(tmp_path):
+    est, llm, scores = _signals(100)
+    f = TierFusion().fit(est, llm, scores)
+    p = f.save(tmp_path / "fusion.json")
+    g = TierFusion.load(p, n_tiers=3)
+    assert np.allclose(g.predict(est, llm), f.predict(est, llm), atol=1e-5)
+    with pytest.raises(ArtifactError, match="router has 4"):
+        TierFusion.load(p, n_tiers=4)
+    doc = json.loads(p.read_text())
+    for bad in ({**doc, "coef": [[1, "x"]]}, {**doc, "coef": [[float("nan"), 1]] * 3}, {**doc, "format": "x"}, [1]):
+        p.write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match="fusion.json"):
+            TierFusion.load(p)
+    p.write_text("{not json")
+    with pytest.raises(ArtifactError, match="fusion.json"):
+        TierFusion.load(p)
+
+
+class FakeVoter:
+    """A FAKE router LLM with a fixed tier distribution (no model involved)."""
+
+    def __init__(self, probs):
+        self.probs = tuple(probs)
+
+    def vote(self, query, timeout_s=None):
+        return TierVote(self.probs)
+
+
+@pytest.fixture(scope="module")
+def estimator(synthetic):
+    return QualityEstimator().fit(synthetic.prompts, synthetic.scores, synthetic.models, synthetic.costs)
+
+
+def test_the_knob_works_on_the_llm_path(estimator):
+    r = Router(TIERS, estimator, llm=FakeVoter([0.2, 0.3, 0.5]), cache_size=0)
+    assert r.route("Explain a hash map.", tau=1.0).tier == 1            # τ = 1: always the cheapest
+    d = r.route("Explain a hash map.", tau=0.0)                         # τ = 0: the best predicted (top)
+    assert d.path == "llm" and d.tier == 3 and d.tier_probs == [0.2, 0.3, 0.5]
+    assert r.route("Explain a hash map.", tau=0.55).tier == 2           # cdf 0.5 / 0.8 / 1.0
+    assert r.route("Explain a hash map.", lam=0.0).tier == 3 and r.route("Explain a hash map.", lam=5.0).tier == 1
+
+
+def test_fused_path_uses_both_and_falls_back(estimator, synthetic):
+    est_pred = estimator.predict(synthetic.prompts)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1, 1, 1], len(synthetic))
+    fusion = TierFusion().fit(est_pred, probs, synthetic.scores)
+    r = Router(TIERS, estimator, llm=FakeVoter([0.1, 0.1, 0.8]), fusion=fusion, cache_size=0, tau=0.05)
+    d = r.route("Prove that sqrt(2) is irrational.")
+    expect = fusion.predict(estimator.predict(["Prove that sqrt(2) is irrational."]), np.array([[0.1, 0.1, 0.8]]))[0]
+    assert d.path == "llm" and "fused" in d.reason
+    assert np.allclose(list(d.predicted_quality.values()), expect, atol=1e-4)
+
+    class Down:
+        def vote(self, query, timeout_s=None):
+            raise ConnectionError("down")
+
+    r2 = Router(TIERS, estimator, llm=Down(), fusion=fusion, cache_size=0)
+    d2 = r2.route("Prove that sqrt(2) is irrational.")
+    assert d2.path == "estimator" and "failed" in d2.reason and d2.tier_probs is None
+
+
+def test_llm_knob_from_config_is_used_unless_the_call_gives_one(estimator):
+    r = Router(TIERS, estimator, llm=FakeVoter([0.2, 0.3, 0.5]), cache_size=0, tau=0.0, llm_tau=1.0)
+    assert r.route("Explain a hash map.").tier == 1          # llm_tau = 1 -> cheapest
+    assert r.route("Explain a hash map.", tau=0.0).tier == 3  # a per-call knob wins
