@@ -6,9 +6,9 @@
       instruction.txt     the routing instruction, plain text: read it, edit it, commit it
       demos.yaml          few-shot demos [{query, tier}] (only examples the project wrote itself)
       tiers.yaml          program name and tiers (cheapest first) with what each is for
-      metrics.json        lambda, evalset (path + content hash), lm, dspy_version, created,
-                          held-out seed/optimised objective, cost and quality
-      dspy_program.json   the DSPy program state (module.save), for DSPy tooling
+      metrics.json        λ and the objective, evalset (name, path relative to the data root,
+                          content hash), lm, dspy_version, created, where the instruction came
+                          from, the candidates MIPROv2 chose among, held-out figures
 
 ``instruction.txt`` and ``demos.yaml`` are authoritative: a hand edit is used as written by
 ``route``, ``evaluate`` and the next ``optimize``. An artifact is written into a temporary
@@ -27,7 +27,7 @@ import yaml
 from .paths import atomic_write_text, read_yaml
 from .program import ProgramError, RoutingProgram
 
-FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json", "dspy_program.json")
+FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json")
 
 
 def _read_text(path: Path) -> str:
@@ -112,7 +112,7 @@ def load_program(path: str | Path) -> RoutingProgram:
     return RoutingProgram.from_yaml(p)
 
 
-def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict, module=None) -> Path:
+def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict) -> Path:
     """Write the artifact into a temporary sibling folder, then swap it in (atomic for readers)."""
     d = Path(directory)
     d.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +126,6 @@ def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict,
         atomic_write_text(tmp / "tiers.yaml", yaml.safe_dump({"name": program.name, "tiers": program.tiers},
                                                              sort_keys=False, allow_unicode=True, width=100))
         atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-        if module is not None:
-            module.save(str(tmp / "dspy_program.json"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -149,11 +147,35 @@ def read_metrics(directory: str | Path) -> dict:
         raise ProgramError(f"invalid JSON: {e.msg}", file=str(f), line=e.lineno) from None
 
 
+def instruction_sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def instruction_origin(path: str | Path) -> str:
+    """Where a program's instruction came from: start / proposed / data-grounded / hand-edited.
+
+    A cold-start program file is "start". For an artifact, metrics.json records the origin and
+    a hash of the instruction it wrote; an instruction.txt that no longer matches was edited by hand.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return "start"
+    m = read_metrics(p)
+    if not isinstance(m, dict) or not m.get("instruction_sha256"):
+        return "hand-edited"
+    if instruction_sha256(load_artifact(p).instruction) != m["instruction_sha256"]:
+        return "hand-edited"
+    return str(m.get("instruction_origin", "proposed"))
+
+
 def show(directory: str | Path) -> str:
     """Instruction, demos and metrics of an artifact as text."""
     d = Path(directory)
     prog, metrics = load_artifact(d), read_metrics(d)
-    lines = [f"# {d}  ({prog.name}, {len(prog.tiers)} tiers)", "", "## instruction", prog.instruction, "", "## tiers"]
+    lines = [f"# {d}  ({prog.name}, {len(prog.tiers)} tiers)", "",
+             f"## instruction (origin: {instruction_origin(d)})", prog.instruction, "", "## tiers"]
     lines += [f"{i}. {t['name']}: {t['description']}" for i, t in enumerate(prog.tiers, 1)]
     lines += ["", f"## demos ({len(prog.demos)})"] + [f"- tier {x['tier']}: {x['query']}" for x in prog.demos]
     if metrics:

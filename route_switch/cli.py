@@ -115,7 +115,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from .artifacts import load_program
+    from .artifacts import instruction_origin, load_program
     from .optimize import optimize
     from .spec import load_spec
 
@@ -135,13 +135,15 @@ def cmd_optimize(args) -> int:
         pool = load_demo_pool(args.demo_pool, n_tiers=len(start.tiers))
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool, prompt_lm_cfg=prompt_lm_cfg,
+                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool,
+                   prompt_lm_cfg=prompt_lm_cfg, start_origin=instruction_origin(start_path), min_gain=args.min_gain,
                    progress=not args.quiet)
     m = res.metrics
-    print(f"started from {start_path}; wrote {res.artifact}")
-    print(f"held-out objective: seed {m['seed_objective']:.4f} -> optimised {m['optimized_objective']:.4f} "
-          f"(quality {m['seed_quality']:.3f} -> {m['optimized_quality']:.3f}, "
-          f"cost share {m['seed_cost_share']:.3f} -> {m['optimized_cost_share']:.3f})")
+    print(f"started from {start_path}; wrote {res.artifact} (instruction: {m['instruction_origin']})")
+    print(f"lambda {m['lambda']} ({m['lambda_source']}); held-out objective: start {m['seed_objective']:.4f} -> "
+          f"optimised {m['optimized_objective']:.4f} (quality {m['seed_quality']:.3f} -> {m['optimized_quality']:.3f}, "
+          f"cost share {m['seed_cost_share']:.3f} -> {m['optimized_cost_share']:.3f}, LLM-alone AIQ "
+          f"{m['seed_llm_aiq']:.4f} -> {m['optimized_llm_aiq']:.4f}; tier-1/top line {m['line_aiq']:.4f})")
     print(f"LM calls: {res.cache_misses} (cache hits {res.cache_hits})")
     return 0
 
@@ -243,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
     o.add_argument("--evalset", required=True, help="evalset spec whose tiers match the program's")
-    o.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight in quality - lambda*cost/cost[top]")
+    o.add_argument("--lambda", dest="lam", type=float, default=None,
+                   help="cost weight in score - lambda*cost/C (C: top tier's mean cost); default: the break-even "
+                        "lambda at which all-tier-1 and all-top score the same")
+    o.add_argument("--min-gain", type=float, default=0.005,
+                   help="a new instruction must beat the starting one (same demos) on validation by this much")
     o.add_argument("--name", default="default", help="artifact name: optimized/<name>/")
     o.add_argument("--start", help="starting program (default: optimized/<name> if present, else programs/default.yaml)")
     o.add_argument("--out-root", default="optimized")

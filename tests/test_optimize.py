@@ -15,7 +15,7 @@ from route_switch.artifacts import load_artifact, load_program
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records, save_evalset
 from route_switch.llm.engines import FAKE_PROPOSALS
-from route_switch.optimize import objective, optimize
+from route_switch.optimize import expected_objective, objective, optimize
 
 from conftest import synthetic_records
 
@@ -39,8 +39,10 @@ def test_objective():
     import numpy as np
 
     s, c = np.array([0.0, 1.0, 1.0]), np.array([1.0, 2.0, 10.0])
-    assert objective(1, s, c, 0.5) == pytest.approx(1 - 0.5 * 0.2)
-    assert objective(None, s, c, 0.5) == -0.5
+    assert objective(1, s, c, 0.5, 10.0) == pytest.approx(1 - 0.5 * 0.2)
+    assert objective(None, s, c, 0.5, 10.0) == -0.5
+    assert expected_objective([0, 1, 0], s, c, 0.5, 10.0) == pytest.approx(objective(1, s, c, 0.5, 10.0))
+    assert expected_objective([0.5, 0, 0.5], s, c, 0.5, 10.0) == pytest.approx(0.5 * (0 - 0.05) + 0.5 * (1 - 0.5))
 
 
 def test_optimize_improves_objective_and_writes_artifact(split, start, tmp_path):
@@ -58,7 +60,7 @@ def test_optimize_improves_objective_and_writes_artifact(split, start, tmp_path)
     # instruction-only: the demos are the program's own, never evalset prompts
     assert load_artifact(res.artifact).demos == start.demos
     assert not set(train.prompts) & {d["query"] for d in load_artifact(res.artifact).demos}
-    assert json.loads((res.artifact / "dspy_program.json").read_text())  # DSPy JSON, not a pickle
+    assert saved["objective"].startswith("mean over queries") and saved["lambda_source"] == "given"
 
 
 def test_rerun_with_unchanged_inputs_makes_zero_lm_calls(split, start, tmp_path):
@@ -138,3 +140,61 @@ def test_corrupted_lm_cache_is_moved_aside_and_rebuilt(tmp_path):
     c2.set("k2", "v2")
     assert c2.get("k2") == "v2"
     assert (tmp_path / "lm.corrupt").is_dir()
+
+
+def test_candidates_are_screened_grounded_and_gated(split, start, tmp_path):
+    from route_switch.artifacts import instruction_origin, show
+
+    train, test = split
+    res = optimize(train, test, start, lm_cfg=FAKE, name="g", out_root=tmp_path, cache_dir=tmp_path / "c",
+                   **(SMALL | {"num_candidates": 8}))  # reaches the fake's last proposal, not a routing text
+    m = res.metrics
+    origins = {(c["origin"], c["accepted"]) for c in m["candidates"]}
+    assert ("data-grounded", True) in origins
+    rejected = [c for c in m["candidates"] if not c["accepted"]]
+    assert rejected and all(c["why_not"] for c in rejected)  # the "please provide ..." proposal never ran
+    # break-even lambda by default: all-tier-1 and all-top have the same objective on the training split
+    assert m["lambda_source"] == "break-even" and m["lambda"] > 0
+    if m["instruction_origin"] != "start":  # a new instruction had to beat the start (same demos) by min_gain
+        g = m["readability_gate"]
+        assert g["kept"] and g["val_objective_new"] >= g["val_objective_start"] + g["min_gain"]
+    assert instruction_origin(res.artifact) == m["instruction_origin"]
+    (res.artifact / "instruction.txt").write_text("Tier 1 for facts, tier 3 for proofs, tier 2 otherwise.\n")
+    assert instruction_origin(res.artifact) == "hand-edited" and "origin: hand-edited" in show(res.artifact)
+
+
+def test_gate_keeps_the_start_when_nothing_beats_it(split, start, tmp_path):
+    train, test = split
+    # an unreachable margin: whatever MIPROv2 prefers, the starting instruction stays
+    res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="k", out_root=tmp_path, cache_dir=tmp_path / "c",
+                   min_gain=10.0, **SMALL)
+    assert load_artifact(res.artifact).instruction == start.instruction
+    assert res.metrics["instruction_origin"] == "start" and res.metrics["readability_gate"].get("kept") is False
+
+
+def test_break_even_lambda_ties_the_static_routers():
+    import numpy as np
+
+    from route_switch.selection import break_even_lambda, cost_unit
+
+    rng = np.random.default_rng(0)
+    scores = (rng.random((200, 3)) < [0.4, 0.6, 0.9]).astype(float)
+    costs = np.tile([1.0, 4.0, 40.0], (200, 1)) * (1 + 0.1 * rng.random((200, 3)))
+    lam, unit = break_even_lambda(scores, costs), cost_unit(costs.mean(axis=0))
+    obj = lambda k: float(np.mean(scores[:, k] - lam * costs[:, k] / unit))  # noqa: E731
+    assert obj(0) == pytest.approx(obj(2))
+
+
+def test_grounded_instruction_reads_as_routing_text(split, start):
+    from route_switch.grounding import describes_tiers, grounded_instruction, needed_tier
+
+    train, _ = split
+    text = grounded_instruction(train.prompts, train.scores, train.costs, start.tiers)
+    assert describes_tiers(text, start.tiers) == (True, "")
+    assert not any(p in text for p in train.prompts)  # words and counts, never a query
+    import numpy as np
+
+    s = np.array([[0, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0.5]])
+    assert needed_tier(s, np.tile([1.0, 2.0, 3.0], (4, 1))).tolist() == [1, 0, 0, 2]
+    assert not describes_tiers("Please provide me with a detailed description of the task, tier 1 tier 2.",
+                               start.tiers)[0]

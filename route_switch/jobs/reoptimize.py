@@ -325,35 +325,25 @@ def merge_evalsets(new, old):
 
 
 def _objectives(choice, ev, lam) -> dict:
-    from ..optimize import objective
+    """Held-out figures of per-query tier choices (0-based; None = no valid tier), λ in the one unit."""
+    from ..optimize import outcomes
+    from ..selection import cost_unit
 
-    obj = [objective(k, ev.scores[i], ev.costs[i], lam) for i, k in enumerate(choice)]
-    valid = [(i, k) for i, k in enumerate(choice) if k is not None]
-    top = np.where(ev.costs[:, -1] > 0, ev.costs[:, -1], 1e-30)
-    return {"objective": float(np.mean(obj)),
-            "quality": float(np.mean([ev.scores[i, k] for i, k in valid])) if valid else 0.0,
-            "cost_share": float(np.mean([ev.costs[i, k] / top[i] for i, k in valid])) if valid else 1.0,
-            "tier_shares": [float(np.mean([k == t for k in choice])) for t in range(len(ev.models))],
-            "invalid": int(sum(k is None for k in choice)), "n": len(choice)}
+    eye = np.eye(len(ev.models))
+    votes = [None if k is None else eye[k] for k in choice]
+    return outcomes(votes, ev, lam, cost_unit(ev.costs.mean(axis=0)))
 
 
 def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
     """Per-query tier index (0-based; None = no valid tier) of a routing program on ``ev``."""
-    import dspy
-
     from ..llm.cache import cached_lm
-    from ..program import build_module, clip_query
+    from ..optimize import program_votes
+    from ..program import RouterLLM
 
     lm, _ = cached_lm(lm_cfg, program.labels, cache_dir)
-    module = build_module(program, lm)
-    out = []
-    with dspy.context(lm=lm):
-        for q in ev.prompts:
-            try:
-                out.append(program.labels.index(str(module(query=clip_query(q)).tier)))
-            except Exception:
-                out.append(None)
-    return out
+    router = RouterLLM(program, lm=lm)
+    votes = program_votes(router.module, [router.clip(q) for q in ev.prompts])
+    return [None if v is None else int(np.argmax(v)) for v in votes]
 
 
 def estimator_choices(est_dir: Path, ev, tiers) -> list | None:

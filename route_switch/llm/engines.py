@@ -385,7 +385,8 @@ def default_rule(query: str, n_tiers: int) -> int:
 
 
 FAKE_PROPOSALS = ("Prefer tier 1 for short factual questions.", "Send proofs and multi-step math to the top tier.",
-                  "Code that must run correctly needs a larger tier.", "When unsure, pick the middle tier.")
+                  "Code that must run correctly needs a larger tier.", "When unsure, pick the middle tier.",
+                  "Please provide me with a detailed description of the task.")
 
 
 class FakeRouterEngine:
@@ -397,7 +398,7 @@ class FakeRouterEngine:
     Any mode sleeps `delay_s` first when it is set. A system prompt containing
     FAKE_PROPOSALS[0] ("prefer tier 1") makes the rule answer tier 1, so an optimiser
     has a better instruction to find; other one-field requests (instruction proposals)
-    get a deterministic pick from FAKE_PROPOSALS. `calls` records the queries seen.
+    get FAKE_PROPOSALS in turn. `calls` records the queries seen.
     """
 
     forces_layout = False
@@ -408,6 +409,7 @@ class FakeRouterEngine:
         self.mode, self.output_field = mode, output_field
         self.fixed_label, self.delay_s, self.rule = fixed_label, delay_s, rule or default_rule
         self.calls: list[str] = []
+        self._proposals = 0
 
     def dump_state(self) -> dict:
         return {"labels": list(self.labels), "mode": self.mode, "output_field": self.output_field,
@@ -427,12 +429,13 @@ class FakeRouterEngine:
         messages = _request_messages(request)
         field = single_output_field(messages)
         if field is not None and field != self.output_field:
-            # e.g. MIPROv2's instruction proposals: a deterministic variant of the request text
-            import hashlib
-
-            h = int(hashlib.sha256(messages[-1]["content"].encode("utf-8", "replace")).hexdigest()[:8], 16)
-            hint = FAKE_PROPOSALS[h % len(FAKE_PROPOSALS)]
-            return _response(_layout(field, f"Route each request to the cheapest adequate tier. {hint}"), "fake")
+            # e.g. MIPROv2's instruction proposals: FAKE_PROPOSALS in turn. MIPROv2 replaces its first
+            # proposal with the starting instruction, so the cycle starts one early.
+            hint = FAKE_PROPOSALS[(self._proposals - 1) % len(FAKE_PROPOSALS)]
+            self._proposals += 1
+            text = (f"Route each request to the cheapest adequate tier (tier 1 is the cheapest, tier "
+                    f"{len(self.labels)} the largest). {hint}")
+            return _response(_layout(field, text), "fake")
         label = self._answer(messages)
         if label is None:
             return _response("I think this is a medium-hard question.", "fake")
