@@ -80,9 +80,14 @@ def cmd_fit(args) -> int:
     name, tiers, train, test = _load_split(args)
     data = train if not args.all else _concat(train, test)
     out = args.out or Path("estimators") / name
+    llm = None
+    if args.program:
+        llm = {"program": args.program, "lm": _lm_cfg(args), "timeout_s": args.llm_timeout, "fit_n": args.llm_n}
     cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, target_cost_share=args.target_cost_share,
-              bypass_tokens=args.bypass_tokens)
-    print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, calibrated tau={cfg.tau}; wrote {out}/router.yaml")
+              bypass_tokens=args.bypass_tokens, llm=llm)
+    print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, calibrated tau={cfg.tau}"
+          + (f"; router LLM fused with the estimator, tau={cfg.llm['tau']}" if cfg.llm and "tau" in cfg.llm else "")
+          + f"; wrote {out}/router.yaml")
     return 0
 
 
@@ -229,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target-cost-share", type=float,
                    help="instead: calibrate tau for at most this share of the top model's cost")
     f.add_argument("--bypass-tokens", type=int, default=0)
+    f.add_argument("--program", help="also configure the router LLM with this program and fit its fusion "
+                                     "with the estimator (programs/*.yaml or optimized/<name>)")
+    f.add_argument("--llm-n", type=int, default=200, help="training queries the router LLM routes to fit the fusion "
+                                                          "(0: configure the LLM without fusion)")
+    f.add_argument("--llm-timeout", type=float, default=2.0, help="seconds before route() falls back to the estimator")
+    f.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
+    f.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")

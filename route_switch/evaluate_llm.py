@@ -14,7 +14,6 @@ next. Every LLM call goes through the disk cache.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
@@ -22,29 +21,8 @@ import numpy as np
 from .errors import ConfigError
 from .evalset import Evalset
 from .evaluate import _points, _summary, curve_context
-from .fusion import TierFusion, llm_quality
+from .fusion import TierFusion, hash_sample, llm_quality, llm_votes
 from .selection import LAMBDA_GRID, TAU_GRID, outcome
-
-
-def hash_sample(prompts: list[str], n: int) -> np.ndarray:
-    """Sorted indices of the ``n`` prompts with the lowest BLAKE2 hash (deterministic, split-independent)."""
-    h = [hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=8).digest() for p in prompts]
-    return np.sort(np.argsort(h, kind="stable")[:n])
-
-
-def llm_votes(router_llm, prompts: list[str], desc: str = "router LLM", progress: bool = True):
-    """Tier probabilities (n × tiers, cheapest first) and a mask of the queries the LLM answered."""
-    from tqdm import tqdm
-
-    n_tiers = len(router_llm.program.tiers)
-    probs, ok = np.full((len(prompts), n_tiers), np.nan), np.zeros(len(prompts), bool)
-    for i, q in enumerate(tqdm(prompts, desc=desc, unit="query", disable=not progress)):
-        try:
-            probs[i] = router_llm.vote(q).probs
-            ok[i] = True
-        except Exception:  # counted as invalid; the estimator decides for it, as in route()
-            pass
-    return probs, ok
 
 
 def _curves(pred: np.ndarray, unit_cost: np.ndarray, sub: Evalset, ctx: dict) -> dict:

@@ -17,7 +17,9 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     """Calibrate τ on a validation slice, fit the estimator on all of ``train``, write ``out_dir``.
 
     ``out_dir`` receives ``estimator.json``, ``arrays.npz`` and ``router.yaml`` (tiers, τ, paths),
-    ready for ``Router.from_config(out_dir)``.
+    ready for ``Router.from_config(out_dir)``. With ``llm={program, lm, fit_n, ...}`` the router LLM
+    is configured too, and with ``fit_n > 0`` a fusion of the two is fitted and calibrated
+    (``fusion.json``, ``llm.tau``; see :func:`route_switch.fusion.fit_fusion`).
     """
     params = estimator_params or {}
     if target_quality is not None or target_cost_share is not None:
@@ -30,8 +32,24 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
         tau = 0.1
     est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
     out = Path(out_dir)
+    if llm and llm.get("program") and llm.get("fit_n", 0):
+        llm = _fit_llm_fusion(train, out, llm, params, target_quality or 0.95)
     est.save(out)
     cfg = RouterConfig(tiers=list(tiers or tiers_by_cost(est.models_, est.unit_cost_)), estimator=str(out), tau=round(float(tau), 4),
                        bypass_tokens=bypass_tokens, llm=llm)
     dump_config(cfg, out / "router.yaml")
     return cfg
+
+
+def _fit_llm_fusion(train: Evalset, out: Path, llm: dict, params: dict, target_quality: float) -> dict:
+    """Fit and save the fusion; return the ``llm`` section of router.yaml that uses it."""
+    from .artifacts import load_program
+    from .fusion import fit_fusion
+
+    llm = dict(llm)
+    fusion, tau, _report = fit_fusion(train, load_program(llm["program"]), lm_cfg=llm.get("lm"),
+                                      n=int(llm.pop("fit_n")), estimator_params=params, target_quality=target_quality)
+    out.mkdir(parents=True, exist_ok=True)
+    fusion.save(out / "fusion.json")
+    llm.update(fusion=str(out / "fusion.json"), tau=round(tau, 4), program=str(Path(llm["program"]).resolve()))
+    return llm

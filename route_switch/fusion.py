@@ -16,6 +16,7 @@ nothing (slow, down, invalid) the estimator's own prediction is used. Saved as r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -118,3 +119,61 @@ class TierFusion:
             raise ArtifactError(f"fitted for {coef.shape[0]} tiers, the router has {n_tiers}", file=str(p), field="coef")
         self.coef_, self.intercept_ = coef, intercept
         return self
+
+
+def hash_sample(prompts: list[str], n: int) -> np.ndarray:
+    """Sorted indices of the ``n`` prompts with the lowest BLAKE2 hash (deterministic, split-independent)."""
+    h = [hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=8).digest() for p in prompts]
+    return np.sort(np.argsort(h, kind="stable")[:n])
+
+
+def llm_votes(router_llm, prompts: list[str], desc: str = "router LLM", progress: bool = True):
+    """Tier probabilities (n × tiers, cheapest first) and a mask of the queries the LLM answered."""
+    from tqdm import tqdm
+
+    n_tiers = len(router_llm.program.tiers)
+    probs, ok = np.full((len(prompts), n_tiers), np.nan), np.zeros(len(prompts), bool)
+    for i, q in enumerate(tqdm(prompts, desc=desc, unit="query", disable=not progress)):
+        try:
+            probs[i] = router_llm.vote(q).probs
+            ok[i] = True
+        except Exception:  # counted as invalid; the estimator decides for it, as in route()
+            pass
+    return probs, ok
+
+
+def fit_fusion(train, program, *, lm_cfg: dict | None = None, n: int = 200, estimator_params: dict | None = None,
+               target_quality: float = 0.95, router_llm=None, progress: bool = True) -> tuple[TierFusion, float, dict]:
+    """Fit a TierFusion for deployment and calibrate its τ; returns (fusion, τ, report).
+
+    The router LLM routes ``n`` training queries (the lowest-hash ones; disk-cached) that an
+    estimator fitted on the rest did not see. τ is calibrated for ``target_quality`` on fused
+    predictions made out of fold (5 folds), so it is not fitted on the queries it is judged on.
+    """
+    from .estimator import QualityEstimator
+    from .selection import calibrate
+
+    if router_llm is None:
+        from .llm.cache import cached_lm
+        from .paths import cache_dir
+        from .program import RouterLLM
+
+        lm, _ = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
+        router_llm = RouterLLM(program, lm=lm)
+    order = np.argsort(train.costs.mean(axis=0), kind="stable")
+    rows = hash_sample(train.prompts, n)
+    rest = train.subset(np.setdiff1d(np.arange(len(train)), rows))
+    part = train.subset(rows)
+    est = QualityEstimator(**(estimator_params or {})).fit(rest.prompts, rest.scores, rest.models, rest.costs)
+    probs, ok = llm_votes(router_llm, part.prompts, "router LLM (fusion)", progress)
+    e, p = est.predict(part.prompts)[:, order][ok], probs[ok]
+    s, c = part.scores[:, order][ok], part.costs[:, order][ok]
+    if len(s) < 10:
+        raise ValueError(f"only {len(s)} usable router-LLM answers on the fusion slice: too few to fit")
+    oof = np.empty_like(s)
+    folds = np.arange(len(s)) % 5
+    for k in range(5):
+        tr = folds != k
+        oof[~tr] = TierFusion().fit(e[tr], p[tr], s[tr]).predict(e[~tr], p[~tr])
+    tau = calibrate(oof, train.costs.mean(axis=0)[order], s, c, knob="tau", target_quality=target_quality)
+    return TierFusion().fit(e, p, s), float(tau), {"n": len(part), "usable": int(ok.sum()), "tau": float(tau)}

@@ -112,3 +112,26 @@ def test_llm_knob_from_config_is_used_unless_the_call_gives_one(estimator):
     r = Router(TIERS, estimator, llm=FakeVoter([0.2, 0.3, 0.5]), cache_size=0, tau=0.0, llm_tau=1.0)
     assert r.route("Explain a hash map.").tier == 1          # llm_tau = 1 -> cheapest
     assert r.route("Explain a hash map.", tau=0.0).tier == 3  # a per-call knob wins
+
+
+def test_fit_with_program_writes_a_fused_router(tmp_path, monkeypatch, capsys):
+    """`fit --program` routes a slice with the router LLM, fits the fusion, and route() uses it (FAKE LM)."""
+    from conftest import synthetic_records
+
+    from route_switch.cli import main
+    from route_switch.config import load_config
+    from route_switch.evalset import from_records, save_evalset
+
+    monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "syn.parquet"
+    save_evalset(from_records(synthetic_records(300)), data)
+    out = tmp_path / "router"
+    assert main(["fit", "--data", str(data), "--models", "small,medium,large", "--out", str(out),
+                 "--program", "programs/default.yaml", "--llm-n", "60", "--lm", "fake"]) == 0
+    cfg = load_config(out)
+    assert cfg.llm["lm"] == {"kind": "fake"} and 0 <= cfg.llm["tau"] <= 1
+    assert TierFusion.load(cfg.llm["fusion"], n_tiers=3).n_fit_ == 60
+    r = Router.from_config(out)
+    d = r.route("Prove that the sum of the first 12 odd numbers is a perfect square, step by step.")
+    assert d.path == "llm" and "fused" in d.reason and len(d.tier_probs) == 3
+    assert "router LLM fused" in capsys.readouterr().out
