@@ -204,7 +204,8 @@ class Router:
         if vote is not None:
             return self._llm_decision(query, vote, *((tau, lam) if explicit else (self.llm_tau, self.llm_lam)))
         if self.estimator is None:
-            return self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
+            d = self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
+            return d.with_(fallback_from="llm", llm_error=why_not_llm) if why_not_llm else d
         pred = self._predict([query])
         k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
@@ -240,15 +241,17 @@ class Router:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-switch-llm")
 
+            deadline = time.monotonic() + self.llm_timeout_s
+
             def call():
                 try:
-                    return self.llm.vote(query, timeout_s=self.llm_timeout_s)
+                    return self.llm.vote(query, deadline=deadline)
                 finally:
                     self._llm_lock.release()
 
             fut = self._pool.submit(call)
             released = True  # the worker releases the lock when the call really ends
-            vote = fut.result(timeout=self.llm_timeout_s)
+            vote = fut.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             return None, f"router LLM timed out after {self.llm_timeout_s}s"
         except Exception as e:
@@ -273,7 +276,8 @@ class Router:
             reason = f"{why_not_llm}; fallback {reason}"
         t = self.tiers[k]
         return Decision(tier=k + 1, tier_name=t.name, model=t.model, path="estimator", reason=reason,
-                        predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred_row)})
+                        predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred_row)},
+                        fallback_from="llm" if why_not_llm else None, llm_error=why_not_llm or None)
 
     def _tier_decision(self, tier: int, path: str, reason: str) -> Decision:
         t = self.tiers[tier - 1]

@@ -16,6 +16,8 @@ class Decision:
     predicted_quality: dict[str, float] | None = None
     latency_ms: float = 0.0
     tier_probs: list[float] | None = None  # the router LLM's probability per tier (cheapest first), path llm
+    fallback_from: str | None = None       # "llm" when the router LLM was asked but could not decide
+    llm_error: str | None = None           # why it could not (timed out, failed, busy, invalid answer)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -271,12 +271,18 @@ class RouterLLM:
         """Load the model and fill the prompt-prefix cache (first local call: seconds). Call at startup."""
         self.vote("hello", timeout_s=None)
 
-    def vote(self, query: str, timeout_s: float | None = None) -> TierVote:
+    def vote(self, query: str, timeout_s: float | None = None, *, deadline: float | None = None) -> TierVote:
+        """The tier distribution for ``query``.
+
+        ``timeout_s``: return (raise) within this many seconds, running the call in a helper thread.
+        ``deadline`` (``time.monotonic()`` value): run in this thread and let the engine honour it —
+        for callers that enforce their own deadline, like ``Router``.
+        """
         if not isinstance(query, str) or not query.strip():
             raise RouterLLMError("query must be a non-empty string")
         if timeout_s is None:
             try:
-                pred = self._call(query, None)
+                pred = self._call(query, deadline)
             except Exception as e:
                 raise RouterLLMError(f"router LLM failed: {type(e).__name__}: {e}") from e
         else:

@@ -70,7 +70,7 @@ class FakeVoter:
     def __init__(self, probs):
         self.probs = tuple(probs)
 
-    def vote(self, query, timeout_s=None):
+    def vote(self, query, timeout_s=None, deadline=None):
         return TierVote(self.probs)
 
 
@@ -100,7 +100,7 @@ def test_fused_path_uses_both_and_falls_back(estimator, synthetic):
     assert np.allclose(list(d.predicted_quality.values()), expect, atol=1e-4)
 
     class Down:
-        def vote(self, query, timeout_s=None):
+        def vote(self, query, timeout_s=None, deadline=None):
             raise ConnectionError("down")
 
     r2 = Router(TIERS, estimator, llm=Down(), fusion=fusion, cache_size=0)

@@ -23,7 +23,7 @@ class FakeLLM:
     def __init__(self, mode="ok", tier=2, delay=0.0):  # tier: 1-based, returned as a 0-based index
         self.mode, self.tier, self.delay, self.calls = mode, tier, delay, 0
 
-    def vote(self, query, timeout_s=None):
+    def vote(self, query, timeout_s=None, deadline=None):
         from route_switch.program import TierVote
 
         self.calls += 1

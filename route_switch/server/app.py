@@ -340,7 +340,7 @@ class Proxy:
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
         m.inc("route_switch_route_path_total", {"path": d.path})
-        if "fallback" in d.reason:
+        if d.fallback_from:
             m.inc("route_switch_router_fallbacks_total")
         m.observe("route_switch_route_duration_seconds", d.latency_ms / 1000)
         return d
