@@ -61,3 +61,24 @@ def test_local_timeout_is_reported(router):
 
     with pytest.raises(RouterLLMError):
         router.predict("Summarize the plot of Hamlet. " * 40, timeout_s=0.01)
+
+
+def test_local_tier_distribution(router):
+    """One forward pass gives a probability per tier; a proof leans further to the top tier than a lookup."""
+    easy = router.vote("What is the capital of Japan?", timeout_s=60)
+    hard = router.vote("Prove that there are infinitely many primes of the form 4k + 3.", timeout_s=60)
+    for v in (easy, hard):
+        assert v.source == "distribution" and abs(sum(v.probs) - 1) < 1e-6 and min(v.probs) > 0
+    assert hard.probs[2] > easy.probs[2]
+    assert router.lm.engine.last_stats["evaluated_tokens"] < 40  # only the query's tokens
+
+
+def test_llama_server_logprobs():
+    """Through llama.cpp's OpenAI-compatible server the tier distribution comes from its logprobs."""
+    from servers import llama_server
+
+    program = RoutingProgram.from_yaml(DEFAULT)
+    with llama_server() as url:
+        r = RouterLLM(program, {"kind": "openai", "model": "qwen-0.5b", "api_base": url, "timeout_s": 300})
+        v = r.vote("Prove that the square root of 3 is irrational.")
+        assert v.source == "distribution" and abs(sum(v.probs) - 1) < 1e-6 and r.lm.engine.logprobs_supported

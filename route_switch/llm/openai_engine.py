@@ -5,9 +5,9 @@ decides it), and the calls can be wrapped by the disk cache like the in-process 
 
 ``tier_probs`` asks for ``logprobs`` / ``top_logprobs`` and reads the probability of each tier
 label at the position where the label is written. **Degradation:** an endpoint that returns no
-logprobs (or rejects the parameter: llama.cpp's server does unless started with
-``--logits_all true``) gives a one-hot distribution on the label it wrote; an answer with no tier
-label raises, it is never guessed.
+logprobs, or rejects the parameter, gives a one-hot distribution on the label it wrote (the
+``Decision`` then says ``source: label`` through ``TierVote``); an answer with no tier label
+raises, it is never guessed. llama.cpp's server (``python -m llama_cpp.server``) returns logprobs.
 """
 from __future__ import annotations
 
