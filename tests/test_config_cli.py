@@ -101,3 +101,21 @@ def test_evaluate_with_program_exact_form_real_llm(shared_data, tmp_path):
     res = json.loads(out.stdout)
     _llm_contract(res, 12)
     assert res["llm_eval"]["distribution"] == "probabilities" and res["llm_eval"]["invalid_test"] == 0
+
+
+def test_config_round_trip_keeps_relative_llm_paths(tmp_path):
+    from route_switch.config import dump_config, load_config
+
+    d = tmp_path / "a" / "r"
+    d.mkdir(parents=True)
+    text = ("tiers:\n- {name: s, model: s}\n- {name: l, model: l}\nselection: {tau: 0.1}\n"
+            "llm: {program: ../../programs/default.yaml, fusion: fusion.json, tau: 0.2, timeout_s: 1.5}\n")
+    (d / "router.yaml").write_text(text)
+    first = load_config(d)
+    dump_config(first, d / "router.yaml")
+    second = load_config(d)
+    assert second.llm == first.llm and second.llm["program"] == str(d / "../../programs/default.yaml")
+    assert "program: ../../programs/default.yaml" in (d / "router.yaml").read_text()
+    (d / "router.yaml").write_text(text.replace("tau: 0.2", "tau: 3"))
+    with pytest.raises(ConfigError, match="llm.tau"):
+        load_config(d)
