@@ -192,13 +192,19 @@ def format_report(res: dict) -> str:
     for r in res["table"]:
         lines.append(f"{r['router']:<34} {r['cost']:>10.3g} {r['quality']:>8.3f} {r['cost_rel']:>9.1%} {r['quality_rel']:>9.1%}")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines += ["", f"{'sweep':<22} {'AIQ':>7} {'cost@95%':>9} {'cost@100%':>10}"]
-    for name, r in res["routers"].items():
-        lines.append(f"{name:<22} {r['aiq']:>7.4f} {fmt(r['cost_ratio_at_95']):>9} {fmt(r['cost_ratio_at_100']):>10}")
-        if "lambda" in r:
-            l = r["lambda"]
-            lines.append(f"{name + ' (lambda)':<22} {l['aiq']:>7.4f} {fmt(l['cost_ratio_at_95']):>9} {fmt(l['cost_ratio_at_100']):>10}")
-    lines.append(f"{'oracle':<22} {res['oracle_aiq']:>7.4f}")
+    def sweep_rows(names):
+        out = [f"{'sweep':<28} {'AIQ':>7} {'cost@95%':>9} {'cost@100%':>10}"]
+        for name in names:
+            r = res["routers"][name]
+            for label, x in ((name, r), (name + " (lambda)", r.get("lambda"))):
+                if x:
+                    out.append(f"{label:<28} {x['aiq']:>7.4f} {fmt(x['cost_ratio_at_95']):>9} "
+                               f"{fmt(x['cost_ratio_at_100']):>10}")
+        return out
+
+    llm_names = [n for n in ("llm", "route-switch+llm", "route-switch@llm") if n in res["routers"]]
+    lines += [""] + sweep_rows([n for n in res["routers"] if n not in llm_names])
+    lines.append(f"{'oracle':<28} {res['oracle_aiq']:>7.4f}")
     if "routellm" in res:
         lines += ["", "RouteLLM metrics (APGR, CPT50, CPT80):"]
         for name, m in res["routellm"].items():
@@ -213,9 +219,9 @@ def format_report(res: dict) -> str:
                          f"{b['cost_change_share']:>+9.2%}")
     if "llm_eval" in res:
         e = res["llm_eval"]
-        lines += ["", f"router LLM ({e['program']}, tier {e['distribution']}) on the same {e['n']} test queries: "
-                      f"llm, route-switch+llm (fused; fitted on {e['fit_n']} training queries), route-switch@llm "
-                      f"(estimator); invalid answers {e['invalid_test']}; the tier-1/top line has AIQ {e['line_aiq']:.4f}"]
+        lines += ["", f"router LLM ({e['program']}, tier {e['distribution']}) on the same {e['n']} test queries "
+                      f"(fusion fitted on {e['fit_n']} training queries; invalid answers {e['invalid_test']}):"]
+        lines += sweep_rows(llm_names) + [f"{'tier-1/top line':<28} {e['line_aiq']:>7.4f}"]
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
     return "\n".join(lines)
@@ -231,8 +237,16 @@ def write_outputs(res: dict, out_dir: str | Path) -> dict[str, str]:
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "result.json", json.dumps(res, indent=1) + "\n")
     atomic_write_text(d / "misroutes.jsonl", "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in res.get("misroutes", [])))
-    plot_pareto(res, d / "pareto.png")
-    return {"result": str(d / "result.json"), "misroutes": str(d / "misroutes.jsonl"), "plot": str(d / "pareto.png")}
+    llm_names = ("llm", "route-switch+llm", "route-switch@llm")
+    plot_pareto({**res, "routers": {k: v for k, v in res["routers"].items() if k not in llm_names}}, d / "pareto.png")
+    files = {}
+    if "llm_eval" in res:  # the LLM routers were measured on a subset: their own plot, with that subset's models
+        e = res["llm_eval"]
+        plot_pareto({**res, "routers": {k: res["routers"][k] for k in llm_names}, "singles": e["singles"],
+                     "oracle": e["oracle"], "n_test": e["n"]}, d / "pareto_llm.png")
+        files["plot_llm"] = str(d / "pareto_llm.png")
+    return {"result": str(d / "result.json"), "misroutes": str(d / "misroutes.jsonl"), "plot": str(d / "pareto.png"),
+            **files}
 
 
 def plot_pareto(res: dict, path: str | Path) -> None:
@@ -245,6 +259,9 @@ def plot_pareto(res: dict, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     s = res["singles"]
     ax.scatter([x["cost"] for x in s], [x["quality"] for x in s], c="grey", s=18, label="single models")
+    for x in s:
+        ax.annotate(x["name"], (x["cost"], x["quality"]), fontsize=6, color="grey", xytext=(3, -8),
+                    textcoords="offset points")
     for name, r in res["routers"].items():
         c = [p["cost"] for p in r["points"]]
         q = [p["quality"] for p in r["points"]]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .evalset import Evalset
-from .evaluate import _points, _summary, curve_context
+from .evaluate import _points, _summary, curve_context, oracle_points
 from .fusion import TierFusion, hash_sample, llm_quality, llm_votes
 from .selection import LAMBDA_GRID, TAU_GRID, outcome
 
@@ -101,7 +101,11 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
         "route-switch+llm": {**_curves(fused, unit_cost, sub, ctx), "fusion": fusion.to_dict()},
         "route-switch@llm": _curves(est_test, unit_cost, sub, ctx),
     }
+    singles = [{"name": name, "cost": float(c), "quality": float(q)}
+               for name, c, q in zip(sub.models, sub.costs.mean(axis=0), sub.scores.mean(axis=0))]
+    orc = oracle_points(sub)[0]
     return {"routers": routers, "llm_eval": {
+        "singles": singles, "oracle": {"cost": orc["cost"], "quality": orc["quality"]},
         "program": program.name, "n": len(sub), "fit_n": len(fit_slice), "invalid_test": int((~ok_test).sum()),
         "invalid_fit": int((~ok_fit).sum()), "line_aiq": line["aiq"],
         "distribution": "label" if np.all(np.nan_to_num(probs_test).max(axis=1) == 1) else "probabilities",

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from route_switch.errors import InputError, RouteSwitchError
 
-MAX_QUERY_CHARS = 1200  # longer queries are cut (head + tail) before routing
-
 
 class ProgramError(InputError):
     """A routing program file is malformed (message names the file and field)."""
@@ -205,7 +203,7 @@ def program_from_module(module, base: RoutingProgram) -> RoutingProgram:
     return RoutingProgram(base.name, [dict(t) for t in base.tiers], pred.signature.instructions, demos)
 
 
-def clip_query(query: str, max_chars: int = MAX_QUERY_CHARS) -> str:
+def clip_query(query: str, max_chars: int) -> str:
     """Keep head (3/4) and tail (1/4) of an over-long query."""
     if len(query) <= max_chars:
         return query
