@@ -56,7 +56,7 @@ class Job:
     tiers: list
     judge_lm: dict
     router_lm: dict
-    lam: float
+    lam: float | None  # None: the break-even λ of the training part (see optimize)
     period_days: float = 7.0
     sample_size: int = 200
     seed: int = 0
@@ -190,13 +190,11 @@ def load_job(path) -> Job:
     gate = _mapping(raw, "gate", f, {"min_objective_delta"})
     drift = _mapping(raw, "drift", f, {"threshold", "confidence_threshold"})
     fit_cfg = _mapping(raw, "fit", f, {"target_quality"})
-    if "lambda" not in raw:
-        _err(f, "lambda", "is required (the cost weight of the objective, e.g. 0.3)")
     return Job(
         file=f, name=name.strip(), artifact_root=path_of("artifact_root", "optimized"),
         start_program=path_of("start_program", required=False), estimator_dir=est_dir,
         route_log=path_of("route_log"), evalset=path_of("evalset"), tiers=list(tiers), judge_lm=judge_lm,
-        router_lm=router_lm, lam=_number(raw, "lambda", f, None, 0),
+        router_lm=router_lm, lam=None if raw.get("lambda", "break-even") == "break-even" else _number(raw, "lambda", f, None, 0),
         period_days=_number(raw, "period_days", f, 7, 0.001), sample_size=_number(raw, "sample_size", f, 200, 1, None, int),
         seed=_number(raw, "seed", f, 0, 0, None, int), judge_program=path_of("judge_program", required=False),
         optimize=opt, labeling=lab, target_quality=_number(fit_cfg, "target_quality", f, 0.95, 0, 1, where="fit."),
@@ -480,7 +478,8 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     cand = load_program(r.artifact)
     lmc = Path(cache) / "lm"
     cur_ch, cand_ch = program_choices(start, job.router_lm, hold, lmc), program_choices(cand, job.router_lm, hold, lmc)
-    p_cur, p_cand = _objectives(cur_ch, hold, job.lam), _objectives(cand_ch, hold, job.lam)
+    lam = r.metrics["lambda"]  # the one optimize used (given, or break-even on the training part)
+    p_cur, p_cand = _objectives(cur_ch, hold, lam), _objectives(cand_ch, hold, lam)
     ok, delta, why = _gate(p_cur, p_cand, job.min_objective_delta)
     res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "pass": ok, "gate": why,
                       "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
@@ -494,8 +493,8 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
     e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
     e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
-    e_cur = _objectives(e_cur_ch, hold, job.lam) if e_cur_ch is not None else None
-    e_cand = _objectives(e_cand_ch, hold, job.lam)
+    e_cur = _objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
+    e_cand = _objectives(e_cand_ch, hold, lam)
     eok, edelta, ewhy = _gate(e_cur, e_cand, job.min_objective_delta)
     res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "pass": eok, "gate": ewhy,
                         "misroutes": _misroute_changes(hold, e_cur_ch, e_cand_ch)}
