@@ -12,17 +12,21 @@ _EXPORTS = {
     "Evalset": "evalset", "load_evalset": "evalset", "save_evalset": "evalset",
     "load_spec": "spec", "Tier": "tiers",
     "QualityEstimator": "estimator",
-    "evaluate": "evaluate", "fit": "fitting",
+    "fit": "fitting", "TierFusion": "fusion",
     "select_tau": "selection", "select_lambda": "selection", "calibrate": "selection",
 }
 
 
 def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
+    import importlib
 
+    if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'route_switch' has no attribute {name!r}")
+    # Submodules (e.g. ``route_switch.evaluate``) are modules, whether or not imported before.
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'route_switch' has no attribute {name!r}") from None
 
 
 __all__ = sorted(_EXPORTS)

@@ -119,3 +119,16 @@ def test_config_round_trip_keeps_relative_llm_paths(tmp_path):
     (d / "router.yaml").write_text(text.replace("tau: 0.2", "tau: 3"))
     with pytest.raises(ConfigError, match="llm.tau"):
         load_config(d)
+
+
+def test_package_names_have_one_meaning():
+    import importlib
+
+    import route_switch
+
+    first = route_switch.evaluate
+    importlib.import_module("route_switch.evaluate")
+    assert first is route_switch.evaluate and callable(route_switch.evaluate.evaluate)
+    assert callable(route_switch.fit) and route_switch.TierFusion.__name__ == "TierFusion"
+    with pytest.raises(AttributeError):
+        route_switch.no_such_thing
