@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.set_defaults(func=cmd_label)
 
     ro = sub.add_parser("reoptimize", help="the weekly job: label new traffic, re-optimise, gate, promote, report")
-    ro.add_argument("job", help="job YAML (see jobs/weekly.example.yaml)")
+    ro.add_argument("job", help="job YAML (see examples/weekly-job.yaml)")
     ro.add_argument("--dry-run", action="store_true", help="plan and estimate only; change nothing")
     ro.set_defaults(func=cmd_reoptimize)
 

@@ -1,6 +1,6 @@
 """The weekly re-optimisation job: logged queries → labels → MIPROv2 + refit → gate → promote → report.
 
-``reoptimize(job_yaml)`` (see ``jobs/weekly.example.yaml`` for every key):
+``reoptimize(job_yaml)`` (see ``examples/weekly-job.yaml`` for every key):
 
 1. take the job lock (``flock``; a second concurrent run fails at once, a dead run's lock is stale);
 2. sample up to ``sample_size`` queries logged in the last ``period_days`` (route log, privacy=full);
@@ -130,7 +130,7 @@ def load_job(path) -> Job:
         raise ConfigError("must be a YAML mapping of job settings", file=f)
     unknown = sorted(set(raw) - KEYS)
     if unknown:
-        _err(f, unknown[0], f"unknown key(s) {unknown}; see jobs/weekly.example.yaml")
+        _err(f, unknown[0], f"unknown key(s) {unknown}; see examples/weekly-job.yaml")
     root = p.parent / str(raw.get("root", "."))
 
     def path_of(key, default=None, required=True):
