@@ -126,7 +126,7 @@ def cmd_optimize(args) -> int:
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                    num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool, prompt_lm_cfg=prompt_lm_cfg,
-                   progress=not args.quiet)
+                   progress=not args.quiet, optimizer=args.optimizer)
     m = res.metrics
     print(f"started from {start_path}; wrote {res.artifact}")
     print(f"held-out objective: seed {m['seed_objective']:.4f} -> optimised {m['optimized_objective']:.4f} "
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--candidates", type=int, default=4, help="instruction candidates MIPROv2 proposes")
     o.add_argument("--trials", type=int, default=8, help="MIPROv2 search trials")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--optimizer", default="mipro", choices=["mipro", "gepa"],
+                   help="mipro (MIPROv2) or gepa (dspy.GEPA, reflective, instruction only, same budget of routing calls)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=cmd_optimize)
 

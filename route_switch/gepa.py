@@ -1,0 +1,84 @@
+"""GEPA (reflective prompt evolution, ``dspy.GEPA``) for a routing program, beside MIPROv2.
+
+GEPA reads textual feedback. :func:`feedback_metric` gives, for every routed training query,
+the ``quality − λ·cost`` score that MIPROv2 optimises plus a sentence a reflection model can act
+on: which tier was chosen, what it scored and cost, and which tier would have been right (the
+one with the best objective on that query) at what cost. :func:`compile_gepa` runs GEPA on the
+program's instruction only (the demos are the program's own) within a metric-call budget and
+an optional wall-clock limit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _tier_name(program, i: int) -> str:
+    return f"tier {i + 1} ({program.tiers[i]['name']})"
+
+
+def explain(program, tier_index: int | None, scores, costs, lam: float) -> tuple[float, str]:
+    """(objective, feedback) for one query routed to ``tier_index`` (0-based; None = no valid tier)."""
+    from .optimize import objective
+
+    scores, costs = np.asarray(scores, float), np.asarray(costs, float)
+    top = costs[-1] if costs[-1] > 0 else max(float(costs.max()), 1e-30)
+    objs = [objective(k, scores, costs, lam) for k in range(len(scores))]
+    best = int(np.argmax(objs))  # ties go to the cheapest tier (argmax keeps the first)
+    right = (f"The right choice was {_tier_name(program, best)}: quality {scores[best]:.2f} at "
+             f"{costs[best] / top:.0%} of the top tier's cost (objective {objs[best]:.2f}).")
+    if tier_index is None:
+        return objective(None, scores, costs, lam), f"The answer was not a valid tier label. {right}"
+    got = objs[tier_index]
+    chose = (f"You chose {_tier_name(program, tier_index)}: quality {scores[tier_index]:.2f} at "
+             f"{costs[tier_index] / top:.0%} of the top tier's cost (objective {got:.2f}).")
+    if tier_index == best or got >= objs[best] - 1e-9:
+        return got, f"{chose} Correct: no cheaper tier does as well on this request."
+    if best < tier_index:
+        hint = "A cheaper tier answers this kind of request well enough; do not pay for a larger one."
+    else:
+        hint = "The cheaper tier fails on this kind of request; it needs a larger tier."
+    return got, f"{chose} {right} {hint}"
+
+
+def feedback_metric(program, lam: float, progress=None):
+    """A GEPA metric ``(gold, pred, trace, pred_name, pred_trace) -> dspy.Prediction(score, feedback)``."""
+    import dspy
+
+    labels = program.labels
+
+    def metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        tier = str(getattr(pred, "tier", "")).strip()
+        idx = labels.index(tier) if tier in labels else None
+        if progress is not None:
+            progress.update(1)
+        score, feedback = explain(program, idx, gold.scores, gold.costs, lam)
+        return dspy.Prediction(score=score, feedback=feedback)
+
+    return metric
+
+
+def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int = 0, budget: int = 200,
+                 failure_score: float = 0.0, max_seconds: float | None = None, log_dir: str | None = None):
+    """Optimise ``student``'s instruction with ``dspy.GEPA``; return the compiled module.
+
+    ``budget`` is GEPA's ``max_metric_calls`` (routing calls on train minibatches and the
+    validation set); ``max_seconds`` stops the search early (the best candidate so far is kept).
+    ``failure_score`` is the score of a call that raised (use ``−λ``, as for an invalid tier).
+    """
+    import dspy
+    from dspy.adapters import ChatAdapter
+    from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
+
+    gepa_kwargs = {}
+    if max_seconds:
+        from gepa.utils.stop_condition import TimeoutStopCondition
+
+        gepa_kwargs["stop_callbacks"] = [TimeoutStopCondition(max_seconds)]
+    opt = dspy.GEPA(metric=metric, max_metric_calls=int(budget), reflection_lm=reflection_lm,
+                    # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B
+                    # model follows far more reliably than JSON
+                    instruction_proposer=InstructionProposer(adapter=ChatAdapter(use_json_adapter_fallback=False)),
+                    reflection_minibatch_size=3, candidate_selection_strategy="pareto", use_merge=False,
+                    num_threads=1, failure_score=failure_score, perfect_score=1.0, skip_perfect_score=False,
+                    seed=seed, log_dir=log_dir, gepa_kwargs=gepa_kwargs)
+    return opt.compile(student, trainset=trainset, valset=valset)
