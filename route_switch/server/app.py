@@ -208,18 +208,36 @@ def content_text(content, where: str) -> str:
     raise ApiError(400, f"{where}.content must be a string, null or a list of parts", code="invalid_messages")
 
 
-def query_from_messages(messages) -> str:
-    """The text to route: the last user message (string or list-of-parts content)."""
+def query_from_messages(messages, conversation=None, count_tokens=None) -> str:
+    """The text to route: the last user message plus earlier context (``conversation``:
+    a :class:`~route_switch.conversation.ConversationConfig`; None = the last user message only)."""
+    from ..conversation import flatten_turns
+
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", code="invalid_messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ApiError(400, f"messages[{i}] must be an object with a string 'role'", code="invalid_messages")
     texts = [content_text(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages)]
-    for m, t in zip(reversed(messages), reversed(texts)):
-        if m["role"] == "user":
-            return t
-    return ""
+    c = conversation
+    kw = {"context_tokens": c.context_tokens, "roles": c.roles} if c is not None else {"context_tokens": 0}
+    if count_tokens is not None:
+        kw["count_tokens"] = count_tokens
+    return flatten_turns([(m["role"], t) for m, t in zip(messages, texts)], **kw)
+
+
+SESSION_HEADER = "x-route-switch-session"
+
+
+def session_key(request: Request, ctx) -> str | None:
+    """The conversation's session key from ``X-Route-Switch-Session``, scoped to the API key
+    (one client cannot raise another's floor); None without the header."""
+    raw = request.headers.get(SESSION_HEADER, "").strip()
+    if not raw:
+        return None
+    if len(raw) > 200:
+        raise ApiError(400, "X-Route-Switch-Session must be at most 200 characters", code="invalid_session")
+    return f"{ctx.key}:{raw}"
 
 
 # ---------------------------------------------------------------------------------------- the app
@@ -333,9 +351,12 @@ class Proxy:
         return run
 
     # -- routing
-    async def decide(self, ctx: _Ctx, text: str, tau, lam):
+    def _messages_text(self, messages) -> str:
+        return query_from_messages(messages, self.router.conversation, self.router.count_tokens)
+
+    async def decide(self, ctx: _Ctx, text: str, tau, lam, session: str | None = None):
         ctx.query = text
-        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam)
+        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
@@ -366,12 +387,12 @@ class Proxy:
     async def chat(self, request: Request, ctx: _Ctx) -> Response:
         body = await read_json(request, self.max_body)
         tau, lam = parse_model(body.get("model"))
-        text = query_from_messages(body.get("messages"))
+        text = self._messages_text(body.get("messages"))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
         ctx.stream = stream
-        d = await self.decide(ctx, text, tau, lam)
+        d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         if not self.router.tiers:
             raise ApiError(503, "the router has no tiers configured", "server_error", "no_tiers")
         try:
@@ -427,7 +448,7 @@ class Proxy:
                 raise ApiError(400, "'query' must be a string", code="invalid_query")
             text = body["query"]
         elif "messages" in body:
-            text = query_from_messages(body["messages"])
+            text = self._messages_text(body["messages"])
         else:
             raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
         tau, lam = parse_model(body.get("model", "router"))
@@ -439,7 +460,7 @@ class Proxy:
                 raise ApiError(400, f"'{k}' must be a number within [{lo}, {hi if hi is not None else 'inf'}]",
                                code="invalid_knob")
             tau, lam = (float(v), None) if k == "tau" else (None, float(v))
-        d = await self.decide(ctx, text, tau, lam)
+        d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         return json_response(d.to_dict() | {"request_id": ctx.id},
                              headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path})
 
