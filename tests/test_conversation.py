@@ -9,6 +9,7 @@ from route_switch.conversation import ConversationConfig, SessionFloors, flatten
 from route_switch.errors import ConfigError
 from route_switch.estimator import QualityEstimator
 from route_switch.tiers import Tier
+from servers import fitted_router_dir  # noqa: F401  (fixture)
 
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
 HARD = "Prove that the sum of the first 9 odd numbers is a perfect square, step by step."
@@ -114,3 +115,38 @@ def test_conversation_config_round_trip_and_errors(tmp_path):
         with pytest.raises(ConfigError) as e:
             load_config(p)
         assert field in str(e.value) and "router.yaml" in str(e.value)
+
+
+# ------------------------------------------------------------------ through the real proxy and the real openai client
+def test_proxy_routes_follow_ups_on_the_conversation_and_session(fitted_router_dir):
+    pytest.importorskip("starlette")
+    openai = pytest.importorskip("openai")
+    from chat_upstream import ChatUpstream, tiers_at
+    from servers import run_app
+
+    from route_switch.server import create_app
+
+    with ChatUpstream() as up:
+        base = Router.from_config(fitted_router_dir)
+        router = Router(tiers=tiers_at(up.url), estimator=base.estimator, tau=base.tau, cache_size=0)
+        with run_app(create_app(router, api_keys={"k"}, rate_limit_per_min=0)) as url:
+            c = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=30)
+
+            def tier(messages, **kw):
+                r = c.chat.completions.create(model="router", messages=messages, **kw)
+                return r.model_extra["route_switch"]["routed_tier"]
+
+            alone = tier([{"role": "user", "content": "shorter, please"}])
+            assert tier(conv(HARD, "shorter, please")) > alone  # earlier turn in the routed text
+            sess = {"X-Route-Switch-Session": "conv-1"}
+            assert tier([{"role": "user", "content": HARD}], extra_headers=sess) == 3
+            assert tier([{"role": "user", "content": "2+2?"}], extra_headers=sess) == 3  # the session floor
+            assert tier([{"role": "user", "content": "2+2?"}], extra_headers={"X-Route-Switch-Session": "conv-2"}) < 3
+            import httpx  # /v1/route honours the session too
+
+            r = httpx.post(f"{url}/v1/route", json={"messages": [{"role": "user", "content": "2+2?"}]},
+                           headers={"Authorization": "Bearer k", **sess})
+            assert r.json()["tier"] == 3
+            r = httpx.post(f"{url}/v1/route", json={"messages": [{"role": "user", "content": "2+2?"}]},
+                           headers={"Authorization": "Bearer k", "X-Route-Switch-Session": "x" * 201})
+            assert r.status_code == 400 and "X-Route-Switch-Session" in r.json()["error"]["message"]
