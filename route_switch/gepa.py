@@ -57,6 +57,13 @@ def feedback_metric(program, lam: float, progress=None):
     return metric
 
 
+# Small reflection models tend to copy the current instruction verbatim; ask for a revision that
+# states what the feedback taught (which requests the cheap tier handles, which need a larger one).
+REFLECTION_HINT = ("Do not copy the current instruction. Write a revised routing instruction of at most 12 lines "
+                   "that adds concrete rules learned from the feedback: which kinds of requests the cheaper tiers "
+                   "answered well, and which kinds really needed a larger tier. Keep the tier numbers.")
+
+
 def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int = 0, budget: int = 200,
                  failure_score: float = 0.0, max_seconds: float | None = None, log_dir: str | None = None):
     """Optimise ``student``'s instruction with ``dspy.GEPA``; return the compiled module.
@@ -77,7 +84,8 @@ def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int 
     opt = dspy.GEPA(metric=metric, max_metric_calls=int(budget), reflection_lm=reflection_lm,
                     # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B
                     # model follows far more reliably than JSON
-                    instruction_proposer=InstructionProposer(adapter=ChatAdapter(use_json_adapter_fallback=False)),
+                    instruction_proposer=InstructionProposer(additional_instructions=REFLECTION_HINT,
+                                                             adapter=ChatAdapter(use_json_adapter_fallback=False)),
                     reflection_minibatch_size=3, candidate_selection_strategy="pareto", use_merge=False,
                     num_threads=1, failure_score=failure_score, perfect_score=1.0, skip_perfect_score=False,
                     seed=seed, log_dir=log_dir, gepa_kwargs=gepa_kwargs)

@@ -60,8 +60,10 @@ def test_feedback_metric_has_gepa_signature_and_returns_prediction(start):
 
 def test_gepa_optimize_improves_objective_and_writes_artifact(split, start, tmp_path):
     train, test = split
+    # the fake proposes one of four texts (by a hash of the reflection prompt); 8 trials' budget gives
+    # GEPA ~20 proposals, so it meets the "prefer tier 1" one
     res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="g", out_root=tmp_path, cache_dir=tmp_path / "c",
-                   optimizer="gepa", **SMALL)
+                   optimizer="gepa", **dict(SMALL, num_trials=8))
     m = res.metrics
     # at lambda=2 cost dominates; the fake follows "prefer tier 1", which GEPA's proposals must find
     assert m["optimizer"] == "gepa"
