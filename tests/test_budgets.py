@@ -148,7 +148,7 @@ def test_spend_survives_restart_and_stream_is_charged(fitted_router_dir, tmp_pat
             assert chunks
         spent = json.loads((tmp_path / "budgets-state.json").read_text())["spend"][f"key:{KID}"]["usd"]
         assert spent > 100 * 6.0 / 1e6  # the expected output tokens at the large tier's price
-        again = write_budgets(tmp_path, cfg)  # a new process reads the same state file
+        again = write_budgets(tmp_path, cfg)  # a new process reads the same state file (written on shutdown)
         assert again.store.get(f"key:{KID}", period_id("month")) == pytest.approx(spent)
 
 
@@ -162,13 +162,19 @@ def test_budget_file_errors_name_the_field(tmp_path):
 
 
 def test_store_is_atomic_and_recovers_from_corruption(tmp_path):
-    s = JsonSpendStore(tmp_path / "s.json")
+    import time
+
+    s = JsonSpendStore(tmp_path / "s.json", flush_s=0.05)
     assert s.add("key:a", "2026-11", 0.5) == 0.5 and s.add("key:a", "2026-11", 0.25) == 0.75
     assert s.add("key:a", "2026-12", 0.1) == pytest.approx(0.1)  # a new period starts from zero
-    assert JsonSpendStore(tmp_path / "s.json").get("key:a", "2026-12") == pytest.approx(0.1)
+    deadline = time.monotonic() + 5  # the background writer, without close()
+    while not (tmp_path / "s.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert JsonSpendStore(tmp_path / "s.json", flush_s=0).get("key:a", "2026-12") == pytest.approx(0.1)
+    s.close()
     assert not list(tmp_path.glob("*.tmp*"))
     (tmp_path / "s.json").write_text("{not json")
-    fresh = JsonSpendStore(tmp_path / "s.json")
+    fresh = JsonSpendStore(tmp_path / "s.json", flush_s=0)
     assert fresh.get("key:a", "2026-12") == 0.0 and (tmp_path / "s.json.corrupt").exists()
 
 

@@ -4,6 +4,7 @@ Spend is the usage the upstream reports (``prompt_tokens``, ``completion_tokens`
 tier's prices. A budget file (``route-switch serve --budgets budgets.yaml``)::
 
     state: budgets-state.json   # where spend is kept (relative to this file); survives restarts
+    flush_s: 1                  # write it at most every second, off the request path (0: on every request)
     tag_header: X-Route-Switch-Tag
     defaults: {period: month, near: 0.8, policy: cap, cap_tier: 1}
     keys:                       # by key id: sha256(key)[:12], as in the access log; never the key itself
@@ -80,15 +81,20 @@ class SpendStore(Protocol):
 
 
 class JsonSpendStore:
-    """Spend in memory, persisted to one JSON file (atomic replace) at most every ``flush_s`` seconds
-    and on ``close``. Only the current period of each subject is kept. A corrupt file is moved
-    aside (``.corrupt``) and spend starts from zero, with a warning."""
+    """Spend in memory, persisted to one JSON file (atomic replace + fsync).
 
-    def __init__(self, path: str | Path, flush_s: float = 0.0):
+    With ``flush_s > 0`` (default 1 s) a background thread writes the file when something changed,
+    so requests never wait for the disk, and a kill -9 loses at most the last ``flush_s`` seconds
+    of spend; ``close`` writes what is left. ``flush_s = 0`` writes on every ``add`` (about 15 ms
+    per request on a busy 2-core machine). Only the current period of each subject is kept. A corrupt
+    file is moved aside (``.corrupt``) and spend starts from zero, with a warning."""
+
+    def __init__(self, path: str | Path, flush_s: float = 1.0):
         self.path, self.flush_s = Path(path), flush_s
-        self._lock = threading.Lock()
-        self._data: dict[str, dict] = {}  # subject -> {"period": id, "usd": total}
-        self._dirty, self._last_flush = False, 0.0
+        self._lock = threading.Lock()        # guards _data
+        self._write_lock = threading.Lock()  # one writer at a time, outside _lock
+        self._data: dict[str, dict] = {}     # subject -> {"period": id, "usd": total}
+        self._version = self._written = 0
         if self.path.exists():
             try:
                 raw = json.loads(self.path.read_text())
@@ -98,6 +104,11 @@ class JsonSpendStore:
                 bad = self.path.with_suffix(self.path.suffix + ".corrupt")
                 self.path.replace(bad)
                 log.warning("budget state %s unreadable (%s); moved to %s, spend starts at 0", self.path, e, bad)
+        self._stop = threading.Event()
+        self._thread = None
+        if flush_s > 0:
+            self._thread = threading.Thread(target=self._flusher, name="route-switch-budgets", daemon=True)
+            self._thread.start()
 
     def get(self, subject: str, period: str) -> float:
         with self._lock:
@@ -109,24 +120,35 @@ class JsonSpendStore:
             rec = self._data.get(subject)
             total = (rec["usd"] if rec and rec["period"] == period else 0.0) + usd
             self._data[subject] = {"period": period, "usd": total}
-            self._dirty = True
-            if time.monotonic() - self._last_flush >= self.flush_s:
-                self._flush_locked()
+            self._version += 1
+        if self.flush_s <= 0:
+            self.flush()
         return total
 
-    def _flush_locked(self):
+    def flush(self) -> None:
+        """Write the file now if anything changed since the last write."""
         from ..paths import atomic_write_text
 
-        try:
-            atomic_write_text(self.path, json.dumps({"version": 1, "spend": self._data}, indent=0, sort_keys=True))
-            self._dirty, self._last_flush = False, time.monotonic()
-        except OSError as e:  # keep serving; the next add retries
-            log.error("cannot write budget state %s: %s", self.path, e)
+        with self._write_lock:
+            with self._lock:
+                if self._version == self._written:
+                    return
+                version, text = self._version, json.dumps({"version": 1, "spend": self._data}, sort_keys=True)
+            try:
+                atomic_write_text(self.path, text)
+                self._written = version
+            except OSError as e:  # keep serving; the next flush retries
+                log.error("cannot write budget state %s: %s", self.path, e)
+
+    def _flusher(self):
+        while not self._stop.wait(self.flush_s):
+            self.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if self._dirty:
-                self._flush_locked()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
 
 
 # ------------------------------------------------------------------------------------- the rules
@@ -219,7 +241,10 @@ class Budgets:
         if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
             raise ConfigError(f"must be an integer >= 0, got {eot!r}", file=f, field="expected_output_tokens")
         state = p.parent / str(raw.get("state") or "budgets-state.json")
-        return cls(rules["keys"], rules["tags"], JsonSpendStore(state, float(raw.get("flush_s", 0.0))),
+        flush_s = raw.get("flush_s", 1.0)
+        if isinstance(flush_s, bool) or not isinstance(flush_s, (int, float)) or flush_s < 0:
+            raise ConfigError(f"must be a number of seconds >= 0, got {flush_s!r}", file=f, field="flush_s")
+        return cls(rules["keys"], rules["tags"], JsonSpendStore(state, float(flush_s)),
                    str(raw.get("tag_header") or "X-Route-Switch-Tag"), eot)
 
     # -- which budgets apply
