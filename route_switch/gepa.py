@@ -57,6 +57,43 @@ def feedback_metric(program, lam: float, progress=None):
     return metric
 
 
+REVISE_DOC = ("You maintain the instruction of a router that sends each user request to the cheapest model tier "
+              "that answers it well (tier 1 = cheapest). You get the current instruction and how it routed some "
+              "requests: the tier chosen, the tier that was right and what each cost. Rewrite the instruction: keep "
+              "its list of tiers, and add or change short rules so that requests like these go to the right tier. "
+              "Do not answer the requests. Reply with the new instruction only.")
+
+
+class RouterInstructionProposer:
+    """A compact reflection step that small local models can follow.
+
+    DSPy's default proposer shows the reflection model every request in full; a 0.5B model then
+    copies the instruction or starts solving the requests. This one shows the first
+    ``max_query_chars`` characters of each request with its feedback and asks for a revision.
+    """
+
+    def __init__(self, max_query_chars: int = 160):
+        self.max_query_chars = max_query_chars
+
+    def __call__(self, candidate: dict, reflective_dataset: dict, components_to_update: list) -> dict:
+        import dspy
+
+        sig = dspy.Signature("current_instruction: str, routing_results: str -> new_instruction: str", REVISE_DOC)
+        out = {}
+        for name in components_to_update:
+            lines = []
+            for rec in reflective_dataset.get(name, []):
+                inputs = rec.get("Inputs") or {}
+                q = " ".join(str(inputs.get("query", "")).split())
+                q = q if len(q) <= self.max_query_chars else q[: self.max_query_chars] + "..."
+                lines.append(f"- Request: {q}\n  {rec.get('Feedback', '')}")
+            with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+                pred = dspy.Predict(sig)(current_instruction=candidate[name], routing_results="\n".join(lines))
+            text = str(getattr(pred, "new_instruction", "") or "").strip()
+            out[name] = text or candidate[name]
+        return out
+
+
 # Small reflection models tend to copy the current instruction verbatim; ask for a revision that
 # states what the feedback taught (which requests the cheap tier handles, which need a larger one).
 REFLECTION_HINT = ("Do not copy the current instruction. Write a revised routing instruction of at most 12 lines "
@@ -65,12 +102,15 @@ REFLECTION_HINT = ("Do not copy the current instruction. Write a revised routing
 
 
 def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int = 0, budget: int = 200,
-                 failure_score: float = 0.0, max_seconds: float | None = None, log_dir: str | None = None):
+                 failure_score: float = 0.0, max_seconds: float | None = None, log_dir: str | None = None,
+                 proposer: str = "compact"):
     """Optimise ``student``'s instruction with ``dspy.GEPA``; return the compiled module.
 
     ``budget`` is GEPA's ``max_metric_calls`` (routing calls on train minibatches and the
     validation set); ``max_seconds`` stops the search early (the best candidate so far is kept).
     ``failure_score`` is the score of a call that raised (use ``−λ``, as for an invalid tier).
+    ``proposer``: ``compact`` (:class:`RouterInstructionProposer`) or ``dspy`` (DSPy's default
+    reflection prompt, with :data:`REFLECTION_HINT`).
     """
     import dspy
     from dspy.adapters import ChatAdapter
@@ -81,11 +121,13 @@ def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int 
         from gepa.utils.stop_condition import TimeoutStopCondition
 
         gepa_kwargs["stop_callbacks"] = [TimeoutStopCondition(max_seconds)]
+    if proposer == "compact":
+        proposal = RouterInstructionProposer()
+    else:  # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B model follows
+        proposal = InstructionProposer(additional_instructions=REFLECTION_HINT,
+                                       adapter=ChatAdapter(use_json_adapter_fallback=False))
     opt = dspy.GEPA(metric=metric, max_metric_calls=int(budget), reflection_lm=reflection_lm,
-                    # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B
-                    # model follows far more reliably than JSON
-                    instruction_proposer=InstructionProposer(additional_instructions=REFLECTION_HINT,
-                                                             adapter=ChatAdapter(use_json_adapter_fallback=False)),
+                    instruction_proposer=proposal,
                     reflection_minibatch_size=3, candidate_selection_strategy="pareto", use_merge=False,
                     num_threads=1, failure_score=failure_score, perfect_score=1.0, skip_perfect_score=False,
                     seed=seed, log_dir=log_dir, gepa_kwargs=gepa_kwargs)
