@@ -81,3 +81,28 @@ def test_gepa_refuses_demo_pool_and_unknown_optimizer(split, start, tmp_path):
     with pytest.raises(ConfigError, match="unknown optimizer"):
         optimize(train, test, start, lam=0.5, lm_cfg=FAKE, name="g", out_root=tmp_path, optimizer="sgd", **SMALL)
     assert not (tmp_path / "g").exists()
+
+
+def test_compact_proposer_shows_short_requests_with_feedback():
+    import dspy
+
+    from route_switch.gepa import RouterInstructionProposer
+    from route_switch.llm.lm import make_lm
+
+    lm = make_lm(FAKE)
+    seen = []
+    real = lm.engine.complete
+
+    def spy(request):  # records what the reflection model is shown
+        seen.append(request)
+        return real(request)
+
+    lm.engine.complete = spy
+    data = {"predict": [{"Inputs": {"query": "Prove " + "x" * 500}, "Generated Outputs": {"tier": "3"},
+                         "Feedback": "You chose tier 3 (large) ... The right choice was tier 1 (small)"}]}
+    with dspy.context(lm=lm):
+        out = RouterInstructionProposer(max_query_chars=40)({"predict": "Old instruction."}, data, ["predict"])
+    assert out["predict"].startswith("Route each request") and out["predict"] != "Old instruction."
+    shown = str(seen[-1])
+    assert "The right choice was tier 1" in shown and "Old instruction." in shown
+    assert "x" * 41 not in shown and "x" * 34 + "..." in shown  # the request is cut to 40 characters
