@@ -57,28 +57,35 @@ def feedback_metric(program, lam: float, progress=None):
     return metric
 
 
-REVISE_DOC = ("You maintain the instruction of a router that sends each user request to the cheapest model tier "
-              "that answers it well (tier 1 = cheapest). You get the current instruction and how it routed some "
-              "requests: the tier chosen, the tier that was right and what each cost. Rewrite the instruction: keep "
-              "its list of tiers, and add or change short rules so that requests like these go to the right tier. "
-              "Do not answer the requests. Reply with the new instruction only.")
+RULE_DOC = ("You improve a router that sends each user request to the cheapest model tier that answers it well. "
+            "You get the tiers and how the router handled some requests: the tier it chose, the tier that was "
+            "right and what each cost. Write ONE new short routing rule, one sentence, that would have sent "
+            "requests like these to the right tier (for example: 'Grade-school word problems with one or two "
+            "steps go to tier 1.'). Do not answer the requests.")
+
+
+def _first_sentence(text: str, limit: int = 240) -> str:
+    line = next((x.strip(" -*•\t") for x in text.splitlines() if x.strip(" -*•\t")), "")
+    return line[:limit].strip()
 
 
 class RouterInstructionProposer:
-    """A compact reflection step that small local models can follow.
+    """A reflection step that small local models can follow: learn one rule, append it.
 
-    DSPy's default proposer shows the reflection model every request in full; a 0.5B model then
-    copies the instruction or starts solving the requests. This one shows the first
-    ``max_query_chars`` characters of each request with its feedback and asks for a revision.
+    DSPy's default proposer asks the reflection model to rewrite the whole instruction from every
+    request in full; the embedded 0.5B model then copies the instruction verbatim or starts
+    solving the requests. This one shows the first ``max_query_chars`` characters of each request
+    with its feedback and asks for one new rule, which is appended to the instruction as a bullet,
+    so the instruction grows by readable lines that GEPA keeps only when they score better.
     """
 
-    def __init__(self, max_query_chars: int = 160):
-        self.max_query_chars = max_query_chars
+    def __init__(self, legend: str = "", max_query_chars: int = 160):
+        self.legend, self.max_query_chars = legend, max_query_chars
 
     def __call__(self, candidate: dict, reflective_dataset: dict, components_to_update: list) -> dict:
         import dspy
 
-        sig = dspy.Signature("current_instruction: str, routing_results: str -> new_instruction: str", REVISE_DOC)
+        sig = dspy.Signature("tiers: str, routing_results: str -> new_rule: str", RULE_DOC)
         out = {}
         for name in components_to_update:
             lines = []
@@ -88,9 +95,11 @@ class RouterInstructionProposer:
                 q = q if len(q) <= self.max_query_chars else q[: self.max_query_chars] + "..."
                 lines.append(f"- Request: {q}\n  {rec.get('Feedback', '')}")
             with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-                pred = dspy.Predict(sig)(current_instruction=candidate[name], routing_results="\n".join(lines))
-            text = str(getattr(pred, "new_instruction", "") or "").strip()
-            out[name] = text or candidate[name]
+                pred = dspy.Predict(sig)(tiers=self.legend or "tier 1 = cheapest ... highest = largest",
+                                         routing_results="\n".join(lines))
+            rule = _first_sentence(str(getattr(pred, "new_rule", "") or ""))
+            current = candidate[name].rstrip()
+            out[name] = f"{current}\n- {rule}" if rule and rule not in current else current
         return out
 
 
@@ -109,7 +118,7 @@ def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int 
     ``budget`` is GEPA's ``max_metric_calls`` (routing calls on train minibatches and the
     validation set); ``max_seconds`` stops the search early (the best candidate so far is kept).
     ``failure_score`` is the score of a call that raised (use ``−λ``, as for an invalid tier).
-    ``proposer``: ``compact`` (:class:`RouterInstructionProposer`) or ``dspy`` (DSPy's default
+    ``proposer``: ``compact`` (:class:`RouterInstructionProposer`: one learned rule per step) or ``dspy`` (DSPy's default
     reflection prompt, with :data:`REFLECTION_HINT`).
     """
     import dspy
@@ -122,7 +131,10 @@ def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int 
 
         gepa_kwargs["stop_callbacks"] = [TimeoutStopCondition(max_seconds)]
     if proposer == "compact":
-        proposal = RouterInstructionProposer()
+        legend = ""
+        for _name, pred in student.named_predictors():  # the tier legend lives in the output field's description
+            legend = next((str((f.json_schema_extra or {}).get("desc", "")) for f in pred.signature.output_fields.values()), "")
+        proposal = RouterInstructionProposer(legend)
     else:  # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B model follows
         proposal = InstructionProposer(additional_instructions=REFLECTION_HINT,
                                        adapter=ChatAdapter(use_json_adapter_fallback=False))

@@ -101,8 +101,10 @@ def test_compact_proposer_shows_short_requests_with_feedback():
     data = {"predict": [{"Inputs": {"query": "Prove " + "x" * 500}, "Generated Outputs": {"tier": "3"},
                          "Feedback": "You chose tier 3 (large) ... The right choice was tier 1 (small)"}]}
     with dspy.context(lm=lm):
-        out = RouterInstructionProposer(max_query_chars=40)({"predict": "Old instruction."}, data, ["predict"])
-    assert out["predict"].startswith("Route each request") and out["predict"] != "Old instruction."
+        out = RouterInstructionProposer("1 = small; 2 = large", max_query_chars=40)(
+            {"predict": "Old instruction."}, data, ["predict"])
+    # the learned rule is appended as a bullet; the instruction so far is kept
+    assert out["predict"].startswith("Old instruction.\n- Route each request")
     shown = str(seen[-1])
-    assert "The right choice was tier 1" in shown and "Old instruction." in shown
+    assert "The right choice was tier 1" in shown and "1 = small; 2 = large" in shown
     assert "x" * 41 not in shown and "x" * 34 + "..." in shown  # the request is cut to 40 characters
