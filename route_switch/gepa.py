@@ -9,6 +9,8 @@ an optional wall-clock limit.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -58,10 +60,9 @@ def feedback_metric(program, lam: float, progress=None):
 
 
 RULE_DOC = ("You improve a router that sends each user request to the cheapest model tier that answers it well. "
-            "You get the tiers and how the router handled some requests: the tier it chose, the tier that was "
-            "right and what each cost. Write ONE new short routing rule, one sentence, that would have sent "
-            "requests like these to the right tier (for example: 'Grade-school word problems with one or two "
-            "steps go to tier 1.'). Do not answer the requests.")
+            "Below are the tiers and how the router handled some requests. Write ONE new routing rule, one sentence "
+            "of the form 'Send <kind of request> to tier <number>.', that fixes these mistakes. Describe the kind of "
+            "request in general words. Do not copy or answer the requests.")
 
 
 def _first_sentence(text: str, limit: int = 240) -> str:
@@ -99,8 +100,23 @@ class RouterInstructionProposer:
                                          routing_results="\n".join(lines))
             rule = _first_sentence(str(getattr(pred, "new_rule", "") or ""))
             current = candidate[name].rstrip()
-            out[name] = f"{current}\n- {rule}" if rule and rule not in current else current
+            out[name] = f"{current}\n- {rule}" if self.usable(rule, current, reflective_dataset.get(name, [])) else current
         return out
+
+    @staticmethod
+    def usable(rule: str, current: str, records) -> bool:
+        """A rule names a tier, is new, and is not a pasted request (small models often paste one)."""
+        if not rule or rule in current or not re.search(r"\btier\s*\d", rule, re.I):
+            return False
+        low = " ".join(rule.lower().split())
+        for rec in records:
+            q = " ".join(str((rec.get("Inputs") or {}).get("query", "")).lower().split())
+            if len(q) >= 30 and any(q[i:i + 30] in low for i in range(0, len(q) - 29, 10)):
+                return False
+            fb = " ".join(str(rec.get("Feedback", "")).lower().split())
+            if len(fb) >= 30 and any(fb[i:i + 30] in low for i in range(0, len(fb) - 29, 10)):
+                return False
+        return True
 
 
 # Small reflection models tend to copy the current instruction verbatim; ask for a revision that

@@ -108,3 +108,16 @@ def test_compact_proposer_shows_short_requests_with_feedback():
     shown = str(seen[-1])
     assert "The right choice was tier 1" in shown and "1 = small; 2 = large" in shown
     assert "x" * 41 not in shown and "x" * 34 + "..." in shown  # the request is cut to 40 characters
+
+
+def test_compact_proposer_rejects_pasted_requests_and_rules_without_tier():
+    from route_switch.gepa import RouterInstructionProposer
+
+    recs = [{"Inputs": {"query": "A baker sells 12 muffins for $3 each and 8 cakes for $10 each. How much?"},
+             "Feedback": "You chose tier 3 (large): quality 1.00 at 100% of the top tier's cost."}]
+    ok = RouterInstructionProposer.usable
+    assert ok("Send short arithmetic word problems to tier 1.", "Old.", recs)
+    assert not ok("Send a baker sells 12 muffins for $3 each and 8 cakes for $10 each to tier 1.", "Old.", recs)
+    assert not ok("Send it to tier 3 (large): quality 1.00 at 100% of the top tier's cost.", "Old.", recs)
+    assert not ok("Use a bigger model for hard things.", "Old.", recs)  # names no tier
+    assert not ok("Send proofs to tier 3.", "Old.\n- Send proofs to tier 3.", recs)  # already there
