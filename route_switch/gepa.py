@@ -9,9 +9,12 @@ an optional wall-clock limit.
 """
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
+
+log = logging.getLogger("route_switch")
 
 
 def _tier_name(program, i: int) -> str:
@@ -100,7 +103,9 @@ class RouterInstructionProposer:
                                          routing_results="\n".join(lines))
             rule = _first_sentence(str(getattr(pred, "new_rule", "") or ""))
             current = candidate[name].rstrip()
-            out[name] = f"{current}\n- {rule}" if self.usable(rule, current, reflective_dataset.get(name, [])) else current
+            ok = self.usable(rule, current, reflective_dataset.get(name, []))
+            log.info("GEPA reflection proposed rule %r (%s)", rule, "appended" if ok else "rejected")
+            out[name] = f"{current}\n- {rule}" if ok else current
         return out
 
     @staticmethod
