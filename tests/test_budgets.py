@@ -74,6 +74,7 @@ def test_spend_is_usage_times_prices_in_body_metrics_log_and_state(fitted_router
         assert f'route_switch_budget_spent_usd{{budget="key:{KID}",period="month"}} {cost:.8g}' in text
         assert 'route_switch_budget_limit_usd{budget="tag:team-a",period="day"} 2' in text
         assert 'route_switch_spend_usd_total{tier="3",tier_name="large"}' in text
+        assert "route_switch_budget_capped_total{" not in text  # under budget: nothing capped
     line = [json.loads(r.getMessage()) for r in caplog.records if r.name == "route_switch.server.access"
             and '"chat_completions"' in r.getMessage()][-1]
     assert line["cost_usd"] == pytest.approx(cost) and line["budget_spent_usd"][f"key:{KID}"] == pytest.approx(cost)
@@ -93,6 +94,8 @@ def test_cap_policy_routes_cheaper_near_the_limit_then_refuses(fitted_router_dir
         assert second["routed_tier"] == 3 and second["tier"] == 1  # capped: answered by the cheapest tier
         assert "capped at tier 1" in raw.headers["x-route-switch-capped"]
         assert upstream.seen[-1][0] == "small-model"
+        text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        assert 'route_switch_budget_capped_total{reason="budget"} 1' in text
         # another key has its own (no) budget
         assert client(base, "other").chat.completions.create(
             model="router", messages=[{"role": "user", "content": HARD}]).model_extra["route_switch"]["tier"] == 3

@@ -407,7 +407,7 @@ class Proxy:
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
         ctx.stream = stream
-        cap = self._spend_cap(request, ctx, body)
+        cap, cap_reason = self._spend_cap(request, ctx, body)
         d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         if not self.router.tiers:
             raise ApiError(503, "the router has no tiers configured", "server_error", "no_tiers")
@@ -415,6 +415,7 @@ class Proxy:
         start = min(d.tier, len(tiers))  # retries go up, but never past the cap
         if start < d.tier:
             ctx.cap_note = f"routed tier {d.tier} capped at tier {start}: {ctx.cap_note}"
+            self.metrics.inc("route_switch_budget_capped_total", {"reason": cap_reason})
         else:
             ctx.cap_note = None
         try:
@@ -446,8 +447,8 @@ class Proxy:
         return StreamingResponse(self._relay(ctx, f, text), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def _spend_cap(self, request: Request, ctx: _Ctx, body: dict) -> int | None:
-        """The highest tier this request may use (budgets, ``max_cost``), or None; raises 429 / 400."""
+    def _spend_cap(self, request: Request, ctx: _Ctx, body: dict) -> tuple[int | None, str]:
+        """(highest tier this request may use or None, which limit sets it: budget | max_cost); raises 429 / 400."""
         from .budgets import BudgetRefused, tiers_within
 
         caps, notes = [], []
@@ -459,9 +460,8 @@ class Proxy:
                 self.metrics.inc("route_switch_budget_capped_total", {"reason": "refused"})
                 raise ApiError(429, str(e), "insufficient_quota", "budget_exceeded") from None
             if ctx.plan.max_tier is not None:
-                caps.append(ctx.plan.max_tier)
+                caps.append((ctx.plan.max_tier, "budget"))
                 notes += ctx.plan.notes
-                self.metrics.inc("route_switch_budget_capped_total", {"reason": "budget"})
         raw = body.pop("max_cost", None)  # not an OpenAI parameter: never forwarded
         raw = request.headers.get("x-route-switch-max-cost", raw) if raw is None else raw
         if raw is not None:
@@ -486,11 +486,10 @@ class Proxy:
                                     f"(tier 1: ${c:.6f} for ~{n_in} input and {n_out} output tokens)",
                                code="max_cost_too_low")
             if k < len(self.router.tiers):
-                caps.append(k)
+                caps.append((k, "max_cost"))
                 notes.append(f"max_cost ${max_cost:g} excludes tiers above {k}")
-                self.metrics.inc("route_switch_budget_capped_total", {"reason": "max_cost"})
         ctx.cap_note = "; ".join(notes) or None
-        return min(caps) if caps else None
+        return min(caps) if caps else (None, "")
 
     def _charge(self, ctx: _Ctx, index: int, usage, text: str, estimate_out: int = 0):
         """Record what this answer cost (usage x the tier's prices; estimated without usage)."""
