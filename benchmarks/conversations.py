@@ -60,14 +60,16 @@ def route_conversations(router_dir, convs, context_tokens: int) -> dict:
     res = {}
     for mode in MODES:
         r = Router.from_config(router_dir)
+        r._cache_size = 0  # every follow-up is routed, not served from the decision cache
         r.conversation = ConversationConfig(context_tokens=context_tokens if "context" in mode else 0,
                                             sticky="sticky" in mode)
         rows = []
         for k, c in enumerate(convs):
             session = f"s{k}" if "sticky" in mode else None
             first = r.route(c["turns"][0], session=session).tier
-            follow = [r.route(messages(c["turns"][: j + 1]), session=session).tier for j in range(1, len(c["turns"]))]
-            rows.append({"id": c["id"], "kind": c["kind"], "first": first, "follow": follow})
+            ds = [r.route(messages(c["turns"][: j + 1]), session=session) for j in range(1, len(c["turns"]))]
+            rows.append({"id": c["id"], "kind": c["kind"], "first": first, "follow": [d.tier for d in ds],
+                         "ms": [d.latency_ms for d in ds]})
         res[mode] = rows
     return res
 
@@ -76,7 +78,8 @@ def summarise(rows: list[dict]) -> dict:
     hard = [(r["first"], t) for r in rows if r["kind"] == "hard" for t in r["follow"]]
     above1 = [(f, t) for f, t in hard if f > 1]
     easy = [t for r in rows if r["kind"] == "easy" for t in r["follow"]]
-    return {"hard_follow_ups": len(hard),
+    ms = sorted(m for r in rows for m in r["ms"])
+    return {"hard_follow_ups": len(hard), "route_ms_p50": round(ms[len(ms) // 2], 3),
             "below_first_share": round(float(np.mean([t < f for f, t in hard])), 4),
             "first_above_tier1": len(above1),
             "below_first_share_of_first_above_tier1": round(float(np.mean([t < f for f, t in above1])), 4) if above1 else None,
@@ -120,6 +123,7 @@ def main(argv=None) -> int:
             vals = [per_seed[s][m]["below_first_share"] for s in per_seed]
             easy = [per_seed[s][m]["easy_follow_up_above_tier1_share"] for s in per_seed]
             summary[m] = {"below_first_share_mean": round(float(np.mean(vals)), 4),
+                          "route_ms_p50": float(np.median([per_seed[s][m]["route_ms_p50"] for s in per_seed])),
                           "below_first_share_min_max": [min(vals), max(vals)],
                           "easy_above_tier1_mean": round(float(np.mean(easy)), 4)}
         out["results"][name] = {"summary": summary, "per_seed": per_seed}
