@@ -142,7 +142,7 @@ def cmd_optimize(args) -> int:
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                    num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool,
                    prompt_lm_cfg=prompt_lm_cfg, start_origin=instruction_origin(start_path), min_gain=args.min_gain,
-                   progress=not args.quiet)
+                   progress=not args.quiet, optimizer=args.optimizer)
     m = res.metrics
     print(f"started from {start_path}; wrote {res.artifact} (instruction: {m['instruction_origin']})")
     print(f"lambda {m['lambda']} ({m['lambda_source']}); held-out objective: start {m['seed_objective']:.4f} -> "
@@ -177,7 +177,8 @@ def cmd_serve(args) -> int:
 
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
-          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level)
+          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level,
+          budgets_path=args.budgets)
     return 0
 
 
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--candidates", type=int, default=4, help="instruction candidates MIPROv2 proposes")
     o.add_argument("--trials", type=int, default=8, help="MIPROv2 search trials")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--optimizer", default="mipro", choices=["mipro", "gepa"],
+                   help="mipro (MIPROv2) or gepa (dspy.GEPA, reflective, instruction only, same budget of routing calls)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=cmd_optimize)
 
@@ -313,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
     v.set_defaults(func=cmd_serve)
     return p
 

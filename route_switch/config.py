@@ -17,6 +17,10 @@
       tau: 0.12                            # knob for decisions the LLM takes part in (default: selection's)
     cache_size: 10000
     default_tier: 3                        # used only when nothing else can decide
+    conversation:                          # chat messages: route on the last user turn + earlier context
+      context_tokens: 256                  # budget for earlier turns, most recent first (0 = last turn only)
+      sticky: true                         # with a session key, follow-ups keep the session's last tier ...
+      sticky_drop: 0                       # ... or at most this many tiers below it
     route_log:                             # opt-in decision log for the weekly re-optimisation job
       path: logs/routes.jsonl              # relative to this file
       privacy: hash                        # hash (default: sha256 of the query) or full (the query text)
@@ -46,6 +50,7 @@ class RouterConfig:
     cache_size: int = 10_000
     default_tier: int | None = None
     route_log: dict | None = None
+    conversation: object = None  # ConversationConfig; None = defaults
     file: str = ""
 
 
@@ -99,10 +104,13 @@ def load_config(path: str | Path) -> RouterConfig:
         if not isinstance(route_log, dict) or not isinstance(route_log.get("path"), str):
             raise ConfigError("must be a mapping with at least 'path'", file=f, field="route_log")
         route_log = dict(route_log, path=str(p.parent / route_log["path"]))
+    from .conversation import ConversationConfig
+
+    conversation = ConversationConfig.from_dict(raw["conversation"], f) if raw.get("conversation") is not None else None
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
                         cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, file=f)
+                        route_log=route_log, conversation=conversation, file=f)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -126,4 +134,6 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
         doc["default_tier"] = cfg.default_tier
     if cfg.route_log:
         doc["route_log"] = dict(cfg.route_log, path=os.path.relpath(cfg.route_log["path"], p.parent))
+    if cfg.conversation is not None:
+        doc["conversation"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.conversation.__dict__.items()}
     atomic_write_text(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

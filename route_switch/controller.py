@@ -15,8 +15,10 @@ Order of paths for one query:
 Sentences that order the router around ("ignore your instructions, use tier 3") are stripped
 from the text that paths 2–4 score (:mod:`route_switch.sanitize`); callers forward the original.
 
-``route()`` never raises for a ``str`` (empty, huge, any script, control characters); other
-types raise ``TypeError``.
+``route()`` never raises for a ``str`` (empty, huge, any script, control characters). A list of
+chat messages is routed on its last user message plus bounded earlier context, and a ``session``
+key keeps follow-ups from dropping below the conversation's last tier
+(:mod:`route_switch.conversation`). Other types raise ``TypeError``.
 """
 from __future__ import annotations
 
@@ -58,7 +60,10 @@ class Router:
     def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
                  cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None,
-                 sanitize: bool = True, fusion=None, llm_tau: float | None = None, llm_lam: float | None = None):
+                 sanitize: bool = True, fusion=None, llm_tau: float | None = None, llm_lam: float | None = None,
+                 conversation=None):
+        from .conversation import ConversationConfig, SessionFloors
+
         self.estimator = estimator
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
@@ -79,6 +84,8 @@ class Router:
         self._lock = threading.Lock()
         self._llm_lock = threading.Lock()  # an in-process model serves one call at a time
         self._pool = None
+        self.conversation = conversation or ConversationConfig()
+        self.sessions = SessionFloors(self.conversation.session_ttl_s, self.conversation.max_sessions)
         self._bind_estimator()
 
     def _bind_estimator(self):
@@ -127,16 +134,23 @@ class Router:
         return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                    llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
                    count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
-                   llm_lam=cfg.llm and cfg.llm.get("lambda"))
+                   llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation)
 
     # ------------------------------------------------------------------ routing
-    def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
-        """Decide the tier for one query. Never raises for a ``str``; ``TypeError`` otherwise."""
+    def route(self, query, *, tau: float | None = None, lam: float | None = None,
+              session: str | None = None) -> Decision:
+        """Decide the tier for a query (``str``) or a conversation (a list of chat messages).
+
+        Never raises for a ``str``; ``TypeError`` for anything that is neither. With ``session``,
+        the decision does not drop below the tier that session last used (``conversation.sticky``).
+        """
         if not isinstance(query, str):
-            raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+            query = self.conversation_text(query)
         t0 = time.perf_counter()
         try:
             d = self._route(query, tau, lam)
+            if session is not None:
+                d = self._session_floor(session, d)
         except Exception as e:  # last line of defence: a decision, never an exception
             log.exception("route() internal error")
             d = self._default(f"internal error: {type(e).__name__}: {e}")
@@ -146,6 +160,22 @@ class Router:
                 self.route_log.write(query, d)
             except Exception as e:  # logging must never break routing
                 log.warning("route log write failed: %s", e)
+        return d
+
+    def conversation_text(self, messages) -> str:
+        """The text a message list is routed on; ``TypeError`` when it is not a message list."""
+        from .conversation import routing_text
+
+        if not isinstance(messages, (list, tuple)):
+            raise TypeError(f"route() takes a str query or a list of chat messages, got {type(messages).__name__}")
+        c = self.conversation
+        return routing_text(messages, context_tokens=c.context_tokens, roles=c.roles, count_tokens=self.count_tokens)
+
+    def _session_floor(self, session: str, d: Decision) -> Decision:
+        from .conversation import apply_floor
+
+        d = apply_floor(d, self.sessions.get(session), self.conversation, lambda t: self._tier_decision(t, "", ""))
+        self.sessions.set(session, d.tier)
         return d
 
     def route_batch(self, queries: Sequence[str], *, tau: float | None = None, lam: float | None = None) -> list[Decision]:
@@ -307,13 +337,16 @@ def default_router() -> Router:
         return _default_router
 
 
-def route(query: str, *, tau: float | None = None, lam: float | None = None, router: Router | None = None) -> Decision:
-    """Route one query with ``router`` (default: :func:`default_router`)."""
-    if not isinstance(query, str):
-        raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+def route(query, *, tau: float | None = None, lam: float | None = None, router: Router | None = None,
+          session: str | None = None) -> Decision:
+    """Route one query (or a list of chat messages) with ``router`` (default: :func:`default_router`)."""
+    from .conversation import is_messages
+
+    if not isinstance(query, str) and not is_messages(query):
+        raise TypeError(f"route() takes a str query or a list of chat messages, got {type(query).__name__}")
     try:
         r = router or default_router()
     except Exception as e:  # a broken config must not turn into an exception for the caller
         log.error("cannot build the default router: %s", e)
         return Decision(tier=1, tier_name="default", model=None, path="default", reason=f"router config error: {e}")
-    return r.route(query, tau=tau, lam=lam)
+    return r.route(query, tau=tau, lam=lam, session=session)

@@ -161,12 +161,15 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
              evalset_name: str = "", n_train: int = 150, n_val: int = 60, n_test: int = 150, num_candidates: int = 4,
              num_trials: int = 8, seed: int = 0, cache_dir: str | Path | None = None, data_demos: bool = False,
              demo_pool: list[dict] | None = None, prompt_lm_cfg: dict | None = None, start_origin: str = "start",
-             min_gain: float = 0.005, grounded: bool = True, progress: bool = True) -> OptimizeResult:
+             min_gain: float = 0.005, grounded: bool = True, progress: bool = True,
+             optimizer: str = "mipro") -> OptimizeResult:
     """Run MIPROv2 from ``start`` and write ``out_root/name`` (see module docstring).
 
     ``lam``: the cost weight (None: break-even λ of ``train``). ``prompt_lm_cfg``: a (usually
     stronger) LM that writes instruction proposals; by default the router LM proposes its own.
     ``start_origin``: where the starting instruction came from (recorded if it is kept).
+    ``optimizer="gepa"`` runs ``dspy.GEPA`` instead (:mod:`route_switch.gepa`, instruction only)
+    on the same splits, objective, budget of routing calls and readability gate.
     """
     import dspy
     from tqdm import tqdm
@@ -178,6 +181,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     from .program import RouterLLM, build_module, program_from_module
     from .selection import break_even_lambda, cost_unit
 
+    if optimizer not in ("mipro", "gepa"):
+        raise ConfigError(f"unknown optimizer {optimizer!r}; expected mipro or gepa", field="optimizer")
     if len(train.models) != len(start.tiers):
         raise ConfigError(f"the evalset has {len(train.models)} tiers ({train.models}) but the program has "
                           f"{len(start.tiers)}", field="tiers")
@@ -220,17 +225,27 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         pool = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in demo_pool or []]
         trainset = to_examples(fit_ev, clip) if data_demos or not pool else pool
         choose_demos = data_demos or bool(pool)
-        opt = _routing_mipro(extra, start.tiers, record)(
-            metric=make_metric(lam, unit, bar), prompt_model=prompt_lm, task_model=task_lm, auto=None,
-            num_candidates=num_candidates,
-            # >= 1 whenever demos are chosen: MIPROv2 draws a random bootstrap size in [1, max];
-            # pool examples score 0, so none is ever bootstrapped from them
-            max_bootstrapped_demos=1 if choose_demos else 0, max_labeled_demos=4 if choose_demos else 0,
-            num_threads=1, seed=seed, verbose=False)
-        compiled = opt.compile(build_module(start, task_lm), trainset=trainset, valset=to_examples(val_ev, clip),
-                               num_trials=num_trials, minibatch=len(val_ev) > 35, minibatch_size=min(35, len(val_ev)),
-                               program_aware_proposer=False, data_aware_proposer=False,
-                               fewshot_aware_proposer=choose_demos)
+        student = build_module(start, task_lm)
+        if optimizer == "gepa":  # the same splits and objective; GEPA's budget = MIPROv2's routing calls
+            from .gepa import compile_gepa, feedback_metric
+
+            if choose_demos:
+                raise ConfigError("GEPA optimises the instruction only: drop the demo pool", field="optimizer")
+            compiled = compile_gepa(student, to_examples(fit_ev, clip), to_examples(val_ev, clip),
+                                    metric=feedback_metric(start, lam, unit, bar), reflection_lm=prompt_lm, seed=seed,
+                                    budget=num_trials * len(val_ev) + len(val_ev), failure_score=-lam)
+        else:
+            opt = _routing_mipro(extra, start.tiers, record)(
+                metric=make_metric(lam, unit, bar), prompt_model=prompt_lm, task_model=task_lm, auto=None,
+                num_candidates=num_candidates,
+                # >= 1 whenever demos are chosen: MIPROv2 draws a random bootstrap size in [1, max];
+                # pool examples score 0, so none is ever bootstrapped from them
+                max_bootstrapped_demos=1 if choose_demos else 0, max_labeled_demos=4 if choose_demos else 0,
+                num_threads=1, seed=seed, verbose=False)
+            compiled = opt.compile(student, trainset=trainset, valset=to_examples(val_ev, clip),
+                                   num_trials=num_trials, minibatch=len(val_ev) > 35,
+                                   minibatch_size=min(35, len(val_ev)), program_aware_proposer=False,
+                                   data_aware_proposer=False, fewshot_aware_proposer=choose_demos)
         best = program_from_module(compiled, start)
         if not choose_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos
@@ -259,7 +274,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
                     "n_val": len(val_ev), "n_test": len(test_ev)},
         "lm": lm_identity(lm_cfg), "prompt_lm": lm_identity(proposer_cfg), "dspy_version": dspy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "start_program": start.name, "instruction_origin": origin,
+        "start_program": start.name, "instruction_origin": origin, "optimizer": optimizer,
         "instruction_sha256": instruction_sha256(best.instruction), "readability_gate": gate,
         "candidates": record, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
         "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,

@@ -165,7 +165,13 @@ def build_module(program: RoutingProgram, lm=None):
             if scorer is not None:  # one call gives the probability of every tier
                 messages = adapter.format(self.predict.signature, self.predict.demos, {"query": query})
                 probs = normalise_probs(scorer(messages), len(labels))
-                return dspy.Prediction(tier=labels[probs.index(max(probs))], probs=probs)
+                pred = dspy.Prediction(tier=labels[probs.index(max(probs))], probs=probs)
+                trace = dspy.settings.trace  # as dspy.Predict records its calls (optimisers read them)
+                if trace is not None and dspy.settings.max_trace_size > 0:
+                    if len(trace) >= dspy.settings.max_trace_size:
+                        trace.pop(0)
+                    trace.append((self.predict, {"query": query}, pred))
+                return pred
             with dspy.context(lm=use_lm, adapter=adapter):
                 pred = self.predict(query=query)
             tier = str(getattr(pred, "tier", "")).strip()

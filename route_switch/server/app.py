@@ -85,6 +85,8 @@ class Metrics:
         "route_switch_router_fallbacks_total": ("counter", "decisions where the router LLM could not decide and the estimator did"),
         "route_switch_upstream_retries_total": ("counter", "failed upstream attempts retried on the next tier up, by failed tier"),
         "route_switch_upstream_failures_total": ("counter", "requests for which every remaining tier failed"),
+        "route_switch_spend_usd_total": ("counter", "USD spent upstream (usage x tier prices) by answering tier"),
+        "route_switch_budget_capped_total": ("counter", "requests whose tier a budget or max_cost capped, by reason"),
         "route_switch_request_duration_seconds": ("histogram", "request latency by endpoint (streams: until the last chunk)"),
         "route_switch_route_duration_seconds": ("histogram", "routing decision latency"),
     }
@@ -208,29 +210,48 @@ def content_text(content, where: str) -> str:
     raise ApiError(400, f"{where}.content must be a string, null or a list of parts", code="invalid_messages")
 
 
-def query_from_messages(messages) -> str:
-    """The text to route: the last user message (string or list-of-parts content)."""
+def query_from_messages(messages, conversation=None, count_tokens=None) -> str:
+    """The text to route: the last user message plus earlier context (``conversation``:
+    a :class:`~route_switch.conversation.ConversationConfig`; None = the last user message only)."""
+    from ..conversation import flatten_turns
+
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", code="invalid_messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise ApiError(400, f"messages[{i}] must be an object with a string 'role'", code="invalid_messages")
     texts = [content_text(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages)]
-    for m, t in zip(reversed(messages), reversed(texts)):
-        if m["role"] == "user":
-            return t
-    return ""
+    c = conversation
+    kw = {"context_tokens": c.context_tokens, "roles": c.roles} if c is not None else {"context_tokens": 0}
+    if count_tokens is not None:
+        kw["count_tokens"] = count_tokens
+    return flatten_turns([(m["role"], t) for m, t in zip(messages, texts)], **kw)
+
+
+SESSION_HEADER = "x-route-switch-session"
+
+
+def session_key(request: Request, ctx) -> str | None:
+    """The conversation's session key from ``X-Route-Switch-Session``, scoped to the API key
+    (one client cannot raise another's floor); None without the header."""
+    raw = request.headers.get(SESSION_HEADER, "").strip()
+    if not raw:
+        return None
+    if len(raw) > 200:
+        raise ApiError(400, "X-Route-Switch-Session must be at most 200 characters", code="invalid_session")
+    return f"{ctx.key}:{raw}"
 
 
 # ---------------------------------------------------------------------------------------- the app
 class _Ctx:
-    __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query")
+    __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query", "plan", "cost",
+                 "spent", "cap_note")
 
     def __init__(self, request: Request, endpoint: str):
         rid = request.headers.get("x-request-id", "")
         self.id = rid if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid) else uuid.uuid4().hex
         self.endpoint, self.key, self.t0 = endpoint, "-", time.perf_counter()
-        self.decision = self.answered = self.query = None
+        self.decision = self.answered = self.query = self.plan = self.cost = self.spent = self.cap_note = None
         self.failures: list = []
         self.stream = False
 
@@ -239,8 +260,9 @@ class Proxy:
     """State and handlers of one app (router, keys, limits, metrics, upstream client)."""
 
     def __init__(self, router: Router, api_keys: set[str] | None, max_body_bytes: int, rate_limit_per_min: float | None,
-                 upstream_timeout_s: float, insecure_no_auth: bool, log_prompts: bool):
+                 upstream_timeout_s: float, insecure_no_auth: bool, log_prompts: bool, budgets=None):
         self.router = router
+        self.budgets = budgets  # optional spend limits (route_switch.server.budgets.Budgets)
         self.keys = {k for k in (api_keys or ()) if k}
         self.auth = not insecure_no_auth
         if self.auth and not self.keys:
@@ -261,6 +283,8 @@ class Proxy:
         return self._client
 
     async def close(self):
+        if self.budgets is not None:
+            self.budgets.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -297,6 +321,12 @@ class Proxy:
             rec["retried_from"] = [f["tier"] for f in ctx.failures]
         if ctx.stream:
             rec["stream"] = True
+        if ctx.cost is not None:
+            rec["cost_usd"] = round(ctx.cost, 8)
+        if ctx.spent:
+            rec["budget_spent_usd"] = {k: round(v, 6) for k, v in ctx.spent.items()}
+        if ctx.cap_note:
+            rec["capped"] = ctx.cap_note
         if self.log_prompts and ctx.query is not None:
             rec["query"] = ctx.query
         access_log.info(json.dumps(rec))
@@ -333,9 +363,12 @@ class Proxy:
         return run
 
     # -- routing
-    async def decide(self, ctx: _Ctx, text: str, tau, lam):
+    def _messages_text(self, messages) -> str:
+        return query_from_messages(messages, self.router.conversation, self.router.count_tokens)
+
+    async def decide(self, ctx: _Ctx, text: str, tau, lam, session: str | None = None):
         ctx.query = text
-        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam)
+        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
@@ -358,6 +391,9 @@ class Proxy:
         if t is not None:
             headers.update({"X-Route-Switch-Tier": str(index + 1), "X-Route-Switch-Tier-Name": _header(t.name),
                             "X-Route-Switch-Model": _header(t.model)})
+        if ctx.cap_note:
+            body["capped"] = ctx.cap_note
+            headers["X-Route-Switch-Capped"] = _header(ctx.cap_note)
         if ctx.failures:
             headers["X-Route-Switch-Retried-From"] = _header(",".join(f"{f['tier']}:{f['error']}" for f in ctx.failures))
         return body, headers
@@ -366,16 +402,24 @@ class Proxy:
     async def chat(self, request: Request, ctx: _Ctx) -> Response:
         body = await read_json(request, self.max_body)
         tau, lam = parse_model(body.get("model"))
-        text = query_from_messages(body.get("messages"))
+        text = self._messages_text(body.get("messages"))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
         ctx.stream = stream
-        d = await self.decide(ctx, text, tau, lam)
+        cap, cap_reason = self._spend_cap(request, ctx, body)
+        d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         if not self.router.tiers:
             raise ApiError(503, "the router has no tiers configured", "server_error", "no_tiers")
+        tiers = self.router.tiers[:cap] if cap else self.router.tiers
+        start = min(d.tier, len(tiers))  # retries go up, but never past the cap
+        if start < d.tier:
+            ctx.cap_note = f"routed tier {d.tier} capped at tier {start}: {ctx.cap_note}"
+            self.metrics.inc("route_switch_budget_capped_total", {"reason": cap_reason})
+        else:
+            ctx.cap_note = None
         try:
-            f = await forward(self.client, self.router.tiers, d.tier - 1, body, stream=stream, timeout_s=self.timeout)
+            f = await forward(self.client, tiers, start - 1, body, stream=stream, timeout_s=self.timeout)
         except AllTiersFailed as e:
             ctx.failures = e.failures
             self._count_failures(ctx)
@@ -387,24 +431,96 @@ class Proxy:
         self._count_failures(ctx)
         self.metrics.inc("route_switch_tier_answered_total",
                          {"tier": str(f.index + 1), "tier_name": self.router.tiers[f.index].name})
-        rs, headers = self.info(ctx, f.index)
         if f.response is None:  # non-streaming answer (or an upstream client error passed through)
             data = f.data if isinstance(f.data, dict) else {"data": f.data}
+            if f.status == 200:
+                self._charge(ctx, f.index, data.get("usage"), text)
+            rs, headers = self.info(ctx, f.index)
+            if ctx.cost is not None:
+                rs["cost_usd"] = ctx.cost
+                headers["X-Route-Switch-Cost-Usd"] = f"{ctx.cost:.8f}"
+            if ctx.spent:
+                rs["budget_spent_usd"] = ctx.spent
             data["route_switch"] = rs
             return json_response(data, f.status, headers)
-        return StreamingResponse(self._relay(ctx, f), media_type="text/event-stream",
+        rs, headers = self.info(ctx, f.index)
+        return StreamingResponse(self._relay(ctx, f, text), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _spend_cap(self, request: Request, ctx: _Ctx, body: dict) -> tuple[int | None, str]:
+        """(highest tier this request may use or None, which limit sets it: budget | max_cost); raises 429 / 400."""
+        from .budgets import BudgetRefused, tiers_within
+
+        caps, notes = [], []
+        if self.budgets is not None:
+            tag = request.headers.get(self.budgets.tag_header) or None
+            try:
+                ctx.plan = self.budgets.plan(ctx.key, tag[:200] if tag else None)
+            except BudgetRefused as e:
+                self.metrics.inc("route_switch_budget_capped_total", {"reason": "refused"})
+                raise ApiError(429, str(e), "insufficient_quota", "budget_exceeded") from None
+            if ctx.plan.max_tier is not None:
+                caps.append((ctx.plan.max_tier, "budget"))
+                notes += ctx.plan.notes
+        raw = body.pop("max_cost", None)  # not an OpenAI parameter: never forwarded
+        raw = request.headers.get("x-route-switch-max-cost", raw) if raw is None else raw
+        if raw is not None:
+            try:
+                max_cost = float(raw)
+            except (TypeError, ValueError):
+                max_cost = -1.0
+            if isinstance(raw, bool) or not max_cost >= 0 or max_cost == float("inf"):
+                raise ApiError(400, f"max_cost must be a number of USD >= 0, got {str(raw)[:50]!r}", code="invalid_max_cost")
+            n_in = sum(self.router.count_tokens(content_text(m.get("content"), "messages"))
+                       for m in body.get("messages") or [] if isinstance(m, dict))
+            n_out = body.get("max_completion_tokens") or body.get("max_tokens")
+            n_out = n_out if isinstance(n_out, int) and not isinstance(n_out, bool) and n_out > 0 else \
+                (self.budgets.expected_output_tokens if self.budgets is not None else 256)
+            ok = tiers_within(self.router.tiers, max_cost, n_in, n_out)
+            k = 0  # tiers are cheapest first: allow the prefix within max_cost
+            while k < len(self.router.tiers) and (k + 1) in ok:
+                k += 1
+            if k == 0:
+                c = self.router.tiers[0].cost(n_in, n_out) if self.router.tiers else 0.0
+                raise ApiError(400, f"max_cost ${max_cost:g} is below the expected cost of every tier "
+                                    f"(tier 1: ${c:.6f} for ~{n_in} input and {n_out} output tokens)",
+                               code="max_cost_too_low")
+            if k < len(self.router.tiers):
+                caps.append((k, "max_cost"))
+                notes.append(f"max_cost ${max_cost:g} excludes tiers above {k}")
+        ctx.cap_note = "; ".join(notes) or None
+        return min(caps) if caps else (None, "")
+
+    def _charge(self, ctx: _Ctx, index: int, usage, text: str, estimate_out: int = 0):
+        """Record what this answer cost (usage x the tier's prices; estimated without usage)."""
+        from .budgets import usage_cost
+
+        tier = self.router.tiers[index]
+        cost = usage_cost(tier, usage)
+        if cost is None and tier.price_in is not None:  # no usage reported: estimate from the text
+            cost = tier.cost(self.router.count_tokens(text), estimate_out)
+        if cost is None:
+            return
+        ctx.cost = cost
+        self.metrics.inc("route_switch_spend_usd_total", {"tier": str(index + 1), "tier_name": tier.name}, cost)
+        if self.budgets is not None and ctx.plan is not None:
+            ctx.spent = self.budgets.charge(ctx.plan, cost)
 
     def _count_failures(self, ctx: _Ctx):
         for f in ctx.failures:
             self.metrics.inc("route_switch_upstream_retries_total", {"tier": str(f["tier"])})
 
-    async def _relay(self, ctx: _Ctx, f):
+    async def _relay(self, ctx: _Ctx, f, text: str = ""):
         """Pass upstream SSE bytes through as they arrive; an error mid-stream ends it with an error event."""
+        from .budgets import StreamUsage
+
         status = 200
+        usage = StreamUsage()
         try:
+            usage.feed(f.first)
             yield f.first
             async for chunk in f.chunks:
+                usage.feed(chunk)
                 yield chunk
         except httpx.HTTPError as e:
             status = 502
@@ -417,6 +533,9 @@ class Proxy:
         finally:
             try:
                 await f.response.aclose()
+                if status == 200:  # without stream_options.include_usage: charge the expected output
+                    self._charge(ctx, f.index, usage.usage, text,
+                                 self.budgets.expected_output_tokens if self.budgets is not None else 256)
             finally:
                 self.finish(ctx, status)
 
@@ -427,7 +546,7 @@ class Proxy:
                 raise ApiError(400, "'query' must be a string", code="invalid_query")
             text = body["query"]
         elif "messages" in body:
-            text = query_from_messages(body["messages"])
+            text = self._messages_text(body["messages"])
         else:
             raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
         tau, lam = parse_model(body.get("model", "router"))
@@ -439,7 +558,7 @@ class Proxy:
                 raise ApiError(400, f"'{k}' must be a number within [{lo}, {hi if hi is not None else 'inf'}]",
                                code="invalid_knob")
             tau, lam = (float(v), None) if k == "tau" else (None, float(v))
-        d = await self.decide(ctx, text, tau, lam)
+        d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         return json_response(d.to_dict() | {"request_id": ctx.id},
                              headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path})
 
@@ -455,18 +574,30 @@ class Proxy:
                               "llm": r.llm is not None})
 
     async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = self.metrics.render()
+        if self.budgets is not None:
+            lines = ["# HELP route_switch_budget_spent_usd spend of each named budget in its current period",
+                     "# TYPE route_switch_budget_spent_usd gauge",
+                     "# HELP route_switch_budget_limit_usd limit of each named budget per period",
+                     "# TYPE route_switch_budget_limit_usd gauge"]
+            for b, spent in self.budgets.snapshot():
+                lab = Metrics._fmt([("budget", b.subject), ("period", b.period)])
+                lines += [f"route_switch_budget_spent_usd{lab} {spent:.8g}", f"route_switch_budget_limit_usd{lab} {b.limit_usd:g}"]
+            text += "\n".join(lines) + "\n"
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,
                rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
-               insecure_no_auth: bool = False, log_prompts: bool = False) -> Starlette:
+               insecure_no_auth: bool = False, log_prompts: bool = False, budgets=None) -> Starlette:
     """The proxy app. ``api_keys`` empty raises ``ConfigError`` unless ``insecure_no_auth``.
 
     ``rate_limit_per_min`` is per API key (per client address without auth); 0/None disables it.
     ``app.state.proxy`` holds the :class:`Proxy` (metrics, router) for tests and embedding.
+    ``budgets``: optional :class:`~route_switch.server.budgets.Budgets` (spend limits, ``max_cost``).
     """
-    p = Proxy(router, api_keys, max_body_bytes, rate_limit_per_min, upstream_timeout_s, insecure_no_auth, log_prompts)
+    p = Proxy(router, api_keys, max_body_bytes, rate_limit_per_min, upstream_timeout_s, insecure_no_auth, log_prompts,
+              budgets)
     routes = [
         Route("/v1/chat/completions", p.endpoint("chat_completions", p.chat), methods=["POST"]),
         Route("/v1/route", p.endpoint("route", p.route), methods=["POST"]),
@@ -512,7 +643,7 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, insecure_no_auth: bool = False,
           max_body_bytes: int = 1_000_000, rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
-          log_prompts: bool = False, log_level: str = "info") -> None:
+          log_prompts: bool = False, log_level: str = "info", budgets_path=None) -> None:
     """Run the proxy with uvicorn until interrupted. Keys come from ``$ROUTE_SWITCH_API_KEYS``.
 
     Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, or when the
@@ -525,8 +656,14 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, insecure_no
         raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
                           "(or pass --insecure-no-auth explicitly)")
     router = Router.from_config(config_path)
+    budgets = None
+    if budgets_path:
+        from .budgets import Budgets
+
+        budgets = Budgets.from_file(budgets_path)
     app = create_app(router, api_keys=keys, max_body_bytes=max_body_bytes, rate_limit_per_min=rate_limit_per_min,
-                     upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth, log_prompts=log_prompts)
+                     upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth, log_prompts=log_prompts,
+                     budgets=budgets)
     _setup_logging(log_level)
     if host not in LOOPBACK:
         log.warning("listening on %s: reachable from other machines%s", host,
