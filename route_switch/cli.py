@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import RouteSwitchError
+from .knobs import knob_arg
 
 
 def _load_split(args):
@@ -198,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
-    e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
+    e.add_argument("--target-quality", type=knob_arg("target_quality"), default=0.95, help="operating point: share of the best model's quality")
     e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
     e.add_argument("--program", help="also route test queries with the router LLM running this program "
                                      "(programs/*.yaml or optimized/<name>, hand edits included)")
     e.add_argument("--llm-n", type=int, default=150, help="test queries routed by the router LLM")
-    e.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight of the program's objective")
+    e.add_argument("--lambda", dest="lam", type=knob_arg("lambda"), default=0.5, help="cost weight of the program's objective")
     e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
     e.set_defaults(func=cmd_evaluate)
 
@@ -211,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(f)
     f.add_argument("--out", help="output directory (default estimators/<name>)")
     f.add_argument("--all", action="store_true", help="fit on train and test (for deployment)")
-    f.add_argument("--target-quality", type=float, default=0.95,
+    f.add_argument("--target-quality", type=knob_arg("target_quality"), default=0.95,
                    help="calibrate tau for this share of the best single model's validation quality")
-    f.add_argument("--target-cost-share", type=float,
+    f.add_argument("--target-cost-share", type=knob_arg("target_cost_share"),
                    help="instead: calibrate tau for at most this share of the top model's cost")
     f.add_argument("--bypass-tokens", type=int, default=0)
     f.set_defaults(func=cmd_fit)
@@ -221,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
     r.add_argument("query", nargs="*")
     r.add_argument("--router", help="router directory or YAML (default: $ROUTE_SWITCH_CONFIG or ./route-switch.yaml)")
-    r.add_argument("--tau", type=float)
-    r.add_argument("--lambda", dest="lam", type=float)
+    r.add_argument("--tau", type=knob_arg("tau"))
+    r.add_argument("--lambda", dest="lam", type=knob_arg("lambda"))
     r.set_defaults(func=cmd_route)
 
     b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
     o.add_argument("--evalset", required=True, help="evalset spec whose tiers match the program's")
-    o.add_argument("--lambda", dest="lam", type=float, default=0.5, help="cost weight in quality - lambda*cost/cost[top]")
+    o.add_argument("--lambda", dest="lam", type=knob_arg("lambda"), default=0.5, help="cost weight in quality - lambda*cost/cost[top]")
     o.add_argument("--name", default="default", help="artifact name: optimized/<name>/")
     o.add_argument("--start", help="starting program (default: optimized/<name> if present, else programs/default.yaml)")
     o.add_argument("--out-root", default="optimized")

@@ -50,11 +50,20 @@ def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | No
     v = raw.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"must be a number, got {v!r}", file=file, field=key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"must be a finite number, got {v!r}", file=file, field=key)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ConfigError(f"must be within [{lo}, {hi}], got {v!r}", file=file, field=key)
     return cast(v)
+
+
+def _knob(sel: dict, key: str, file: str) -> float | None:
+    from .knobs import check_knob
+
+    try:
+        return check_knob(key, sel.get(key))
+    except ValueError as e:
+        raise ConfigError(str(e), file=file, field=key) from None
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -72,7 +81,7 @@ def load_config(path: str | Path) -> RouterConfig:
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict):
         raise ConfigError("must be a mapping like {tau: 0.1}", file=f, field="selection")
-    tau, lam = _num(sel, "tau", f, 0, 1), _num(sel, "lambda", f, 0)
+    tau, lam = _knob(sel, "tau", f), _knob(sel, "lambda", f)
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}

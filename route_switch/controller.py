@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .decision import Decision
+from .knobs import check_knobs
 from .sanitize import strip_routing_directives
 from .selection import select
 from .llm.tokens import estimate_tokens
@@ -60,7 +61,7 @@ class Router:
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
         self.tiers = list(tiers or [])
-        self.tau, self.lam = tau, lam
+        self.tau, self.lam = check_knobs(tau, lam)
         self.bypass_tokens = bypass_tokens
         self.llm, self.llm_timeout_s = llm, llm_timeout_s
         self.default_tier = default_tier or max(len(self.tiers), 1)
@@ -118,9 +119,13 @@ class Router:
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
-        """Decide the tier for one query. Never raises for a ``str``; ``TypeError`` otherwise."""
+        """Decide the tier for one query. Never raises for a ``str``; ``TypeError`` otherwise.
+
+        ``ValueError`` when ``tau``/``lam`` is out of range or not finite (:mod:`route_switch.knobs`).
+        """
         if not isinstance(query, str):
             raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+        tau, lam = check_knobs(tau, lam)
         t0 = time.perf_counter()
         try:
             d = self._route(query, tau, lam)
@@ -140,6 +145,7 @@ class Router:
         for q in queries:
             if not isinstance(q, str):
                 raise TypeError(f"route_batch() takes str queries, got {type(q).__name__}")
+        tau, lam = check_knobs(tau, lam)
         if self.estimator is None or not queries:
             return [self.route(q, tau=tau, lam=lam) for q in queries]
         tau, lam = self._knob(tau, lam)
@@ -271,6 +277,7 @@ def route(query: str, *, tau: float | None = None, lam: float | None = None, rou
     """Route one query with ``router`` (default: :func:`default_router`)."""
     if not isinstance(query, str):
         raise TypeError(f"route() takes a str query, got {type(query).__name__}")
+    tau, lam = check_knobs(tau, lam)
     try:
         r = router or default_router()
     except Exception as e:  # a broken config must not turn into an exception for the caller

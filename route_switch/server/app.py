@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from ..controller import Router
 from ..errors import ConfigError
+from ..knobs import check_knob
 from .ratelimit import RateLimiter
 from .upstream import AllTiersFailed, forward
 
@@ -181,12 +182,11 @@ def parse_model(name) -> tuple[float | None, float | None]:
         raise ApiError(404, f"model '{name[:100]}' does not exist: this proxy serves 'router', "
                             "'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'",
                        code="model_not_found")
-    v = float(m.group(2))
-    if m.group(1) == "tau":
-        if not 0 <= v <= 1:
-            raise ApiError(400, f"tau must be within [0, 1], got {v:g}", code="invalid_model")
-        return v, None
-    return None, v
+    try:
+        v = check_knob(m.group(1), float(m.group(2)))
+    except ValueError as e:
+        raise ApiError(400, str(e), code="invalid_model") from None
+    return (v, None) if m.group(1) == "tau" else (None, v)
 
 
 def content_text(content, where: str) -> str:
@@ -431,14 +431,14 @@ class Proxy:
         else:
             raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
         tau, lam = parse_model(body.get("model", "router"))
-        for k, lo, hi in (("tau", 0, 1), ("lambda", 0, None)):
-            v = body.get(k)
-            if v is None:
+        for k in ("tau", "lambda"):
+            if body.get(k) is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
-                raise ApiError(400, f"'{k}' must be a number within [{lo}, {hi if hi is not None else 'inf'}]",
-                               code="invalid_knob")
-            tau, lam = (float(v), None) if k == "tau" else (None, float(v))
+            try:  # JSON admits NaN and Infinity: the shared check refuses them
+                v = check_knob(k, body[k] if isinstance(body[k], (int, float)) else str(body[k]))
+            except ValueError as e:
+                raise ApiError(400, str(e), code="invalid_knob") from None
+            tau, lam = (v, None) if k == "tau" else (None, v)
         d = await self.decide(ctx, text, tau, lam)
         return json_response(d.to_dict() | {"request_id": ctx.id},
                              headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path})
