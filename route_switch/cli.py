@@ -161,7 +161,8 @@ def cmd_serve(args) -> int:
 
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
-          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level)
+          upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level,
+          workers=args.workers, watch_s=args.watch_s)
     return 0
 
 
@@ -285,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    v.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (share limits via state.redis_url)")
+    v.add_argument("--watch-s", type=float, default=2.0,
+                   help="seconds between checks of the router's files for a hot reload (0: only SIGHUP, /admin/reload)")
     v.set_defaults(func=cmd_serve)
     return p
 

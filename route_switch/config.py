@@ -19,6 +19,10 @@
       privacy: hash                        # hash (default: sha256 of the query) or full (the query text)
       max_bytes: 10000000                  # rotate beyond this size ...
       backups: 5                           # ... keeping this many old files
+    state:                                 # optional: share rate limits across proxy processes
+      redis_url_env: ROUTE_SWITCH_REDIS_URL   # env var holding redis://host:port/db (or redis_url: without a password)
+      share_cache: false                   # also share routing decisions
+      prefix: route-switch                 # key prefix (one per deployment)
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class RouterConfig:
     cache_size: int = 10_000
     default_tier: int | None = None
     route_log: dict | None = None
+    state: dict | None = None
     file: str = ""
 
 
@@ -64,6 +69,49 @@ def _knob(sel: dict, key: str, file: str) -> float | None:
         return check_knob(key, sel.get(key))
     except ValueError as e:
         raise ConfigError(str(e), file=file, field=key) from None
+
+
+STATE_KEYS = {"redis_url", "redis_url_env", "share_cache", "prefix"}
+
+
+def _state(state, f: str) -> dict | None:
+    """The ``state:`` mapping, checked (the URL itself may live in an environment variable)."""
+    if state is None:
+        return None
+    if not isinstance(state, dict) or not STATE_KEYS >= set(state):
+        raise ConfigError(f"must be a mapping with keys among {sorted(STATE_KEYS)}", file=f, field="state")
+    url, env = state.get("redis_url"), state.get("redis_url_env")
+    if (url is None) == (env is None):
+        raise ConfigError("give exactly one of redis_url, redis_url_env", file=f, field="state")
+    if url is not None:
+        from urllib.parse import urlparse
+
+        if not isinstance(url, str) or urlparse(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"must be a redis://, rediss:// or unix:// URL, got {url!r}", file=f, field="state.redis_url")
+        if urlparse(url).password:
+            raise ConfigError("holds a password: put the URL in an environment variable and name it with "
+                              "redis_url_env", file=f, field="state.redis_url")
+    if env is not None and not (isinstance(env, str) and env):
+        raise ConfigError("must be the name of an environment variable", file=f, field="state.redis_url_env")
+    if not isinstance(state.get("share_cache", False), bool):
+        raise ConfigError("must be true or false", file=f, field="state.share_cache")
+    if not (isinstance(state.get("prefix", "route-switch"), str) and state.get("prefix", "route-switch")):
+        raise ConfigError("must be a non-empty string", file=f, field="state.prefix")
+    return dict(state)
+
+
+def redis_url(state: dict | None) -> str | None:
+    """The Redis URL of a ``state:`` mapping (read from its environment variable if so configured)."""
+    import os
+
+    if not state:
+        return None
+    if state.get("redis_url"):
+        return state["redis_url"]
+    url = os.environ.get(state["redis_url_env"], "")
+    if not url:
+        raise ConfigError(f"environment variable {state['redis_url_env']} is not set", field="state.redis_url_env")
+    return url
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -97,10 +145,11 @@ def load_config(path: str | Path) -> RouterConfig:
         if not isinstance(route_log, dict) or not isinstance(route_log.get("path"), str):
             raise ConfigError("must be a mapping with at least 'path'", file=f, field="route_log")
         route_log = dict(route_log, path=str(p.parent / route_log["path"]))
+    state = _state(raw.get("state"), f)
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
                         cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, file=f)
+                        route_log=route_log, state=state, file=f)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -123,4 +172,6 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
         doc["default_tier"] = cfg.default_tier
     if cfg.route_log:
         doc["route_log"] = dict(cfg.route_log, path=os.path.relpath(cfg.route_log["path"], p.parent))
+    if cfg.state:
+        doc["state"] = cfg.state
     atomic_write_text(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

@@ -73,6 +73,9 @@ class Router:
         self._lock = threading.Lock()
         self._llm_lock = threading.Lock()  # an in-process model serves one call at a time
         self._pool = None
+        self.version = ""           # content hash of the config it was built from (from_config)
+        self.state_config = None    # the config's ``state:`` mapping (shared state across processes)
+        self.shared_cache = None    # opt-in: a cache shared by processes, e.g. server.state.RedisDecisionCache
         self._bind_estimator()
 
     def _bind_estimator(self):
@@ -113,9 +116,19 @@ class Router:
             from .routelog import RouteLog
 
             route_log = RouteLog(**cfg.route_log)
-        return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
-                   llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                   count_tokens=count, route_log=route_log)
+        r = cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
+                llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
+                count_tokens=count, route_log=route_log)
+        from .reload import config_version
+
+        r.version, r.state_config = config_version(path), cfg.state
+        if cfg.state and cfg.state.get("share_cache"):
+            from .config import redis_url
+            from .server.state import RedisDecisionCache
+
+            r.shared_cache = RedisDecisionCache(redis_url(cfg.state), namespace=r.version,
+                                                prefix=cfg.state.get("prefix", "route-switch"))
+        return r
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
@@ -172,12 +185,17 @@ class Router:
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit.with_(path="cache", reason=f"routed before ({hit.path}: {hit.reason})")
-        d = self._decide(query[:MAX_QUERY_CHARS], tau, lam)
+        shared = self.shared_cache.get(key) if self.shared_cache is not None else None
+        d = shared or self._decide(query[:MAX_QUERY_CHARS], tau, lam)
         if self._cache_size and d.path != "default":
             with self._lock:
                 self._cache[key] = d
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+        if shared is not None:
+            return d.with_(path="cache", reason=f"routed before by another process ({d.path}: {d.reason})")
+        if self.shared_cache is not None and d.path != "default":
+            self.shared_cache.put(key, d)
         return d
 
     def _decide(self, query: str, tau, lam) -> Decision:
