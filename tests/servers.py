@@ -111,43 +111,18 @@ def router_with_upstreams(router_dir, urls: list[str], **kw):
 
 
 # ------------------------------------------------------------------ a real redis-server
-@contextlib.contextmanager
-def redis_server(workdir: str | os.PathLike):
-    """``redis-server`` (the OS package) on a free loopback port, no persistence; yields ``redis://...``."""
-    import shutil
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"redis://{LOOPBACK}:{port}/0"
-    try:
-        import redis
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis.from_url(url, socket_timeout=1).ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {proc.stderr.read()[:500]!r}")
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A session-wide real redis-server on loopback."""
+    from route_switch.testing.redis_server import RedisNotInstalled, redis_server
+
     pytest.importorskip("redis")
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+    try:
+        server = redis_server(tmp_path_factory.mktemp("redis"))
+        url = server.__enter__()
+    except RedisNotInstalled as e:
+        pytest.skip(str(e))
+    try:
         yield url
+    finally:
+        server.__exit__(None, None, None)
