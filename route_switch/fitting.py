@@ -21,7 +21,8 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     """
     from .knobs import check_knob
 
-    check_knob("target_quality", target_quality), check_knob("target_cost_share", target_cost_share)
+    check_knob("target_quality", target_quality)
+    check_knob("target_cost_share", target_cost_share)
     params = estimator_params or {}
     if target_quality is not None or target_cost_share is not None:
         fit_part, val = train.split(0.2, seed + 1)

@@ -89,8 +89,8 @@ class RouterReloader:
 
     def _load(self):
         fp = fingerprint(self.path)
-        version = config_version(self.path)
         router = self._build(self.path)
+        version = getattr(router, "version", "") or config_version(self.path)  # from_config hashes the files
         if fingerprint(self.path) != fp:
             raise RuntimeError("the router's files changed while they were read; will try again")
         router.version = version

@@ -100,3 +100,17 @@ def test_proxy_refuses_nan_and_infinity_in_json(router):
             r = httpx.post(f"{base}/v1/route", content=body, headers=auth)
             assert r.status_code == 400 and f"{knob} must be a finite number" in r.json()["error"]["message"], r.text
         assert httpx.post(f"{base}/v1/route", content='{"query": "hi", "tau": 0.3}', headers=auth).status_code == 200
+
+
+def test_weekly_job_refuses_a_non_finite_lambda(tmp_path):
+    from route_switch.jobs.reoptimize import load_job
+
+    from pathlib import Path
+
+    example = (Path(__file__).resolve().parents[1] / "jobs" / "weekly.example.yaml").read_text()
+    assert "\nlambda: " in example
+    job = tmp_path / "job.yaml"
+    job.write_text("\n".join("lambda: .nan" if line.startswith("lambda:") else line for line in example.splitlines()))
+    with pytest.raises(ConfigError) as e:
+        load_job(job)
+    assert e.value.field == "lambda" and "finite" in str(e.value)
