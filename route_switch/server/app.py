@@ -502,7 +502,7 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
         Route("/v1/models", p.endpoint("models", p.models), methods=["GET"]),
         Route("/health", p.endpoint("health", p.health, auth=False, limit=False), methods=["GET"]),
         Route("/metrics", p.endpoint("metrics", p.metrics_text, limit=False), methods=["GET"]),
-        Route("/admin/reload", p.endpoint("admin_reload", p.admin_reload, limit=False), methods=["POST"]),
+        Route("/admin/reload", p.endpoint("admin_reload", p.admin_reload), methods=["POST"]),
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

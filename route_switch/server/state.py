@@ -85,8 +85,11 @@ class RedisState(LocalState):
         if self._client is None:  # created in the event loop that uses it (one per worker)
             import redis.asyncio as aioredis
 
-            self._client = aioredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
-                                                   socket_connect_timeout=self.timeout_s)
+            # A bounded pool: a burst waits briefly for a connection instead of opening hundreds.
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=32, timeout=self.timeout_s,
+                                                            socket_timeout=self.timeout_s,
+                                                            socket_connect_timeout=self.timeout_s)
+            self._client, self._pool = aioredis.Redis(connection_pool=pool), pool
             self._script = self._client.register_script(TOKEN_BUCKET)
         return self._script
 
@@ -108,6 +111,7 @@ class RedisState(LocalState):
         if self._client is not None:
             try:
                 await self._client.aclose()
+                await self._pool.disconnect()
             except Exception:  # closing a broken connection must not fail the shutdown
                 pass
             self._client = None
