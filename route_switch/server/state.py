@@ -78,7 +78,7 @@ class RedisState(LocalState):
     def __init__(self, url: str, per_minute: float | None, prefix: str = "route-switch", timeout_s: float = 0.5):
         super().__init__(per_minute)  # the fallback while Redis is down
         self.url, self.prefix, self.timeout_s = url, prefix, timeout_s
-        self._client = self._script = None
+        self._client = self._script = self._pool = None
         self._warn = _Warn()
 
     def _redis(self):
