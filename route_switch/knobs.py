@@ -35,7 +35,7 @@ def check_knob(name: str, value) -> float | None:
     except (TypeError, ValueError, OverflowError):
         ok, v = False, math.nan
     if not (ok and math.isfinite(v) and lo <= v <= hi):
-        raise ValueError(f"{name} must be a finite number {describe_range(name)}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {describe_range(name)}, got {repr(value)[:60]}")
     return v
 
 

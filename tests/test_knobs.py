@@ -114,3 +114,9 @@ def test_weekly_job_refuses_a_non_finite_lambda(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_job(job)
     assert e.value.field == "lambda" and "finite" in str(e.value)
+
+
+def test_error_message_stays_short_for_huge_values():
+    with pytest.raises(ValueError) as e:
+        check_knob("tau", list(range(100_000)))
+    assert len(str(e.value)) < 200

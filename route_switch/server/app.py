@@ -442,7 +442,7 @@ class Proxy:
             if body.get(k) is None:
                 continue
             try:  # JSON admits NaN and Infinity: the shared check refuses them
-                v = check_knob(k, body[k] if isinstance(body[k], (int, float)) else str(body[k]))
+                v = check_knob(k, body[k])
             except ValueError as e:
                 raise ApiError(400, str(e), code="invalid_knob") from None
             tau, lam = (v, None) if k == "tau" else (None, v)
