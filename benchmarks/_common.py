@@ -1,7 +1,6 @@
 """Shared helpers of the benchmarks: a fitted router and queries (shared data or the synthetic set)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -9,12 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def synthetic_evalset():
     """The tests' synthetic evalset (small/medium/large), written by the project itself."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import synthetic_records
+    from route_switch.testing.synthetic import synthetic_evalset as make
 
-    from route_switch.evalset import from_records
-
-    return from_records(synthetic_records(), source="synthetic")
+    return make()
 
 
 def fitted_router_dir(evalset_name: str | None, out: Path | None = None) -> tuple[Path, list[str]]:

@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
             url, key, proxy = a.url, a.key, None
             if url is None:
                 up_port, port, key = _free_port(), _free_port(), secrets.token_hex(16)
-                up = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers.py"), "fake-upstream",
+                up = subprocess.Popen([sys.executable, "-m", "route_switch.testing.upstreams", "fake",
                                        "--port", str(up_port)], stdout=subprocess.DEVNULL)
                 procs.append(up)
                 _wait(f"http://127.0.0.1:{up_port}/v1/models", up)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import RouteSwitchError
+from .knobs import knob_arg
 
 
 def _load_split(args):
@@ -178,7 +179,7 @@ def cmd_serve(args) -> int:
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
           upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level,
-          budgets_path=args.budgets)
+          budgets_path=args.budgets, workers=args.workers, watch_s=args.watch_s)
     return 0
 
 
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
-    e.add_argument("--target-quality", type=float, default=0.95, help="operating point: share of the best model's quality")
+    e.add_argument("--target-quality", type=knob_arg("target_quality"), default=0.95, help="operating point: share of the best model's quality")
     e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
     e.add_argument("--program", help="also measure the router LLM running this program (programs/*.yaml or "
                                      "optimized/<name>, hand edits included) against the estimator on the same queries")
@@ -230,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(f)
     f.add_argument("--out", help="output directory (default estimators/<name>)")
     f.add_argument("--all", action="store_true", help="fit on train and test (for deployment)")
-    f.add_argument("--target-quality", type=float, default=0.95,
+    f.add_argument("--target-quality", type=knob_arg("target_quality"), default=0.95,
                    help="calibrate tau for this share of the best single model's validation quality")
-    f.add_argument("--target-cost-share", type=float,
+    f.add_argument("--target-cost-share", type=knob_arg("target_cost_share"),
                    help="instead: calibrate tau for at most this share of the top model's cost")
     f.add_argument("--bypass-tokens", type=int, default=0)
     f.add_argument("--program", help="also configure the router LLM with this program and fit its fusion "
@@ -247,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
     r.add_argument("query", nargs="*")
     r.add_argument("--router", help="router directory or YAML (default: $ROUTE_SWITCH_CONFIG or ./route-switch.yaml)")
-    r.add_argument("--tau", type=float)
-    r.add_argument("--lambda", dest="lam", type=float)
+    r.add_argument("--tau", type=knob_arg("tau"))
+    r.add_argument("--lambda", dest="lam", type=knob_arg("lambda"))
     r.set_defaults(func=cmd_route)
 
     b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
     o.add_argument("--evalset", required=True, help="evalset spec whose tiers match the program's")
-    o.add_argument("--lambda", dest="lam", type=float, default=None,
+    o.add_argument("--lambda", dest="lam", type=knob_arg("lambda"), default=None,
                    help="cost weight in score - lambda*cost/C (C: top tier's mean cost); default: the break-even "
                         "lambda at which all-tier-1 and all-top score the same")
     o.add_argument("--min-gain", type=float, default=0.005,
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
+    v.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (share limits via state.redis_url)")
+    v.add_argument("--watch-s", type=float, default=2.0,
+                   help="seconds between checks of the router's files for a hot reload (0: only SIGHUP, /admin/reload)")
     v.set_defaults(func=cmd_serve)
     return p
 

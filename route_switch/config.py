@@ -26,6 +26,10 @@
       privacy: hash                        # hash (default: sha256 of the query) or full (the query text)
       max_bytes: 10000000                  # rotate beyond this size ...
       backups: 5                           # ... keeping this many old files
+    state:                                 # optional: share rate limits across proxy processes
+      redis_url_env: ROUTE_SWITCH_REDIS_URL   # env var holding redis://host:port/db (or redis_url: without a password)
+      share_cache: false                   # also share routing decisions
+      prefix: route-switch                 # key prefix (one per deployment)
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class RouterConfig:
     default_tier: int | None = None
     route_log: dict | None = None
     conversation: object = None  # ConversationConfig; None = defaults
+    state: dict | None = None
     file: str = ""
 
 
@@ -58,11 +63,63 @@ def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | No
     v = raw.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"must be a number, got {v!r}", file=file, field=key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"must be a finite number, got {v!r}", file=file, field=key)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ConfigError(f"must be within [{lo}, {hi}], got {v!r}", file=file, field=key)
     return cast(v)
+
+
+def _knob(sel: dict, key: str, file: str) -> float | None:
+    from .knobs import check_knob
+
+    try:
+        return check_knob(key, sel.get(key))
+    except ValueError as e:
+        raise ConfigError(str(e), file=file, field=key) from None
+
+
+STATE_KEYS = {"redis_url", "redis_url_env", "share_cache", "prefix"}
+
+
+def _state(state, f: str) -> dict | None:
+    """The ``state:`` mapping, checked (the URL itself may live in an environment variable)."""
+    if state is None:
+        return None
+    if not isinstance(state, dict) or not STATE_KEYS >= set(state):
+        raise ConfigError(f"must be a mapping with keys among {sorted(STATE_KEYS)}", file=f, field="state")
+    url, env = state.get("redis_url"), state.get("redis_url_env")
+    if (url is None) == (env is None):
+        raise ConfigError("give exactly one of redis_url, redis_url_env", file=f, field="state")
+    if url is not None:
+        from urllib.parse import urlparse
+
+        if not isinstance(url, str) or urlparse(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"must be a redis://, rediss:// or unix:// URL, got {url!r}", file=f, field="state.redis_url")
+        if urlparse(url).password:
+            raise ConfigError("holds a password: put the URL in an environment variable and name it with "
+                              "redis_url_env", file=f, field="state.redis_url")
+    if env is not None and not (isinstance(env, str) and env):
+        raise ConfigError("must be the name of an environment variable", file=f, field="state.redis_url_env")
+    if not isinstance(state.get("share_cache", False), bool):
+        raise ConfigError("must be true or false", file=f, field="state.share_cache")
+    if not (isinstance(state.get("prefix", "route-switch"), str) and state.get("prefix", "route-switch")):
+        raise ConfigError("must be a non-empty string", file=f, field="state.prefix")
+    return dict(state)
+
+
+def redis_url(state: dict | None) -> str | None:
+    """The Redis URL of a ``state:`` mapping (read from its environment variable if so configured)."""
+    import os
+
+    if not state:
+        return None
+    if state.get("redis_url"):
+        return state["redis_url"]
+    url = os.environ.get(state["redis_url_env"], "")
+    if not url:
+        raise ConfigError(f"environment variable {state['redis_url_env']} is not set", field="state.redis_url_env")
+    return url
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -80,7 +137,7 @@ def load_config(path: str | Path) -> RouterConfig:
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict):
         raise ConfigError("must be a mapping like {tau: 0.1}", file=f, field="selection")
-    tau, lam = _num(sel, "tau", f, 0, 1), _num(sel, "lambda", f, 0)
+    tau, lam = _knob(sel, "tau", f), _knob(sel, "lambda", f)
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}
@@ -107,10 +164,11 @@ def load_config(path: str | Path) -> RouterConfig:
     from .conversation import ConversationConfig
 
     conversation = ConversationConfig.from_dict(raw["conversation"], f) if raw.get("conversation") is not None else None
+    state = _state(raw.get("state"), f)
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
                         cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, conversation=conversation, file=f)
+                        route_log=route_log, conversation=conversation, state=state, file=f)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -136,4 +194,6 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
         doc["route_log"] = dict(cfg.route_log, path=os.path.relpath(cfg.route_log["path"], p.parent))
     if cfg.conversation is not None:
         doc["conversation"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.conversation.__dict__.items()}
+    if cfg.state:
+        doc["state"] = cfg.state
     atomic_write_text(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .decision import Decision
+from .knobs import check_knobs
 from .sanitize import strip_routing_directives
 from .selection import select
 from .llm.tokens import estimate_tokens
@@ -68,7 +69,7 @@ class Router:
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
         self.tiers = list(tiers or [])
-        self.tau, self.lam = tau, lam
+        self.tau, self.lam = check_knobs(tau, lam)
         self.bypass_tokens = bypass_tokens
         self.llm, self.llm_timeout_s = llm, llm_timeout_s
         self.fusion = fusion  # TierFusion: estimator + LLM distribution -> quality per tier
@@ -86,6 +87,9 @@ class Router:
         self._pool = None
         self.conversation = conversation or ConversationConfig()
         self.sessions = SessionFloors(self.conversation.session_ttl_s, self.conversation.max_sessions)
+        self.version = ""           # content hash of the config it was built from (from_config)
+        self.state_config = None    # the config's ``state:`` mapping (shared state across processes)
+        self.shared_cache = None    # opt-in: a cache shared by processes, e.g. server.state.RedisDecisionCache
         self._bind_estimator()
 
     def _bind_estimator(self):
@@ -131,10 +135,20 @@ class Router:
             from .routelog import RouteLog
 
             route_log = RouteLog(**cfg.route_log)
-        return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
-                   llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                   count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
-                   llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation)
+        r = cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
+                llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
+                count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
+                llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation)
+        from .reload import config_version
+
+        r.version, r.state_config = config_version(path), cfg.state
+        if cfg.state and cfg.state.get("share_cache"):
+            from .config import redis_url
+            from .server.state import RedisDecisionCache
+
+            r.shared_cache = RedisDecisionCache(redis_url(cfg.state), namespace=r.version,
+                                                prefix=cfg.state.get("prefix", "route-switch"))
+        return r
 
     # ------------------------------------------------------------------ routing
     def route(self, query, *, tau: float | None = None, lam: float | None = None,
@@ -143,9 +157,11 @@ class Router:
 
         Never raises for a ``str``; ``TypeError`` for anything that is neither. With ``session``,
         the decision does not drop below the tier that session last used (``conversation.sticky``).
+        ``ValueError`` when ``tau``/``lam`` is out of range or not finite (:mod:`route_switch.knobs`).
         """
         if not isinstance(query, str):
             query = self.conversation_text(query)
+        tau, lam = check_knobs(tau, lam)
         t0 = time.perf_counter()
         try:
             d = self._route(query, tau, lam)
@@ -183,6 +199,7 @@ class Router:
         for q in queries:
             if not isinstance(q, str):
                 raise TypeError(f"route_batch() takes str queries, got {type(q).__name__}")
+        tau, lam = check_knobs(tau, lam)
         if self.estimator is None or not queries:
             return [self.route(q, tau=tau, lam=lam) for q in queries]
         tau, lam = self._knob(tau, lam)
@@ -210,12 +227,17 @@ class Router:
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit.with_(path="cache", reason=f"routed before ({hit.path}: {hit.reason})")
-        d = self._decide(query[:MAX_QUERY_CHARS], tau, lam, explicit)
+        shared = self.shared_cache.get(key) if self.shared_cache is not None else None
+        d = shared or self._decide(query[:MAX_QUERY_CHARS], tau, lam, explicit)
         if self._cache_size and d.path != "default":
             with self._lock:
                 self._cache[key] = d
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+        if shared is not None:
+            return d.with_(path="cache", reason=f"routed before by another process ({d.path}: {d.reason})")
+        if self.shared_cache is not None and d.path != "default":
+            self.shared_cache.put(key, d)
         return d
 
     def _decide(self, query: str, tau, lam, explicit: bool = False) -> Decision:
@@ -344,6 +366,7 @@ def route(query, *, tau: float | None = None, lam: float | None = None, router: 
 
     if not isinstance(query, str) and not is_messages(query):
         raise TypeError(f"route() takes a str query or a list of chat messages, got {type(query).__name__}")
+    tau, lam = check_knobs(tau, lam)
     try:
         r = router or default_router()
     except Exception as e:  # a broken config must not turn into an exception for the caller

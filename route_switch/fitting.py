@@ -21,6 +21,10 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     is configured too, and with ``fit_n > 0`` a fusion of the two is fitted and calibrated
     (``fusion.json``, ``llm.tau``; see :func:`route_switch.fusion.fit_fusion`).
     """
+    from .knobs import check_knob
+
+    check_knob("target_quality", target_quality)
+    check_knob("target_cost_share", target_cost_share)
     params = estimator_params or {}
     if target_quality is not None or target_cost_share is not None:
         fit_part, val = train.split(0.2, seed + 1)

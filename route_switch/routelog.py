@@ -4,9 +4,12 @@ Each line holds ``ts`` (UTC ISO-8601), ``query_sha256``, ``query`` (only with ``
 ``tier``, ``tier_name``, ``model``, ``path`` and ``predicted_quality``. Files rotate by size:
 ``routes.jsonl`` → ``routes.jsonl.1`` → … → ``routes.jsonl.<backups>`` (oldest, then dropped).
 
-Writes are serialised by a lock and appended with ``O_APPEND``; rotation is coordinated within
-one process (several processes should log to separate files). :func:`read_route_log` reads all
-rotated files oldest first and skips torn or malformed lines (e.g. after a crash).
+Several processes (uvicorn workers, replicas on one host) may share one log. Each line is one
+``write`` on an ``O_APPEND`` descriptor, under an exclusive ``fcntl.flock`` on a sibling lock file
+(``.routes.jsonl.lock``) that also covers the size check and the rotation; a writer whose file was
+rotated away by another process notices (inode changed) and reopens. So no line is torn, lost or
+written into a file that was already rotated. :func:`read_route_log` reads all rotated files oldest
+first and skips torn or malformed lines (e.g. after a crash).
 """
 from __future__ import annotations
 
@@ -48,12 +51,32 @@ class RouteLog:
         self.privacy, self.max_bytes, self.backups = privacy, max_bytes, backups
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._pid = os.getpid()
 
     def _open(self) -> int:
+        if self._fd is not None:
+            try:  # another process may have rotated the file away: follow the path, not the inode
+                if os.fstat(self._fd).st_ino != os.stat(self.path).st_ino:
+                    os.close(self._fd)
+                    self._fd = None
+            except FileNotFoundError:
+                os.close(self._fd)
+                self._fd = None
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return self._fd
+
+    def _file_lock(self) -> int:
+        """The descriptor of the sibling lock file (its inode never changes: rotation leaves it alone)."""
+        if self._pid != os.getpid():  # forked: descriptors are shared with the parent, open our own
+            self._fd = self._lock_fd = None
+            self._pid = os.getpid()
+        if self._lock_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        return self._lock_fd
 
     def _rotate(self) -> None:
         if self._fd is not None:
@@ -81,24 +104,35 @@ class RouteLog:
 
     def write(self, query: str, decision) -> None:
         line = (json.dumps(self.record(query, decision), ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+        import fcntl
+
         with self._lock:
-            fd = self._open()
-            size = os.fstat(fd).st_size
-            if size and size + len(line) > self.max_bytes:
-                self._rotate()
+            lock_fd = self._file_lock()
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
                 fd = self._open()
-            os.write(fd, line)
+                size = os.fstat(fd).st_size
+                if size and size + len(line) > self.max_bytes:
+                    self._rotate()
+                    fd = self._open()
+                view = memoryview(line)
+                while view:  # one write in practice; a short write is finished, never left torn
+                    view = view[os.write(fd, view):]
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            for name in ("_fd", "_lock_fd"):
+                if getattr(self, name) is not None:
+                    os.close(getattr(self, name))
+                    setattr(self, name, None)
 
     def __del__(self):  # best effort
         try:
-            if self._fd is not None:
-                os.close(self._fd)
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    os.close(fd)
         except Exception:
             pass
 

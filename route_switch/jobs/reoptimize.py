@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -87,8 +88,8 @@ def _number(raw: dict, key: str, f: str, default, lo=None, hi=None, cast=float, 
     v = raw.get(key, default)
     if v is None:
         _err(f, fld, "is required")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _err(f, fld, f"must be a number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _err(f, fld, f"must be a finite number, got {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         _err(f, fld, f"must be within [{lo}, {hi}], got {v!r}")
     if cast is int and int(v) != v:

@@ -29,7 +29,9 @@ from starlette.routing import Route
 
 from ..controller import Router
 from ..errors import ConfigError
+from ..knobs import check_knob
 from .ratelimit import RateLimiter
+from .state import make_state
 from .upstream import AllTiersFailed, forward
 
 KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
@@ -183,12 +185,11 @@ def parse_model(name) -> tuple[float | None, float | None]:
         raise ApiError(404, f"model '{name[:100]}' does not exist: this proxy serves 'router', "
                             "'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'",
                        code="model_not_found")
-    v = float(m.group(2))
-    if m.group(1) == "tau":
-        if not 0 <= v <= 1:
-            raise ApiError(400, f"tau must be within [0, 1], got {v:g}", code="invalid_model")
-        return v, None
-    return None, v
+    try:
+        v = check_knob(m.group(1), float(m.group(2)))
+    except ValueError as e:
+        raise ApiError(400, str(e), code="invalid_model") from None
+    return (v, None) if m.group(1) == "tau" else (None, v)
 
 
 def content_text(content, where: str) -> str:
@@ -245,13 +246,14 @@ def session_key(request: Request, ctx) -> str | None:
 # ---------------------------------------------------------------------------------------- the app
 class _Ctx:
     __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query", "plan", "cost",
-                 "spent", "cap_note")
+                 "spent", "cap_note", "router")
 
     def __init__(self, request: Request, endpoint: str):
         rid = request.headers.get("x-request-id", "")
         self.id = rid if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid) else uuid.uuid4().hex
         self.endpoint, self.key, self.t0 = endpoint, "-", time.perf_counter()
         self.decision = self.answered = self.query = self.plan = self.cost = self.spent = self.cap_note = None
+        self.router = None
         self.failures: list = []
         self.stream = False
 
@@ -270,6 +272,9 @@ class Proxy:
                               "or pass --insecure-no-auth to run without authentication")
         self.max_body = max_body_bytes
         self.limiter = RateLimiter(rate_limit_per_min)
+        # Shared through Redis when the router config has ``state:`` (several workers or replicas).
+        self.state = make_state(getattr(router, "state_config", None), rate_limit_per_min)
+        self.reloader = None  # set by create_app when the router comes from a config path (hot reload)
         self.timeout = upstream_timeout_s
         self.log_prompts = log_prompts
         self.metrics = Metrics()
@@ -288,6 +293,7 @@ class Proxy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        await self.state.close()
 
     # -- per-request plumbing
     def _authenticate(self, request: Request, ctx: _Ctx):
@@ -339,7 +345,7 @@ class Proxy:
                 if auth:
                     self._authenticate(request, ctx)
                 if limit:
-                    wait = self.limiter.check(ctx.key)
+                    wait = await self.state.rate_check(ctx.key)
                     if wait:
                         raise ApiError(429, f"rate limit of {self.limiter.per_minute:g} requests per minute exceeded; "
                                             f"retry after {RateLimiter.retry_after(wait)}s", "rate_limit_error",
@@ -368,7 +374,8 @@ class Proxy:
 
     async def decide(self, ctx: _Ctx, text: str, tau, lam, session: str | None = None):
         ctx.query = text
-        d = await run_in_threadpool(self.router.route, text, tau=tau, lam=lam, session=session)
+        ctx.router = self.router  # one router per request: a hot reload swaps it between requests only
+        d = await run_in_threadpool(ctx.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
@@ -381,13 +388,14 @@ class Proxy:
     def info(self, ctx: _Ctx, index: int | None) -> tuple[dict, dict]:
         """The ``route_switch`` body object and the ``X-Route-Switch-*`` headers."""
         d = ctx.decision
-        t = self.router.tiers[index] if index is not None else None
+        t = ctx.router.tiers[index] if index is not None else None
         body = {"request_id": ctx.id, "tier": index + 1 if t else None, "tier_name": t.name if t else None,
                 "model": t.model if t else None, "routed_tier": d.tier, "path": d.path, "reason": d.reason,
                 "retried_from": ctx.failures, "predicted_quality": d.predicted_quality,
                 "route_latency_ms": d.latency_ms}
         headers = {"X-Route-Switch-Routed-Tier": str(d.tier), "X-Route-Switch-Path": d.path,
-                   "X-Route-Switch-Reason": _header(d.reason)}
+                   "X-Route-Switch-Reason": _header(d.reason), "X-Route-Switch-Version": _header(ctx.router.version)}
+        body["router_version"] = ctx.router.version
         if t is not None:
             headers.update({"X-Route-Switch-Tier": str(index + 1), "X-Route-Switch-Tier-Name": _header(t.name),
                             "X-Route-Switch-Model": _header(t.model)})
@@ -409,9 +417,9 @@ class Proxy:
         ctx.stream = stream
         cap, cap_reason = self._spend_cap(request, ctx, body)
         d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
-        if not self.router.tiers:
+        if not ctx.router.tiers:
             raise ApiError(503, "the router has no tiers configured", "server_error", "no_tiers")
-        tiers = self.router.tiers[:cap] if cap else self.router.tiers
+        tiers = ctx.router.tiers[:cap] if cap else ctx.router.tiers
         start = min(d.tier, len(tiers))  # retries go up, but never past the cap
         if start < d.tier:
             ctx.cap_note = f"routed tier {d.tier} capped at tier {start}: {ctx.cap_note}"
@@ -430,7 +438,7 @@ class Proxy:
         ctx.failures, ctx.answered = f.failures, f.index + 1
         self._count_failures(ctx)
         self.metrics.inc("route_switch_tier_answered_total",
-                         {"tier": str(f.index + 1), "tier_name": self.router.tiers[f.index].name})
+                         {"tier": str(f.index + 1), "tier_name": ctx.router.tiers[f.index].name})
         if f.response is None:  # non-streaming answer (or an upstream client error passed through)
             data = f.data if isinstance(f.data, dict) else {"data": f.data}
             if f.status == 200:
@@ -550,17 +558,29 @@ class Proxy:
         else:
             raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
         tau, lam = parse_model(body.get("model", "router"))
-        for k, lo, hi in (("tau", 0, 1), ("lambda", 0, None)):
-            v = body.get(k)
-            if v is None:
+        for k in ("tau", "lambda"):
+            if body.get(k) is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
-                raise ApiError(400, f"'{k}' must be a number within [{lo}, {hi if hi is not None else 'inf'}]",
-                               code="invalid_knob")
-            tau, lam = (float(v), None) if k == "tau" else (None, float(v))
+            try:  # JSON admits NaN and Infinity: the shared check refuses them
+                v = check_knob(k, body[k])
+            except ValueError as e:
+                raise ApiError(400, str(e), code="invalid_knob") from None
+            tau, lam = (v, None) if k == "tau" else (None, v)
         d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
-        return json_response(d.to_dict() | {"request_id": ctx.id},
-                             headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path})
+        return json_response(d.to_dict() | {"request_id": ctx.id, "router_version": ctx.router.version},
+                             headers={"X-Route-Switch-Tier": str(d.tier), "X-Route-Switch-Path": d.path,
+                                      "X-Route-Switch-Version": _header(ctx.router.version)})
+
+    async def admin_reload(self, request: Request, ctx: _Ctx) -> Response:
+        """Reload the router from its config files now (this process; other workers poll the files)."""
+        if self.reloader is None:
+            raise ApiError(409, "this proxy was not started from a router config path: nothing to reload",
+                           code="reload_unavailable")
+        res = await run_in_threadpool(self.reloader.reload, force=True)
+        if "error" in res:
+            raise ApiError(409, f"reload failed, version {res['version']} kept: {res['error'][:300]}",
+                           code="reload_failed")
+        return json_response(res, headers={"X-Route-Switch-Version": _header(res["version"])})
 
     async def models(self, request: Request, ctx: _Ctx) -> Response:
         data = [{"id": "router", "object": "model", "created": 0, "owned_by": "route-switch"}]
@@ -571,7 +591,7 @@ class Proxy:
     async def health(self, request: Request, ctx: _Ctx) -> Response:
         r = self.router
         return json_response({"status": "ok", "tiers": [t.name for t in r.tiers], "estimator": r.estimator is not None,
-                              "llm": r.llm is not None})
+                              "llm": r.llm is not None, "version": r.version})
 
     async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
         text = self.metrics.render()
@@ -589,21 +609,32 @@ class Proxy:
 
 def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,
                rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
-               insecure_no_auth: bool = False, log_prompts: bool = False, budgets=None) -> Starlette:
+               insecure_no_auth: bool = False, log_prompts: bool = False, budgets=None,
+               sighup_reload: bool = False) -> Starlette:
     """The proxy app. ``api_keys`` empty raises ``ConfigError`` unless ``insecure_no_auth``.
 
     ``rate_limit_per_min`` is per API key (per client address without auth); 0/None disables it.
+    ``router`` may be a :class:`~route_switch.reload.RouterReloader`: then each reload swaps the
+    router between requests, ``POST /admin/reload`` reloads now, and with ``sighup_reload`` so
+    does ``SIGHUP`` (main thread only).
     ``app.state.proxy`` holds the :class:`Proxy` (metrics, router) for tests and embedding.
     ``budgets``: optional :class:`~route_switch.server.budgets.Budgets` (spend limits, ``max_cost``).
     """
-    p = Proxy(router, api_keys, max_body_bytes, rate_limit_per_min, upstream_timeout_s, insecure_no_auth, log_prompts,
-              budgets)
+    from ..reload import RouterReloader
+
+    reloader = router if isinstance(router, RouterReloader) else None
+    p = Proxy(reloader.current if reloader else router, api_keys, max_body_bytes, rate_limit_per_min,
+              upstream_timeout_s, insecure_no_auth, log_prompts, budgets)
+    if reloader is not None:
+        p.reloader = reloader
+        reloader.on_swap = lambda new: setattr(p, "router", new)
     routes = [
         Route("/v1/chat/completions", p.endpoint("chat_completions", p.chat), methods=["POST"]),
         Route("/v1/route", p.endpoint("route", p.route), methods=["POST"]),
         Route("/v1/models", p.endpoint("models", p.models), methods=["GET"]),
         Route("/health", p.endpoint("health", p.health, auth=False, limit=False), methods=["GET"]),
         Route("/metrics", p.endpoint("metrics", p.metrics_text, limit=False), methods=["GET"]),
+        Route("/admin/reload", p.endpoint("admin_reload", p.admin_reload), methods=["POST"]),
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -619,7 +650,19 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
 
     @asynccontextmanager
     async def lifespan(app):
+        if sighup_reload and reloader is not None:
+            import asyncio
+            import signal
+
+            try:  # the reload runs in a thread: the event loop keeps serving while it loads
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: threading.Thread(target=reloader.reload, kwargs={"force": True},
+                                                            daemon=True).start())
+            except (ValueError, RuntimeError, NotImplementedError) as e:  # not the main thread, or no signals
+                log.warning("SIGHUP reload unavailable: %s", e)
         yield
+        if reloader is not None:
+            reloader.stop()
         await p.close()
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -641,32 +684,8 @@ def _setup_logging(level: str):
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, insecure_no_auth: bool = False,
-          max_body_bytes: int = 1_000_000, rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
-          log_prompts: bool = False, log_level: str = "info", budgets_path=None) -> None:
-    """Run the proxy with uvicorn until interrupted. Keys come from ``$ROUTE_SWITCH_API_KEYS``.
+def serve(config_path, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Run the proxy with uvicorn until interrupted: see :func:`route_switch.server.run.serve`."""
+    from .run import serve as run_serve
 
-    Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, or when the
-    router config is invalid.
-    """
-    import uvicorn
-
-    keys = keys_from_env()
-    if not keys and not insecure_no_auth:
-        raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
-                          "(or pass --insecure-no-auth explicitly)")
-    router = Router.from_config(config_path)
-    budgets = None
-    if budgets_path:
-        from .budgets import Budgets
-
-        budgets = Budgets.from_file(budgets_path)
-    app = create_app(router, api_keys=keys, max_body_bytes=max_body_bytes, rate_limit_per_min=rate_limit_per_min,
-                     upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth, log_prompts=log_prompts,
-                     budgets=budgets)
-    _setup_logging(log_level)
-    if host not in LOOPBACK:
-        log.warning("listening on %s: reachable from other machines%s", host,
-                    " WITHOUT authentication" if insecure_no_auth else "")
-    log.info("route-switch proxy on http://%s:%d/v1 with %d tiers", host, port, len(router.tiers))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    run_serve(config_path, host, port, **options)

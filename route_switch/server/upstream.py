@@ -19,6 +19,7 @@ from ..spec import Tier
 
 RETRY_STATUS = {401, 403, 404, 408, 409, 429}
 SSE_PREFIXES = (b"data:", b":", b"event:", b"id:", b"retry:")
+FIRST_EVENT_LIMIT = 1 << 20  # bytes read while looking for the end of the first event
 
 
 class UpstreamFailure(Exception):
@@ -101,17 +102,34 @@ async def _open_stream(client: httpx.AsyncClient, tier: Tier, body: dict, timeou
             raise UpstreamFailure(f"malformed stream: content-type {ctype[:60]!r}, not text/event-stream")
         chunks = r.aiter_raw()
         first = b""
-        while not first.strip():
+        # Read up to the end of the first event: nothing has reached the client yet, so an upstream
+        # whose stream starts wrong (not SSE, or an event that is not JSON) can still be retried.
+        while b"\n\n" not in first.replace(b"\r\n", b"\n") and len(first) < FIRST_EVENT_LIMIT:
             try:
-                first = await chunks.__anext__()
+                first += await chunks.__anext__()
             except StopAsyncIteration:
-                raise UpstreamFailure("empty event stream") from None
-        if not first.lstrip().startswith(SSE_PREFIXES):
+                if not first.strip():
+                    raise UpstreamFailure("empty event stream") from None
+                break
+        if not first.lstrip().startswith(SSE_PREFIXES) or not _first_event_ok(first):
             raise UpstreamFailure("malformed event stream")
         return Forwarded(index=-1, status=200, response=r, chunks=chunks, first=first)
     except BaseException:
         await r.aclose()
         raise
+
+
+def _first_event_ok(raw: bytes) -> bool:
+    """The first SSE event's ``data:`` is ``[DONE]`` or JSON (comments and other fields pass)."""
+    event = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    data = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    if not data or data == b"[DONE]":
+        return True
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 async def forward(client: httpx.AsyncClient, tiers: Sequence[Tier], start: int, body: dict, *,

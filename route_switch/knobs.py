@@ -1,0 +1,58 @@
+"""The routing knobs and their valid ranges: one check shared by ``route()``, ``fit``, the YAML and the CLI.
+
+* ``tau`` (τ, the tolerance of the τ rule): a finite number in [0, 1];
+* ``lambda`` (λ, the cost weight of the λ rule): a finite number ≥ 0;
+* ``target_quality`` / ``target_cost_share`` (calibration targets of ``fit``): finite numbers in [0, 1].
+
+A value out of range, NaN, ±inf, a bool or a non-number raises ``ValueError`` naming the knob and
+its range; before this check ``tau=nan`` silently routed everything to the cheapest tier.
+"""
+from __future__ import annotations
+
+import math
+
+RANGES: dict[str, tuple[float, float]] = {
+    "tau": (0.0, 1.0),
+    "lambda": (0.0, math.inf),
+    "target_quality": (0.0, 1.0),
+    "target_cost_share": (0.0, 1.0),
+}
+
+
+def describe_range(name: str) -> str:
+    lo, hi = RANGES[name]
+    return f"within [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+
+
+def check_knob(name: str, value) -> float | None:
+    """``value`` as a float if it is a valid ``name`` knob (``None`` passes through); else ``ValueError``."""
+    if value is None:
+        return None
+    lo, hi = RANGES[name]
+    ok = not isinstance(value, bool)
+    try:
+        v = float(value) if ok and not isinstance(value, str) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        ok, v = False, math.nan
+    if not (ok and math.isfinite(v) and lo <= v <= hi):
+        raise ValueError(f"{name} must be a finite number {describe_range(name)}, got {repr(value)[:60]}")
+    return v
+
+
+def check_knobs(tau=None, lam=None) -> tuple[float | None, float | None]:
+    """Both routing knobs checked (either may be ``None``)."""
+    return check_knob("tau", tau), check_knob("lambda", lam)
+
+
+def knob_arg(name: str):
+    """An ``argparse`` ``type=`` for a knob: a bad value is a one-line usage error (exit 2)."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            return check_knob(name, float(text))
+        except ValueError as e:
+            msg = str(e) if "must be" in str(e) else f"{name} must be a finite number {describe_range(name)}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse

@@ -1,0 +1,85 @@
+"""Run the proxy: one process, or several uvicorn workers on one port, with hot reload.
+
+With ``workers > 1`` uvicorn starts each worker from :func:`app_from_env` (the options travel in
+``$ROUTE_SWITCH_SERVE_OPTIONS``; API keys stay in ``$ROUTE_SWITCH_API_KEYS``). Each worker watches
+the router's files and reloads itself; ``SIGHUP`` to the single process reloads in place, and to
+the uvicorn supervisor of several workers replaces them one by one. Rate limits are per process
+unless the router config has ``state: {redis_url_env: ...}`` (:mod:`route_switch.server.state`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from ..errors import ConfigError
+
+OPTIONS_ENV = "ROUTE_SWITCH_SERVE_OPTIONS"
+log = logging.getLogger("route_switch.server")
+
+
+def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: int = 1_000_000,
+              rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0, log_prompts: bool = False,
+              log_level: str = "info", watch_s: float = 2.0, sighup_reload: bool = True, budgets_path=None):
+    """The proxy app for a router config path, reloading it when its files change (``watch_s`` > 0).
+
+    ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`)."""
+    from ..reload import RouterReloader
+    from .app import KEYS_ENV, _setup_logging, create_app, keys_from_env
+
+    keys = keys_from_env()
+    if not keys and not insecure_no_auth:
+        raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
+                          "(or pass --insecure-no-auth explicitly)")
+    reloader = RouterReloader(config_path)
+    budgets = None
+    if budgets_path:
+        from .budgets import Budgets
+
+        budgets = Budgets.from_file(budgets_path)
+    app = create_app(reloader, api_keys=keys, max_body_bytes=max_body_bytes, rate_limit_per_min=rate_limit_per_min,
+                     upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth,
+                     log_prompts=log_prompts, sighup_reload=sighup_reload, budgets=budgets)
+    reloader.watch(watch_s)
+    _setup_logging(log_level)
+    return app
+
+
+def app_from_env():
+    """uvicorn factory of one worker process (``--workers N``)."""
+    return build_app(**json.loads(os.environ[OPTIONS_ENV]))
+
+
+def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, insecure_no_auth: bool = False,
+          max_body_bytes: int = 1_000_000, rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
+          log_prompts: bool = False, log_level: str = "info", watch_s: float = 2.0, budgets_path=None) -> None:
+    """Run the proxy with uvicorn until interrupted. Keys come from ``$ROUTE_SWITCH_API_KEYS``.
+
+    Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, or when the
+    router config is invalid.
+    """
+    import uvicorn
+
+    from .app import LOOPBACK
+
+    options = dict(config_path=str(config_path), insecure_no_auth=insecure_no_auth, max_body_bytes=max_body_bytes,
+                   rate_limit_per_min=rate_limit_per_min, upstream_timeout_s=upstream_timeout_s,
+                   log_prompts=log_prompts, log_level=log_level, watch_s=watch_s,
+                   budgets_path=str(budgets_path) if budgets_path else None)
+    app = build_app(**options)  # also in the supervisor: a bad config or a missing key fails here, before binding
+    proxy = app.state.proxy
+    if host not in LOOPBACK:
+        log.warning("listening on %s: reachable from other machines%s", host,
+                    " WITHOUT authentication" if insecure_no_auth else "")
+    if workers > 1 and rate_limit_per_min and not proxy.state.shared:
+        log.warning("%d workers without state.redis_url: each worker limits on its own (up to %d x %g requests "
+                    "per minute per key)", workers, workers, rate_limit_per_min)
+    log.info("route-switch proxy on http://%s:%d/v1 with %d tiers, router version %s, %d worker(s)", host, port,
+             len(proxy.router.tiers), proxy.router.version, workers)
+    common = dict(host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    if workers <= 1:
+        uvicorn.run(app, **common)
+        return
+    app.state.proxy.reloader.stop()
+    os.environ[OPTIONS_ENV] = json.dumps(options)
+    uvicorn.run("route_switch.server.run:app_from_env", factory=True, workers=workers, **common)
