@@ -21,7 +21,7 @@ import numpy as np
 from .errors import ConfigError
 from .evalset import Evalset
 from .evaluate import _points, _summary, curve_context, oracle_points
-from .fusion import TierFusion, hash_sample, llm_quality, llm_votes
+from .fusion import TierFusion, fusion_slice, hash_sample, llm_quality, llm_votes, router_llm_for
 from .selection import LAMBDA_GRID, TAU_GRID, outcome
 
 
@@ -41,8 +41,6 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     """
     from .artifacts import load_program
     from .estimator import QualityEstimator
-    from .paths import cache_dir
-    from .program import RouterLLM
 
     t0 = time.time()
     if not hasattr(program, "tiers"):
@@ -55,38 +53,28 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     order = np.argsort(unit_cost, kind="stable")  # order[k] = model column of tier k+1
     fit_n = n if fit_n is None else fit_n
 
-    if router_llm is None:
-        from .llm.cache import cached_lm
-
-        lm, _ = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
-        router_llm = RouterLLM(program, lm=lm)
+    router_llm = router_llm or router_llm_for(program, lm_cfg)
     counter = getattr(router_llm.lm, "engine", None)
     misses0 = getattr(counter, "misses", 0)
 
-    sub = test.subset(hash_sample(test.prompts, n))
-    fit_rows = hash_sample(train.prompts, fit_n)
-    rest = train.subset(np.setdiff1d(np.arange(len(train)), fit_rows))
-    fit_slice = train.subset(fit_rows)
-
     params = estimator_params or {}
-    est_full = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
-    est_rest = QualityEstimator(**params).fit(rest.prompts, rest.scores, rest.models, rest.costs)
+    e_fit, p_fit, s_fit, _c, failed_fit = fusion_slice(train, router_llm, fit_n, params, progress)
+    fusion = TierFusion().fit(e_fit, p_fit, s_fit)
 
-    probs_fit, ok_fit = llm_votes(router_llm, fit_slice.prompts, "router LLM (fusion slice)", progress)
+    sub = test.subset(hash_sample(test.prompts, n))
+    est_full = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
     probs_test, ok_test = llm_votes(router_llm, sub.prompts, "router LLM (test)", progress)
 
-    # Everything below is in the evalset's model order; tier k of the LLM is model order[k].
+    # Below, arrays are in the evalset's model order; tier k of the LLM is model order[k].
     def to_models(tier_array):
         out = np.empty_like(tier_array)
         out[:, order] = tier_array
         return out
 
-    est_fit = est_rest.predict(fit_slice.prompts)[:, order]
-    fusion = TierFusion().fit(est_fit[ok_fit], probs_fit[ok_fit], fit_slice.scores[:, order][ok_fit])
     est_test = est_full.predict(sub.prompts)
-    fused = est_test.copy()
+    fused = est_test.copy()  # an invalid answer falls back to the estimator, as route() does
     fused[ok_test] = to_models(fusion.predict(est_test[:, order][ok_test], probs_test[ok_test]))
-    llm_only = est_test.copy()  # an invalid answer falls back to the estimator, as route() does
+    llm_only = est_test.copy()
     llm_only[ok_test] = to_models(llm_quality(probs_test[ok_test]))
 
     ctx = curve_context(sub)
@@ -106,7 +94,7 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     orc = oracle_points(sub)[0]
     return {"routers": routers, "llm_eval": {
         "singles": singles, "oracle": {"cost": orc["cost"], "quality": orc["quality"]},
-        "program": program.name, "n": len(sub), "fit_n": len(fit_slice), "invalid_test": int((~ok_test).sum()),
-        "invalid_fit": int((~ok_fit).sum()), "line_aiq": line["aiq"],
+        "program": program.name, "n": len(sub), "fit_n": len(s_fit) + failed_fit,
+        "invalid_test": int((~ok_test).sum()), "invalid_fit": failed_fit, "line_aiq": line["aiq"],
         "distribution": "label" if np.all(np.nan_to_num(probs_test).max(axis=1) == 1) else "probabilities",
         "lm_calls": getattr(counter, "misses", 0) - misses0, "seconds": round(time.time() - t0, 1)}}

@@ -144,32 +144,46 @@ def llm_votes(router_llm, prompts: list[str], desc: str = "router LLM", progress
     return probs, ok
 
 
-def fit_fusion(train, program, *, lm_cfg: dict | None = None, n: int = 200, estimator_params: dict | None = None,
-               target_quality: float = 0.95, router_llm=None, progress: bool = True) -> tuple[TierFusion, float, dict]:
-    """Fit a TierFusion for deployment and calibrate its τ; returns (fusion, τ, report).
+def router_llm_for(program, lm_cfg: dict | None = None):
+    """A RouterLLM for ``program`` whose calls go through the disk cache."""
+    from .llm.cache import cached_lm
+    from .paths import cache_dir
+    from .program import RouterLLM
 
-    The router LLM routes ``n`` training queries (the lowest-hash ones; disk-cached) that an
-    estimator fitted on the rest did not see. τ is calibrated for ``target_quality`` on fused
-    predictions made out of fold (5 folds), so it is not fitted on the queries it is judged on.
+    lm, _ = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
+    return RouterLLM(program, lm=lm)
+
+
+def fusion_slice(train, router_llm, n: int, estimator_params: dict | None = None, progress: bool = True):
+    """What a fusion is fitted on: ``n`` training queries (lowest hash) routed by the LLM and by an
+    estimator fitted on the rest of ``train``.
+
+    Returns ``(estimator predictions, tier probabilities, scores, costs)``, each (usable rows × tiers)
+    in tier order (cheapest first), and the number of queries the LLM failed on.
     """
     from .estimator import QualityEstimator
-    from .selection import calibrate
 
-    if router_llm is None:
-        from .llm.cache import cached_lm
-        from .paths import cache_dir
-        from .program import RouterLLM
-
-        lm, _ = cached_lm(lm_cfg or {"kind": "local"}, program.labels, cache_dir() / "lm")
-        router_llm = RouterLLM(program, lm=lm)
     order = np.argsort(train.costs.mean(axis=0), kind="stable")
     rows = hash_sample(train.prompts, n)
     rest = train.subset(np.setdiff1d(np.arange(len(train)), rows))
     part = train.subset(rows)
     est = QualityEstimator(**(estimator_params or {})).fit(rest.prompts, rest.scores, rest.models, rest.costs)
-    probs, ok = llm_votes(router_llm, part.prompts, "router LLM (fusion)", progress)
-    e, p = est.predict(part.prompts)[:, order][ok], probs[ok]
-    s, c = part.scores[:, order][ok], part.costs[:, order][ok]
+    probs, ok = llm_votes(router_llm, part.prompts, "router LLM (fusion slice)", progress)
+    return (est.predict(part.prompts)[:, order][ok], probs[ok], part.scores[:, order][ok],
+            part.costs[:, order][ok], int((~ok).sum()))
+
+
+def fit_fusion(train, program, *, lm_cfg: dict | None = None, n: int = 200, estimator_params: dict | None = None,
+               target_quality: float = 0.95, router_llm=None, progress: bool = True) -> tuple[TierFusion, float, dict]:
+    """Fit a TierFusion for deployment and calibrate its τ; returns (fusion, τ, report).
+
+    The fit uses :func:`fusion_slice`. τ is calibrated for ``target_quality`` on fused
+    predictions made out of fold (5 folds), so it is not fitted on the queries it is judged on.
+    """
+    from .selection import calibrate
+
+    router_llm = router_llm or router_llm_for(program, lm_cfg)
+    e, p, s, c, failed = fusion_slice(train, router_llm, n, estimator_params, progress)
     if len(s) < 10:
         raise ValueError(f"only {len(s)} usable router-LLM answers on the fusion slice: too few to fit")
     oof = np.empty_like(s)
@@ -177,5 +191,6 @@ def fit_fusion(train, program, *, lm_cfg: dict | None = None, n: int = 200, esti
     for k in range(5):
         tr = folds != k
         oof[~tr] = TierFusion().fit(e[tr], p[tr], s[tr]).predict(e[~tr], p[~tr])
-    tau = calibrate(oof, train.costs.mean(axis=0)[order], s, c, knob="tau", target_quality=target_quality)
-    return TierFusion().fit(e, p, s), float(tau), {"n": len(part), "usable": int(ok.sum()), "tau": float(tau)}
+    unit_cost = np.sort(train.costs.mean(axis=0))
+    tau = calibrate(oof, unit_cost, s, c, knob="tau", target_quality=target_quality)
+    return TierFusion().fit(e, p, s), float(tau), {"n": len(s) + failed, "usable": len(s), "tau": float(tau)}
