@@ -67,15 +67,18 @@ class JudgeProgram:
 
 
 def clip(text: str, n: int = MAX_ANSWER_CHARS) -> str:
-    if len(text) <= n:
-        return text
-    return text[: n * 3 // 4] + "\n...\n" + text[-(n - n * 3 // 4):]
+    """Head (3/4) and tail (1/4) of an over-long answer."""
+    from ..program import clip_query
+
+    return clip_query(text, n)
+
+
+def _gbnf_literal(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def verdict_grammar(labels) -> str:
     """GBNF for the whole ChatAdapter reply with exactly one verdict."""
-    from ..llm.engines import _gbnf_literal
-
     alts = " | ".join(_gbnf_literal(x) for x in labels)
     return f'root ::= {_gbnf_literal("[[ ## verdict ## ]]" + chr(10))} ({alts}) {_gbnf_literal(chr(10) * 2 + "[[ ## completed ## ]]")}\n'
 
