@@ -145,7 +145,7 @@ class Router:
         tau, lam = self._knob(tau, lam)
         t0 = time.perf_counter()
         clean = strip_routing_directives if self.sanitize else (lambda q: q)
-        pred = self._predict([clean(q[:MAX_QUERY_CHARS]) for q in queries])
+        pred = self._predict([clean(self._estimator_view(q[:MAX_QUERY_CHARS])) for q in queries])
         choice = select(pred, self._unit_cost, tau=tau, lam=lam)
         ms = (time.perf_counter() - t0) * 1000 / len(queries)
         return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
@@ -177,6 +177,8 @@ class Router:
     def _decide(self, query: str, tau, lam) -> Decision:
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
         # the router scores the query without them (the app still forwards the original).
+        if self.llm is None and self.estimator is not None:
+            query = self._estimator_view(query)  # sanitise only what the estimator reads
         if self.sanitize:
             query = strip_routing_directives(query)
         if self.bypass_tokens and self.tiers:
@@ -224,6 +226,11 @@ class Router:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.tiers):
             return None, f"router LLM answered an invalid tier {index!r}"
         return self._tier_decision(index + 1, "llm", "router LLM chose this tier"), ""
+
+    def _estimator_view(self, query: str) -> str:
+        """The head and tail of a long query that the estimator's encoder reads (bounded latency)."""
+        enc = getattr(self.estimator, "encoder_", None)
+        return enc.view(query) if enc is not None else query
 
     def _predict(self, queries: list[str]) -> np.ndarray:
         return self.estimator.predict(queries)[:, self._cols]

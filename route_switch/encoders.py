@@ -39,6 +39,14 @@ class Encoder:
     def transform(self, prompts: list[str]):
         raise NotImplementedError
 
+    def view(self, text: str) -> str:
+        """The part of a query the encoder reads: all of it, or its head and tail when longer than
+        ``max_chars`` (the instruction usually sits at one end of a long few-shot or RAG prompt)."""
+        from .program import clip_query
+
+        limit = getattr(self, "max_chars", 0)
+        return clip_query(text, limit) if limit and len(text) > limit else text
+
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         raise NotImplementedError
 
@@ -59,7 +67,7 @@ class TfidfEncoder(Encoder):
     per-call overhead for the one-query case that ``route()`` serves.
     """
 
-    def __init__(self, min_df: int = 2, max_chars: int = 20_000):
+    def __init__(self, min_df: int = 2, max_chars: int = 1_000):
         self.min_df, self.max_chars = min_df, max_chars
         self.vocabulary_: dict[str, int] = {}
         self.idf_ = np.zeros(0, np.float32)
@@ -69,7 +77,7 @@ class TfidfEncoder(Encoder):
 
         min_df = self.min_df if len(prompts) >= 10 * self.min_df else 1  # tiny evalsets keep every n-gram
         v = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
-        v.fit([p[: self.max_chars] for p in prompts])
+        v.fit([self.view(p) for p in prompts])
         self.vocabulary_ = {t: int(i) for t, i in v.vocabulary_.items()}
         self.idf_ = v.idf_.astype(np.float32)
         return self
@@ -78,32 +86,33 @@ class TfidfEncoder(Encoder):
     def dim(self) -> int:
         return len(self.idf_)
 
-    def _row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        toks = TOKEN.findall(text[: self.max_chars].lower())
-        counts: dict[int, int] = {}
-        vocab = self.vocabulary_
-        for g in toks:
-            j = vocab.get(g)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
-        for a, b in zip(toks, toks[1:]):
-            j = vocab.get(a + " " + b)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
-        idx = np.fromiter(counts.keys(), np.int32, len(counts))
-        val = (1 + np.log(np.fromiter(counts.values(), np.float32, len(counts)))) * self.idf_[idx]
-        norm = float(np.sqrt(val @ val))
-        return idx, (val / norm if norm > 0 else val)
+    def _ids(self, text: str) -> list[int]:
+        """Vocabulary ids of the unigrams and bigrams of ``text`` (unknown n-grams dropped)."""
+        toks = TOKEN.findall(self.view(text).lower())
+        get = self.vocabulary_.get
+        ids = [get(t) for t in toks]
+        ids += [get(a + " " + b) for a, b in zip(toks, toks[1:])]
+        return [j for j in ids if j is not None]
 
     def transform(self, prompts):
         import scipy.sparse as sp
 
-        rows = [self._row(p) for p in prompts]
-        indptr = np.zeros(len(rows) + 1, np.int64)
-        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
-        idx = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
-        val = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.float32)
-        return sp.csr_matrix((val, idx, indptr), shape=(len(rows), self.dim))
+        # One vectorised count over the whole batch: (row, id) pairs -> unique with counts.
+        per_row = [self._ids(p) for p in prompts]
+        n = len(per_row)
+        if n == 0:
+            return sp.csr_matrix((0, self.dim), dtype=np.float32)
+        lens = np.fromiter((len(r) for r in per_row), np.int64, n)
+        ids = np.fromiter((j for r in per_row for j in r), np.int64, int(lens.sum()))
+        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+        keys, counts = np.unique(rows * self.dim + ids, return_counts=True)
+        r, c = keys // self.dim, (keys % self.dim).astype(np.int32)
+        val = (1 + np.log(counts.astype(np.float32))) * self.idf_[c]
+        norms = np.sqrt(np.bincount(r, weights=val.astype(np.float64) ** 2, minlength=n)).astype(np.float32)
+        val = val / np.where(norms > 0, norms, 1)[r]
+        indptr = np.zeros(n + 1, np.int64)
+        indptr[1:] = np.cumsum(np.bincount(r, minlength=n))
+        return sp.csr_matrix((val.astype(np.float32), c, indptr), shape=(n, self.dim))
 
     def get_state(self):
         # The vocabulary is stored as one newline-joined string array: compact, no pickle.

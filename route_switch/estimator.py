@@ -119,22 +119,40 @@ class QualityEstimator:
             return p_lr
         return self.w * p_lr + (1.0 - self.w) * self._knn(X)
 
+    def _neighbour_index(self):
+        """The bank transposed (features x memory, CSR) and the model groups sharing neighbours.
+
+        Built once per bank and reused: transposing the bank per query cost more than the
+        whole rest of a prediction. Rebuilt whenever ``bank_``/``memory_`` are replaced.
+        """
+        key = (id(self.bank_), id(self.memory_))
+        cached = getattr(self, "_nn_cache", None)
+        if cached is None or cached[0] != key:
+            known = ~np.isnan(self.memory_)
+            # Models remembering the same queries share one neighbour search (normally all of them).
+            groups: dict[bytes, list[int]] = {}
+            for j in range(len(self.models_)):
+                groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+            plan = []
+            for cols in groups.values():
+                rows = np.flatnonzero(known[:, cols[0]])
+                full = len(rows) == self.bank_.shape[0]
+                plan.append((np.array(cols), None if full else rows,
+                             self.memory_[np.ix_(rows, cols)], self.mean_[cols]))
+            cached = (key, self.bank_.T.tocsr(), plan)
+            self._nn_cache = cached
+        return cached[1], cached[2]
+
     def _knn(self, X) -> np.ndarray:
-        sim = (X @ self.bank_.T).toarray()
+        bank_t, plan = self._neighbour_index()
+        sim = (X @ bank_t).toarray()
         out = np.empty((X.shape[0], len(self.models_)), np.float32)
-        known = ~np.isnan(self.memory_)
-        # Models remembering the same queries share one neighbour search (normally all of them).
-        groups: dict[bytes, list[int]] = {}
-        for j in range(len(self.models_)):
-            groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
-        for cols in groups.values():
-            rows = np.flatnonzero(known[:, cols[0]])
-            s = sim[:, rows] if len(rows) < sim.shape[1] else sim
+        for cols, rows, mem, mean in plan:
+            s = sim if rows is None else sim[:, rows]
             k = min(self.k, s.shape[1])
             nb = np.argpartition(-s, k - 1, axis=1)[:, :k]
             ws = np.maximum(np.take_along_axis(s, nb, axis=1), 0) + 1e-6
-            mem = self.memory_[np.ix_(rows, cols)]
-            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * self.mean_[cols]
+            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * mean
             out[:, cols] = num / (ws.sum(axis=1, keepdims=True) + self.prior)
         return out
 
