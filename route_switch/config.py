@@ -6,7 +6,8 @@
       - {name: small, model: Meta-Llama-3.1-8B-Instruct, price_in: 0.18, price_out: 0.18}
       - {name: large, model: o1-mini-2024-09-12, price_in: 3.0, price_out: 12.0}
     estimator: estimators/zeroeval-3tier   # directory written by `route-switch fit` (relative to this file)
-    selection: {tau: 0.1}                  # or {lambda: 0.5}
+    selection: {tau: 0.1}                  # or {lambda: 0.5}, or {rule: anchored, tau: 0.02}
+                                           # (fit --max-quality-loss also records max_quality_loss, confidence)
     bypass: {max_tokens: 6}                # shorter queries go to tier 1 without the router LLM
     llm:                                   # optional: the router LLM (see programs/)
       program: programs/default.yaml       # or an optimised artifact directory under optimized/
@@ -44,6 +45,8 @@ class RouterConfig:
     default_tier: int | None = None
     route_log: dict | None = None
     file: str = ""
+    rule: str = "tau"              # "tau" or "anchored" (stay on the best model unless a cheaper one is close)
+    risk: dict | None = None       # the guarantee fit certified: max_quality_loss, confidence, ...
 
 
 def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | None = None, cast=float):
@@ -72,7 +75,12 @@ def load_config(path: str | Path) -> RouterConfig:
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict):
         raise ConfigError("must be a mapping like {tau: 0.1}", file=f, field="selection")
-    tau, lam = _num(sel, "tau", f, 0, 1), _num(sel, "lambda", f, 0)
+    rule = sel.get("rule", "tau")
+    if rule not in ("tau", "anchored"):
+        raise ConfigError(f"must be 'tau' or 'anchored', got {rule!r}", file=f, field="selection.rule")
+    tau, lam = _num(sel, "tau", f, -1 if rule == "anchored" else 0, 1), _num(sel, "lambda", f, 0)
+    risk = {k: sel[k] for k in ("max_quality_loss", "confidence", "anchor", "n_calibration", "certified", "method")
+            if k in sel} or None
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}
@@ -91,7 +99,7 @@ def load_config(path: str | Path) -> RouterConfig:
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
                         cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, file=f)
+                        route_log=route_log, file=f, rule=rule, risk=risk)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -105,6 +113,8 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     if cfg.estimator:
         doc["estimator"] = os.path.relpath(cfg.estimator, p.parent)
     doc["selection"] = {"lambda": cfg.lam} if cfg.lam is not None else {"tau": cfg.tau}
+    if cfg.rule != "tau" and cfg.lam is None:
+        doc["selection"] = {"rule": cfg.rule, **doc["selection"], **(cfg.risk or {})}
     if cfg.bypass_tokens:
         doc["bypass"] = {"max_tokens": cfg.bypass_tokens}
     if cfg.llm:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .decision import Decision
 from .sanitize import strip_routing_directives
-from .selection import select
+from .selection import anchor_index, select_rule
 from .llm.tokens import estimate_tokens
 from .tiers import Tier, tiers_by_cost
 
@@ -55,7 +55,7 @@ class Router:
     def __init__(self, tiers: Sequence[Tier] | None = None, estimator=None, tau: float | None = 0.1,
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
                  cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None,
-                 sanitize: bool = True):
+                 sanitize: bool = True, rule: str = "tau"):
         self.estimator = estimator
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
@@ -67,6 +67,7 @@ class Router:
         self.count_tokens = count_tokens or estimate_tokens
         self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
         self.sanitize = sanitize  # strip routing-directed sentences before scoring
+        self.rule = rule  # "tau" or "anchored" (selection.select_rule)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -76,7 +77,7 @@ class Router:
 
     def _bind_estimator(self):
         """Map estimator columns onto tiers (an estimator may know more models than the tiers use)."""
-        self._cols, self._unit_cost = None, None
+        self._cols, self._unit_cost, self._anchor = None, None, None
         if self.estimator is None or not self.tiers:
             return
         missing = [t.model for t in self.tiers if t.model not in self.estimator.models_]
@@ -87,6 +88,8 @@ class Router:
                               f"it knows {self.estimator.models_}", field="tiers")
         self._cols = np.array([self.estimator.models_.index(t.model) for t in self.tiers])
         self._unit_cost = self.estimator.unit_cost_[self._cols]
+        mean = getattr(self.estimator, "mean_", None)  # training mean quality: the anchored rule's anchor
+        self._anchor = anchor_index(mean[self._cols], self._unit_cost) if mean is not None else None
 
     @classmethod
     def from_config(cls, path: str | Path) -> "Router":
@@ -114,7 +117,7 @@ class Router:
             route_log = RouteLog(**cfg.route_log)
         return cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                    llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                   count_tokens=count, route_log=route_log)
+                   count_tokens=count, route_log=route_log, rule=cfg.rule)
 
     # ------------------------------------------------------------------ routing
     def route(self, query: str, *, tau: float | None = None, lam: float | None = None) -> Decision:
@@ -146,7 +149,7 @@ class Router:
         t0 = time.perf_counter()
         clean = strip_routing_directives if self.sanitize else (lambda q: q)
         pred = self._predict([clean(self._estimator_view(q[:MAX_QUERY_CHARS])) for q in queries])
-        choice = select(pred, self._unit_cost, tau=tau, lam=lam)
+        choice = self._select(pred, tau, lam)
         ms = (time.perf_counter() - t0) * 1000 / len(queries)
         return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
                 for i in range(len(queries))]
@@ -193,7 +196,7 @@ class Router:
         if self.estimator is None:
             return self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
         pred = self._predict([query])
-        k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
+        k = int(self._select(pred, tau, lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
 
     def _ask_llm(self, query: str) -> tuple[Decision | None, str]:
@@ -227,6 +230,9 @@ class Router:
             return None, f"router LLM answered an invalid tier {index!r}"
         return self._tier_decision(index + 1, "llm", "router LLM chose this tier"), ""
 
+    def _select(self, pred, tau, lam):
+        return select_rule(pred, self._unit_cost, rule=self.rule, tau=tau, lam=lam, anchor=self._anchor)
+
     def _estimator_view(self, query: str) -> str:
         """The head and tail of a long query that the estimator's encoder reads (bounded latency)."""
         enc = getattr(self.estimator, "encoder_", None)
@@ -236,7 +242,7 @@ class Router:
         return self.estimator.predict(queries)[:, self._cols]
 
     def _estimator_decision(self, pred_row, k: int, tau, lam, why_not_llm: str) -> Decision:
-        knob = f"lambda={lam}" if lam is not None else f"tau={tau}"
+        knob = f"lambda={lam}" if lam is not None else f"{'anchored ' if self.rule == 'anchored' else ''}tau={tau}"
         best = float(pred_row.max())
         reason = (f"{knob}: cheapest tier with predicted quality {pred_row[k]:.3f} "
                   f"(best {best:.3f})") if lam is None else f"{knob}: max predicted quality − λ·cost"

@@ -15,7 +15,9 @@ import numpy as np
 from .evalset import Evalset
 from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
 from .routers import make_router
-from .selection import LAMBDA_GRID, TAU_GRID, calibrate, outcome, select_lambda, select_tau
+from .seeds import bootstrap_ci, format_bootstrap
+from .selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, outcome, select_lambda,
+                        select_tau, sweep)
 
 BASELINES = ("tfidf-lr", "static-rules", "random")
 
@@ -52,10 +54,12 @@ def oracle_points(test: Evalset) -> list[dict]:
 
 
 def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASELINES, estimator_params: dict | None = None,
-             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200, operating_point: bool = True) -> dict:
+             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200, operating_point: bool = True,
+             bootstrap: int = 0) -> dict:
     """Fit every router on ``train`` and report on ``test`` (see module docstring).
 
     ``operating_point=False`` skips calibrating τ on a validation slice (one more fit): sweeps only.
+    ``bootstrap=N`` adds percentile intervals for route-switch from N resamples of the test queries.
     """
     t0 = time.time()
     single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
@@ -90,6 +94,11 @@ def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASEL
             if name == "route-switch":
                 lpts = _points(pred, r.unit_cost_, test, "lambda", LAMBDA_GRID)
                 res["lambda"] = {"points": lpts, **_summary(lpts, ctx)}
+                anchor = anchor_index(train.scores.mean(axis=0), r.unit_cost_)
+                apts = sweep(pred, r.unit_cost_, test.scores, test.costs, ANCHORED_GRID, "anchored", anchor)
+                res["anchored"] = {"anchor": test.models[anchor], "points": apts, **_summary(apts, ctx)}
+                if bootstrap:
+                    res["bootstrap"] = bootstrap_ci(pred, r.unit_cost_, test, anchor, n=bootstrap, seed=seed)
         else:
             pts = _points(pred, r.unit_cost_, test, "tau", [0.0])
             res = {"points": pts, **_summary(pts, ctx)}
@@ -188,9 +197,13 @@ def format_report(res: dict) -> str:
     lines += ["", f"{'sweep':<22} {'AIQ':>7} {'cost@95%':>9} {'cost@100%':>10}"]
     for name, r in res["routers"].items():
         lines.append(f"{name:<22} {r['aiq']:>7.4f} {fmt(r['cost_ratio_at_95']):>9} {fmt(r['cost_ratio_at_100']):>10}")
-        if "lambda" in r:
-            l = r["lambda"]
-            lines.append(f"{name + ' (lambda)':<22} {l['aiq']:>7.4f} {fmt(l['cost_ratio_at_95']):>9} {fmt(l['cost_ratio_at_100']):>10}")
+        for sub in ("lambda", "anchored"):
+            if sub in r:
+                l = r[sub]
+                lines.append(f"{f'{name} ({sub})':<22} {l['aiq']:>7.4f} {fmt(l['cost_ratio_at_95']):>9} "
+                             f"{fmt(l['cost_ratio_at_100']):>10}")
+        if "bootstrap" in r:
+            lines.append(format_bootstrap(r["bootstrap"]))
     lines.append(f"{'oracle':<22} {res['oracle_aiq']:>7.4f}")
     if "routellm" in res:
         lines += ["", "RouteLLM metrics (APGR, CPT50, CPT80):"]
