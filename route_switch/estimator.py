@@ -120,7 +120,7 @@ class QualityEstimator:
         return self.w * p_lr + (1.0 - self.w) * self._knn(X)
 
     def _neighbour_index(self):
-        """The bank transposed (features x memory, CSR) and the model groups sharing neighbours.
+        """The bank transposed (features x memory) and the model groups sharing neighbours.
 
         Built once per bank and reused: transposing the bank per query cost more than the
         whole rest of a prediction. Rebuilt whenever ``bank_``/``memory_`` are replaced.
@@ -139,13 +139,33 @@ class QualityEstimator:
                 full = len(rows) == self.bank_.shape[0]
                 plan.append((np.array(cols), None if full else rows,
                              self.memory_[np.ix_(rows, cols)], self.mean_[cols]))
-            cached = (key, self.bank_.T.tocsr(), plan)
+            B = self.bank_
+            # Dense features (sentence embeddings) multiply faster as dense arrays.
+            if B.nnz > 0.5 * B.shape[0] * B.shape[1]:  # dense features (sentence embeddings)
+                bank = (np.ascontiguousarray(B.T.toarray()), None, None)
+            else:
+                # Terms in more than 5% of remembered queries make up most of a sparse product's
+                # work; they are few, so their part of the similarity is one small dense product.
+                bank_t = B.T.tocsr()
+                common = np.flatnonzero(np.bincount(B.indices, minlength=B.shape[1]) > 0.05 * B.shape[0])
+                dense_common = bank_t[common].toarray()
+                rare = np.ones(B.shape[1], np.float32)
+                rare[common] = 0
+                bank_t = bank_t.multiply(rare[:, None]).tocsr()
+                bank_t.eliminate_zeros()
+                bank = (bank_t, common, dense_common)
+            cached = (key, bank, plan)
             self._nn_cache = cached
         return cached[1], cached[2]
 
     def _knn(self, X) -> np.ndarray:
-        bank_t, plan = self._neighbour_index()
-        sim = (X @ bank_t).toarray()
+        (bank_t, common, dense_common), plan = self._neighbour_index()
+        if common is None:
+            sim = X.toarray() @ bank_t
+        else:
+            sim = (X @ bank_t).toarray() + X[:, common].toarray() @ dense_common
+            # Equal similarities must stay equal however the sum was split (neighbour ties).
+            sim = np.round(sim, 5)
         out = np.empty((X.shape[0], len(self.models_)), np.float32)
         for cols, rows, mem, mean in plan:
             s = sim if rows is None else sim[:, rows]
