@@ -148,7 +148,9 @@ def minilm_files() -> tuple:
     onnx = next(Path(a.submodule_search_locations[0]).rglob("*.onnx"), None) if a else None
     tok = next(Path(b.submodule_search_locations[0]).rglob("tokenizer.json"), None) if b else None
     if not (onnx and tok):
-        raise RuntimeError(f"the minilm-onnx encoder needs its model files: {MINILM_INSTALL}")
+        from .errors import ConfigError
+
+        raise ConfigError(f"the minilm-onnx encoder needs its model files: {MINILM_INSTALL}", field="encoder")
     return onnx, tok
 
 
@@ -217,5 +219,7 @@ class MiniLMEncoder(Encoder):
 
 def make_encoder(name: str, **params) -> Encoder:
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder '{name}' (known: {sorted(ENCODERS)})")
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown encoder '{name}' (known: {sorted(ENCODERS)})", field="encoder")
     return ENCODERS[name](**params)
