@@ -6,6 +6,9 @@ throughput and its own peak RSS, so the figures exclude the evaluation data in m
 ``import_s`` / ``import_route_s`` are median wall times of ``import route_switch`` and of
 ``from route_switch import route`` in new interpreters; ``import_heavy_modules`` lists any of
 torch, litellm, dspy, scikit-learn or pandas that this pulled in (it should be empty).
+``by_length`` (``--lengths 300,2000,20000``) repeats the latency and throughput measurement on
+prompts of exactly that many characters, built by joining random test prompts (as few-shot and
+RAG prompts are built). ``load_average`` records how busy the machine was.
 """
 from __future__ import annotations
 
