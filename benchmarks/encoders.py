@@ -18,7 +18,6 @@ import json
 import statistics
 import time
 
-import numpy as np
 
 from route_switch.encoders import minilm_files
 from route_switch.evaluate import evaluate

@@ -10,7 +10,7 @@ from route_switch.cli import main
 from route_switch.config import load_config
 from route_switch.controller import Router
 from route_switch.risk import hoeffding_pvalue, ltt_tau, risk_report, wsr_pvalue
-from route_switch.seeds import bootstrap_ci, describe, evaluate_seeds
+from route_switch.seeds import describe, evaluate_seeds
 from route_switch.selection import ANCHORED_GRID, anchor_index, select_anchored
 
 COST = np.array([1.0, 4.0, 20.0])
