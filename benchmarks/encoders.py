@@ -18,7 +18,6 @@ import json
 import statistics
 import time
 
-
 from route_switch.encoders import minilm_files
 from route_switch.evaluate import evaluate
 from route_switch.spec import load_spec
