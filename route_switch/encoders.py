@@ -193,6 +193,9 @@ class MiniLMEncoder(Encoder):
         if self._sess is None:
             self._load()
         out = [np.zeros((0, self.dim), np.float32)]
+        # Batches of similar length: padding every batch to its longest prompt is then cheap.
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        prompts = [prompts[i] for i in order]
         for i in range(0, len(prompts), self.batch):
             enc = self._tok.encode_batch([self.view(p) for p in prompts[i:i + self.batch]])
             ids = np.array([e.ids for e in enc], np.int64)
@@ -202,7 +205,9 @@ class MiniLMEncoder(Encoder):
             m = am[..., None].astype(np.float32)
             h = (h * m).sum(1) / np.maximum(m.sum(1), 1)
             out.append((h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)).astype(np.float32))
-        return np.vstack(out)
+        vecs = np.empty((len(prompts), self.dim), np.float32)
+        vecs[order] = np.vstack(out)
+        return vecs
 
     def transform(self, prompts):
         import scipy.sparse as sp
