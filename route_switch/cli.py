@@ -84,14 +84,11 @@ def cmd_evaluate(args) -> int:
         return name, train, test, res
 
     if args.seeds:
-        from .paths import atomic_write_text
-        from .seeds import evaluate_seeds, format_seeds
+        from .seeds import evaluate_seeds, format_seeds, write_seeds_result
 
         res = evaluate_seeds(lambda s: run(s)[3], args.seeds)
-        out = Path(args.out or Path("runs") / f"{res['evalset']}-seeds")
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "result.json", json.dumps(res, indent=1) + "\n")
-        print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {out / 'result.json'}")
+        path = write_seeds_result(res, args.out or Path("runs") / f"{res['evalset']}-seeds")
+        print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {path}")
         return 0
     name, train, test, res = run()
     if args.bypass:
@@ -108,10 +105,9 @@ def cmd_evaluate(args) -> int:
     else:
         print(format_report(res))
         if "risk" in res:
-            r = res["risk"]
-            print(f"\nrisk-controlled point (learn-then-test, max loss {r['epsilon']}, confidence {1 - r['delta']:.2f}): "
-                  f"anchored tau={r['tau']}, test quality loss {r['quality_loss']:+.4f}, cost {r['cost_rel_best']:.1%} "
-                  f"of the best model ({'VIOLATED' if r['violated'] else 'held'})")
+            from .risk import format_risk
+
+            print("\n" + format_risk(res["risk"]))
         print(f"\nwrote {files['result']}, {files['plot']}, {files['misroutes']}")
     return 0
 

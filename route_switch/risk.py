@@ -121,3 +121,10 @@ def risk_report(train, test, epsilon: float, delta: float, *, estimator_params: 
     return {**res, "test_cost": cost, "test_quality": quality, "cost_rel_best": float(cost / single_c[best]),
             "quality_loss": loss_best, "quality_loss_vs_anchor": loss_anchor,
             "violated": loss_best > epsilon, "violated_vs_anchor": loss_anchor > epsilon}
+
+
+def format_risk(r: dict) -> str:
+    """One line: the certified τ and what happened on the test split."""
+    return (f"risk-controlled point (learn-then-test, max loss {r['epsilon']}, confidence {1 - r['delta']:.2f}, "
+            f"{r['n_cal']} calibration queries): anchored tau={r['tau']}, test quality loss {r['quality_loss']:+.4f}, "
+            f"cost {r['cost_rel_best']:.1%} of the best model ({'VIOLATED' if r['violated'] else 'held'})")

@@ -76,6 +76,19 @@ def evaluate_seeds(run: Callable[[int], dict], seeds: Iterable[int]) -> dict:
     return out
 
 
+def write_seeds_result(res: dict, out_dir) -> str:
+    """Write ``result.json`` (atomically) into ``out_dir``; return its path."""
+    import json
+    from pathlib import Path
+
+    from .paths import atomic_write_text
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "result.json", json.dumps(res, indent=1) + "\n")
+    return str(d / "result.json")
+
+
 def format_seeds(res: dict) -> str:
     """Plain-text table: metric, mean ± std, [min, max], splits reaching it."""
     lines = [f"evalset {res['evalset']}: {len(res['seeds'])} random splits (seeds {','.join(map(str, res['seeds']))}), "
