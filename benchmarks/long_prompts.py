@@ -5,7 +5,7 @@
 
 Both versions fit the estimator on the same train split, in their own process, then route the
 same prompts (test prompts joined with blank lines and cut to each length). The two versions
-run one after the other, bucket by bucket, so both see the same machine load; the JSON reports
+run one after the other (the load average at start and end is recorded); the JSON reports
 wall-clock and CPU-time medians and the new/old ratios. The baseline revision is exported with
 ``git archive`` into a temporary directory.
 """
