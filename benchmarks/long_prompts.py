@@ -59,7 +59,9 @@ print(json.dumps(out))
 
 
 def run(src: Path, spec: str, lengths: str, n: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(src))
+    from route_switch.paths import data_dir
+
+    env = dict(os.environ, PYTHONPATH=str(src), ROUTE_SWITCH_DATA=str(data_dir().resolve()))
     out = subprocess.run([sys.executable, "-c", WORKER, spec, lengths, str(n)], capture_output=True, text=True,
                          env=env, cwd=str(src))
     if out.returncode != 0:
