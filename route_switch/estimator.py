@@ -145,29 +145,32 @@ class QualityEstimator:
             B = self.bank_
             # Dense features (sentence embeddings) multiply faster as dense arrays.
             if B.nnz > 0.5 * B.shape[0] * B.shape[1]:  # dense features (sentence embeddings)
-                bank = (np.ascontiguousarray(B.T.toarray()), None, None)
+                bank = (np.ascontiguousarray(B.T.toarray()), None, None, None)
             else:
                 # Terms in more than 5% of remembered queries make up most of a sparse product's
                 # work; they are few, so their part of the similarity is one small dense product.
-                bank_t = B.T.tocsr()
+                full_t = B.T.tocsr()
                 common = np.flatnonzero(np.bincount(B.indices, minlength=B.shape[1]) > 0.05 * B.shape[0])
-                dense_common = bank_t[common].toarray()
+                dense_common = full_t[common].toarray()
                 rare = np.ones(B.shape[1], np.float32)
                 rare[common] = 0
-                bank_t = bank_t.multiply(rare[:, None]).tocsr()
-                bank_t.eliminate_zeros()
-                bank = (bank_t, common, dense_common)
+                rare_t = full_t.multiply(rare[:, None]).tocsr()
+                rare_t.eliminate_zeros()
+                bank = (full_t, rare_t, common, dense_common)
             cached = (key, bank, plan)
             self._nn_cache = cached
         return cached[1], cached[2]
 
     def _knn(self, X) -> np.ndarray:
-        (bank_t, common, dense_common), plan = self._neighbour_index()
-        if common is None:
+        (bank_t, rare_t, common, dense_common), plan = self._neighbour_index()
+        if rare_t is None:
             sim = X.toarray() @ bank_t
         else:
-            sim = (X @ bank_t).toarray() + X[:, common].toarray() @ dense_common
-            # Equal similarities must stay equal however the sum was split (neighbour ties).
+            if X.nnz <= 40 * X.shape[0]:  # short queries: the plain sparse product is cheaper
+                sim = (X @ bank_t).toarray()
+            else:
+                sim = (X @ rare_t).toarray() + X[:, common].toarray() @ dense_common
+            # Equal similarities must stay equal whichever way the sum was split (neighbour ties).
             sim = np.round(sim, 5)
         out = np.empty((X.shape[0], len(self.models_)), np.float32)
         for cols, rows, mem, mean in plan:
