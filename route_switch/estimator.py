@@ -147,8 +147,8 @@ class QualityEstimator:
             if B.nnz > 0.5 * B.shape[0] * B.shape[1]:  # dense features (sentence embeddings)
                 bank = (np.ascontiguousarray(B.T.toarray()), None, None, None)
             else:
-                # Terms in more than 5% of remembered queries make up most of a sparse product's
-                # work; they are few, so their part of the similarity is one small dense product.
+                # Terms in more than 5% of remembered queries make up most of a batch's sparse
+                # product; they are few, so their part of the similarity is a sparse x dense product.
                 full_t = B.T.tocsr()
                 common = np.flatnonzero(np.bincount(B.indices, minlength=B.shape[1]) > 0.05 * B.shape[0])
                 dense_common = full_t[common].toarray()
@@ -166,10 +166,10 @@ class QualityEstimator:
         if rare_t is None:
             sim = X.toarray() @ bank_t
         else:
-            if X.nnz <= 40 * X.shape[0]:  # short queries: the plain sparse product is cheaper
+            if X.shape[0] == 1:  # one query: slicing out its common terms costs more than it saves
                 sim = (X @ bank_t).toarray()
-            else:
-                sim = (X @ rare_t).toarray() + X[:, common].toarray() @ dense_common
+            else:  # a batch: 2x faster (measured on 300- and 2,000-character prompts)
+                sim = (X @ rare_t).toarray() + X[:, common] @ dense_common
             # Equal similarities must stay equal whichever way the sum was split (neighbour ties).
             sim = np.round(sim, 5)
         out = np.empty((X.shape[0], len(self.models_)), np.float32)

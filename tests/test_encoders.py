@@ -78,3 +78,13 @@ def test_unknown_encoder_is_a_one_line_cli_error(synthetic, tmp_path, capsys):
     data.write_text("prompt,model,score,cost_usd\n" + "".join(f"q{i},m{j},1,0.{j + 1}\n" for i in range(30) for j in range(2)))
     assert main(["fit", "--data", str(data), "--encoder", "nope", "--out", str(tmp_path / "r")]) == 2
     assert "unknown encoder" in capsys.readouterr().err
+
+
+def test_batched_and_single_predictions_agree(synthetic):
+    # the batch path splits the neighbour similarity differently from the one-query path
+    est = QualityEstimator().fit(synthetic.prompts, synthetic.scores, synthetic.models, synthetic.costs)
+    long = [p + " " + " ".join(synthetic.prompts[:40]) for p in synthetic.prompts[:30]]
+    qs = synthetic.prompts[:30] + long
+    batch = est.predict(qs)
+    single = np.vstack([est.predict([q]) for q in qs])
+    np.testing.assert_allclose(batch, single, atol=1e-4)
