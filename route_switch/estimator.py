@@ -11,7 +11,8 @@ Each model's adapter blends two views of "how well does this model do on queries
 the neighbour search is shared, so a query is scored for every model with two sparse products.
 Latency stays flat with prompt length: the encoder reads a long query as its head and tail
 (``Encoder.view``), the transposed neighbour bank is built once per bank (not per query), and
-the few very common terms take part in the similarity through one small dense product.
+in a batch the few very common terms take part in the similarity through one sparse × dense
+product instead of dominating the sparse one.
 ``add_model`` trains one adapter (its regression and its memory) against the frozen encoder.
 
 Saved as a directory: ``estimator.json`` (readable parameters, models, unit costs) and
