@@ -131,3 +131,18 @@ def test_evaluate_seeds_cli_keeps_single_seed_json_without_seeds(synthetic, tmp_
     assert main(["evaluate", "--data", str(data), "--routers", "route-switch", "--json", "--out", str(tmp_path / "o")]) == 0
     single = json.loads(capsys.readouterr().out)
     assert "seeds" not in single and {"aiq", "cost_ratio_at_95", "cost_ratio_at_100"} <= set(single)
+
+
+def test_router_yaml_selection_rule_is_validated(tmp_path):
+    from route_switch.errors import ConfigError
+
+    f = tmp_path / "router.yaml"
+    f.write_text("selection: {rule: nope, tau: 0.1}\n")
+    with pytest.raises(ConfigError, match="selection.rule"):
+        load_config(f)
+    f.write_text("selection: {rule: anchored, tau: -0.05, max_quality_loss: 0.02, confidence: 0.9}\n")
+    cfg = load_config(f)
+    assert cfg.rule == "anchored" and cfg.tau == -0.05 and cfg.risk == {"max_quality_loss": 0.02, "confidence": 0.9}
+    f.write_text("selection: {tau: -0.05}\n")   # negative τ only means something for the anchored rule
+    with pytest.raises(ConfigError):
+        load_config(f)
