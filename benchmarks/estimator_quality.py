@@ -4,7 +4,8 @@
 
 For each evalset spec and split seed (70/30), fits both on train and reports on test: AIQ and
 cost ratio at 95% / 100% of the best single model's quality (τ sweep). Prints JSON with
-per-seed figures and their means, and how often the estimator beats the baseline.
+per-seed figures, their mean ± standard deviation (``spread``) and how often the estimator beats
+the baseline; ``anchored`` is the estimator's anchored-rule sweep.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import statistics
 
 from route_switch.evaluate import evaluate
+from route_switch.seeds import describe
 from route_switch.spec import load_spec
 
 KEYS = ("aiq", "cost_ratio_at_95", "cost_ratio_at_100")
@@ -39,14 +41,17 @@ def main(argv=None):
             row = {"seed": seed, "best_single": res["best_single"]["name"]}
             for router in ("route-switch", "tfidf-lr"):
                 row[router] = {k: res["routers"][router][k] for k in KEYS}
+            row["anchored"] = {k: res["routers"]["route-switch"]["anchored"][k] for k in KEYS}
             runs.append(row)
-        summary = {r: {k: _mean([x[r][k] for x in runs]) for k in KEYS} for r in ("route-switch", "tfidf-lr")}
+        routers = ("route-switch", "tfidf-lr", "anchored")
+        summary = {r: {k: _mean([x[r][k] for x in runs]) for k in KEYS} for r in routers}
+        spread = {r: {k: describe([x[r][k] for x in runs]) for k in KEYS} for r in routers}
         wins = {
             "aiq": sum(x["route-switch"]["aiq"] > x["tfidf-lr"]["aiq"] for x in runs),
             "cost_ratio_at_95": sum((x["route-switch"]["cost_ratio_at_95"] or 9) < (x["tfidf-lr"]["cost_ratio_at_95"] or 9)
                                     for x in runs),
         }
-        out[name] = {"n_queries": len(ev), "models": len(ev.models), "mean": summary, "wins_of": len(runs),
+        out[name] = {"n_queries": len(ev), "models": len(ev.models), "mean": summary, "spread": spread, "wins_of": len(runs),
                      "wins": wins, "runs": runs}
         print(json.dumps({name: {"mean": summary, "wins": wins, "of": len(runs)}}), flush=True)
     print(json.dumps(out, indent=1))

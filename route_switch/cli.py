@@ -43,11 +43,55 @@ def _add_data_args(p):
     p.add_argument("--split-column", action="store_true", help="with --data: use the file's own train/test column")
 
 
+def _estimator_params(args) -> dict:
+    return {"encoder": args.encoder} if getattr(args, "encoder", None) else {}
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    return v
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_report, write_outputs
 
-    name, _tiers, train, test = _load_split(args)
-    res = evaluate(train, test, target_quality=args.target_quality)
+    kw = {"target_quality": args.target_quality, "bootstrap": args.bootstrap,
+          "estimator_params": _estimator_params(args)}
+    if args.routers:
+        kw["routers"] = tuple(r.strip() for r in args.routers.split(",") if r.strip())
+
+    def run(seed=None):
+        if seed is not None:
+            args.seed = seed
+        name, _tiers, train, test = _load_split(args)
+        res = evaluate(train, test, seed=args.seed or 0, **kw)
+        if args.max_quality_loss is not None:
+            from .risk import risk_report
+
+            res["risk"] = risk_report(train, test, args.max_quality_loss, 1 - args.confidence,
+                                      estimator_params=kw["estimator_params"], seed=args.seed or 0)
+        return name, train, test, res
+
+    if args.seeds:
+        from .seeds import evaluate_seeds, format_seeds, write_seeds_result
+
+        res = evaluate_seeds(lambda s: run(s)[3], args.seeds)
+        path = write_seeds_result(res, args.out or Path("runs") / f"{res['evalset']}-seeds")
+        print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {path}")
+        return 0
+    name, train, test, res = run()
     if args.bypass:
         from .evaluate import bypass_report
 
@@ -64,6 +108,10 @@ def cmd_evaluate(args) -> int:
         print(json.dumps({k: v for k, v in res.items() if k != "misroutes"} | {"files": files}))
     else:
         print(format_report(res))
+        if "risk" in res:
+            from .risk import format_risk
+
+            print("\n" + format_risk(res["risk"]))
         print(f"\nwrote {files['result']}, {files['plot']}, {files['misroutes']}")
     return 0
 
@@ -85,10 +133,14 @@ def cmd_fit(args) -> int:
     if args.program:
         llm = {"program": args.program, "lm": _lm_cfg(args), "timeout_s": args.llm_timeout, "fit_n": args.llm_n}
     cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, target_cost_share=args.target_cost_share,
-              bypass_tokens=args.bypass_tokens, llm=llm)
-    print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, calibrated tau={cfg.tau}"
-          + (f"; router LLM fused with the estimator, tau={cfg.llm['tau']}" if cfg.llm and "tau" in cfg.llm else "")
-          + f"; wrote {out}/router.yaml")
+              bypass_tokens=args.bypass_tokens, llm=llm, estimator_params=_estimator_params(args),
+              max_quality_loss=args.max_quality_loss, confidence=args.confidence, seed=args.seed or 0)
+    how = (f"anchored tau={cfg.tau} certified for quality loss <= {args.max_quality_loss} with confidence "
+           f"{args.confidence}" + ("" if cfg.risk["certified"] else " (no tau passed: always the best model)")
+           if cfg.risk else f"calibrated tau={cfg.tau}")
+    if cfg.llm and "tau" in cfg.llm:
+        how += f"; router LLM fused with the estimator, tau={cfg.llm['tau']}"
+    print(f"fitted on {len(data)} queries, {len(cfg.tiers)} tiers, {how}; wrote {out}/router.yaml")
     return 0
 
 
@@ -115,7 +167,8 @@ def cmd_bench(args) -> int:
     from .bench import bench
 
     _name, _tiers, train, test = _load_split(args)
-    res = bench(train, test)
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
+    res = bench(train, test, estimator_params=_estimator_params(args), lengths=lengths)
     print(json.dumps(res, indent=None if args.json else 2))
     return 0
 
@@ -209,6 +262,13 @@ def cmd_reoptimize(args) -> int:
     return 0
 
 
+def _add_estimator_args(p):
+    p.add_argument("--encoder", help="encoder: tfidf (default) or minilm-onnx (pip install route-switch[minilm])")
+    p.add_argument("--max-quality-loss", type=_share,
+                   help="risk control: lose at most this much quality (score units) vs the best single model ...")
+    p.add_argument("--confidence", type=_share, default=0.9, help="... with this probability (learn-then-test)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="route-switch", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--llm-fit-n", type=int, default=None, help="training queries for fitting the fusion (default: --llm-n)")
     e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
     e.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
+    e.add_argument("--seeds", type=_seeds, help="comma-separated split seeds: report mean ± spread over the splits")
+    e.add_argument("--bootstrap", type=int, default=0, help="N resamples of the test split: 95%% intervals")
+    e.add_argument("--routers", help="comma-separated routers to evaluate (default: route-switch and the baselines)")
+    _add_estimator_args(e)
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")
@@ -243,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--llm-timeout", type=float, default=2.0, help="seconds before route() falls back to the estimator")
     f.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
     f.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
+    _add_estimator_args(f)
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
@@ -255,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
     _add_data_args(b)
     b.add_argument("--json", action="store_true", help="compact one-line JSON")
+    b.add_argument("--lengths", help="comma-separated prompt lengths in characters (e.g. 300,2000,20000): "
+                                     "latency per length bucket, prompts built from the evalset")
+    b.add_argument("--encoder", help="encoder: tfidf (default) or minilm-onnx (pip install route-switch[minilm])")
     b.set_defaults(func=cmd_bench)
 
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")

@@ -6,7 +6,8 @@
       - {name: small, model: Meta-Llama-3.1-8B-Instruct, price_in: 0.18, price_out: 0.18}
       - {name: large, model: o1-mini-2024-09-12, price_in: 3.0, price_out: 12.0}
     estimator: estimators/zeroeval-3tier   # directory written by `route-switch fit` (relative to this file)
-    selection: {tau: 0.1}                  # or {lambda: 0.5}
+    selection: {tau: 0.1}                  # or {lambda: 0.5}, or {rule: anchored, tau: 0.02}
+                                           # (fit --max-quality-loss also records max_quality_loss, confidence)
     bypass: {max_tokens: 6}                # shorter queries go to tier 1 without the router LLM
     llm:                                   # optional: the router LLM (see programs/)
       program: programs/default.yaml       # or an optimised artifact directory under optimized/
@@ -57,6 +58,8 @@ class RouterConfig:
     conversation: object = None  # ConversationConfig; None = defaults
     state: dict | None = None
     file: str = ""
+    rule: str = "tau"              # "tau" or "anchored" (stay on the best model unless a cheaper one is close)
+    risk: dict | None = None       # the guarantee fit certified: max_quality_loss, confidence, ...
 
 
 def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | None = None, cast=float):
@@ -137,7 +140,14 @@ def load_config(path: str | Path) -> RouterConfig:
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict):
         raise ConfigError("must be a mapping like {tau: 0.1}", file=f, field="selection")
-    tau, lam = _knob(sel, "tau", f), _knob(sel, "lambda", f)
+    rule = sel.get("rule", "tau")
+    if rule not in ("tau", "anchored"):
+        raise ConfigError(f"must be 'tau' or 'anchored', got {rule!r}", file=f, field="selection.rule")
+    # the anchored rule also takes tau = -1 (always stay on the anchor)
+    tau = _num(sel, "tau", f, -1, 1) if rule == "anchored" else _knob(sel, "tau", f)
+    lam = _knob(sel, "lambda", f)
+    risk = {k: sel[k] for k in ("max_quality_loss", "confidence", "anchor", "n_calibration", "certified", "method")
+            if k in sel} or None
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}
@@ -168,7 +178,7 @@ def load_config(path: str | Path) -> RouterConfig:
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
                         bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
                         cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, conversation=conversation, state=state, file=f)
+                        route_log=route_log, conversation=conversation, state=state, file=f, rule=rule, risk=risk)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:
@@ -182,6 +192,8 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     if cfg.estimator:
         doc["estimator"] = os.path.relpath(cfg.estimator, p.parent)
     doc["selection"] = {"lambda": cfg.lam} if cfg.lam is not None else {"tau": cfg.tau}
+    if cfg.rule != "tau" and cfg.lam is None:
+        doc["selection"] = {"rule": cfg.rule, **doc["selection"], **(cfg.risk or {})}
     if cfg.bypass_tokens:
         doc["bypass"] = {"max_tokens": cfg.bypass_tokens}
     if cfg.llm:

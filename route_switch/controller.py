@@ -36,7 +36,7 @@ import numpy as np
 from .decision import Decision
 from .knobs import check_knobs
 from .sanitize import strip_routing_directives
-from .selection import select
+from .selection import anchor_index, select, select_rule
 from .llm.tokens import estimate_tokens
 from .tiers import Tier, tiers_by_cost
 
@@ -62,14 +62,14 @@ class Router:
                  lam: float | None = None, bypass_tokens: int = 0, llm=None, llm_timeout_s: float = 2.0,
                  cache_size: int = 10_000, default_tier: int | None = None, count_tokens=None, route_log=None,
                  sanitize: bool = True, fusion=None, llm_tau: float | None = None, llm_lam: float | None = None,
-                 conversation=None):
+                 conversation=None, rule: str = "tau"):
         from .conversation import ConversationConfig, SessionFloors
 
         self.estimator = estimator
         if not tiers and estimator is not None:
             tiers = tiers_by_cost(estimator.models_, estimator.unit_cost_)
         self.tiers = list(tiers or [])
-        self.tau, self.lam = check_knobs(tau, lam)
+        self.tau, self.lam = check_knobs(tau, lam, rule)
         self.bypass_tokens = bypass_tokens
         self.llm, self.llm_timeout_s = llm, llm_timeout_s
         self.fusion = fusion  # TierFusion: estimator + LLM distribution -> quality per tier
@@ -80,6 +80,7 @@ class Router:
         self.count_tokens = count_tokens or estimate_tokens
         self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
         self.sanitize = sanitize  # strip routing-directed sentences before scoring
+        self.rule = rule  # "tau" or "anchored" (selection.select_rule)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -94,7 +95,7 @@ class Router:
 
     def _bind_estimator(self):
         """Map estimator columns onto tiers (an estimator may know more models than the tiers use)."""
-        self._cols, self._unit_cost = None, None
+        self._cols, self._unit_cost, self._anchor = None, None, None
         if self.estimator is None or not self.tiers:
             return
         missing = [t.model for t in self.tiers if t.model not in self.estimator.models_]
@@ -105,6 +106,8 @@ class Router:
                               f"it knows {self.estimator.models_}", field="tiers")
         self._cols = np.array([self.estimator.models_.index(t.model) for t in self.tiers])
         self._unit_cost = self.estimator.unit_cost_[self._cols]
+        mean = getattr(self.estimator, "mean_", None)  # training mean quality: the anchored rule's anchor
+        self._anchor = anchor_index(mean[self._cols], self._unit_cost) if mean is not None else None
 
     @classmethod
     def from_config(cls, path: str | Path) -> "Router":
@@ -138,7 +141,7 @@ class Router:
         r = cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                 llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
                 count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
-                llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation)
+                llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation, rule=cfg.rule)
         from .reload import config_version
 
         r.version, r.state_config = config_version(path), cfg.state
@@ -161,7 +164,7 @@ class Router:
         """
         if not isinstance(query, str):
             query = self.conversation_text(query)
-        tau, lam = check_knobs(tau, lam)
+        tau, lam = check_knobs(tau, lam, self.rule)
         t0 = time.perf_counter()
         try:
             d = self._route(query, tau, lam)
@@ -199,14 +202,14 @@ class Router:
         for q in queries:
             if not isinstance(q, str):
                 raise TypeError(f"route_batch() takes str queries, got {type(q).__name__}")
-        tau, lam = check_knobs(tau, lam)
+        tau, lam = check_knobs(tau, lam, self.rule)
         if self.estimator is None or not queries:
             return [self.route(q, tau=tau, lam=lam) for q in queries]
         tau, lam = self._knob(tau, lam)
         t0 = time.perf_counter()
         clean = strip_routing_directives if self.sanitize else (lambda q: q)
-        pred = self._predict([clean(q[:MAX_QUERY_CHARS]) for q in queries])
-        choice = select(pred, self._unit_cost, tau=tau, lam=lam)
+        pred = self._predict([clean(self._estimator_view(q[:MAX_QUERY_CHARS])) for q in queries])
+        choice = self._select(pred, tau, lam)
         ms = (time.perf_counter() - t0) * 1000 / len(queries)
         return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
                 for i in range(len(queries))]
@@ -243,6 +246,8 @@ class Router:
     def _decide(self, query: str, tau, lam, explicit: bool = False) -> Decision:
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
         # the router scores the query without them (the app still forwards the original).
+        if self.llm is None and self.estimator is not None:
+            query = self._estimator_view(query)  # sanitise only what the estimator reads
         if self.sanitize:
             query = strip_routing_directives(query)
         if self.bypass_tokens and self.tiers:
@@ -259,13 +264,17 @@ class Router:
             d = self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
             return d.with_(fallback_from="llm", llm_error=why_not_llm) if why_not_llm else d
         pred = self._predict([query])
-        k = int(select(pred, self._unit_cost, tau=tau, lam=lam)[0])
+        k = int(self._select(pred, tau, lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
 
     def _llm_decision(self, query: str, vote, tau, lam) -> Decision:
-        """τ/λ on the LLM's distribution, fused with the estimator's predictions when a fusion is fitted."""
+        """τ/λ on the LLM's distribution, fused with the estimator's predictions when a fusion is fitted.
+
+        This path always uses the τ rule (the anchored rule's τ = -1, "stay on the anchor", reads as 0).
+        """
         from .fusion import llm_quality
 
+        tau = None if tau is None else max(tau, 0.0)
         probs = np.asarray(vote.probs, float)[None, :]
         if self.fusion is not None and self.estimator is not None:
             pred = self.fusion.predict(self._predict([query]), probs)[0]
@@ -316,11 +325,19 @@ class Router:
                           f"({len(getattr(vote, 'probs', ()))} values for {len(self.tiers)} tiers)")
         return vote, ""
 
+    def _select(self, pred, tau, lam):
+        return select_rule(pred, self._unit_cost, rule=self.rule, tau=tau, lam=lam, anchor=self._anchor)
+
+    def _estimator_view(self, query: str) -> str:
+        """The head and tail of a long query that the estimator's encoder reads (bounded latency)."""
+        enc = getattr(self.estimator, "encoder_", None)
+        return enc.view(query) if enc is not None else query
+
     def _predict(self, queries: list[str]) -> np.ndarray:
         return self.estimator.predict(queries)[:, self._cols]
 
     def _estimator_decision(self, pred_row, k: int, tau, lam, why_not_llm: str) -> Decision:
-        knob = f"lambda={lam}" if lam is not None else f"tau={tau}"
+        knob = f"lambda={lam}" if lam is not None else f"{'anchored ' if self.rule == 'anchored' else ''}tau={tau}"
         best = float(pred_row.max())
         reason = (f"{knob}: cheapest tier with predicted quality {pred_row[k]:.3f} "
                   f"(best {best:.3f})") if lam is None else f"{knob}: max predicted quality − λ·cost"
@@ -366,7 +383,6 @@ def route(query, *, tau: float | None = None, lam: float | None = None, router: 
 
     if not isinstance(query, str) and not is_messages(query):
         raise TypeError(f"route() takes a str query or a list of chat messages, got {type(query).__name__}")
-    tau, lam = check_knobs(tau, lam)
     try:
         r = router or default_router()
     except Exception as e:  # a broken config must not turn into an exception for the caller

@@ -9,6 +9,10 @@ Each model's adapter blends two views of "how well does this model do on queries
 
 ``predict = w · LR + (1 − w) · kNN``. All regressions are stacked into one weight matrix and
 the neighbour search is shared, so a query is scored for every model with two sparse products.
+Latency stays flat with prompt length: the encoder reads a long query as its head and tail
+(``Encoder.view``), the transposed neighbour bank is built once per bank (not per query), and
+in a batch the few very common terms take part in the similarity through one sparse × dense
+product instead of dominating the sparse one.
 ``add_model`` trains one adapter (its regression and its memory) against the frozen encoder.
 
 Saved as a directory: ``estimator.json`` (readable parameters, models, unit costs) and
@@ -119,22 +123,63 @@ class QualityEstimator:
             return p_lr
         return self.w * p_lr + (1.0 - self.w) * self._knn(X)
 
+    def _neighbour_index(self):
+        """The bank transposed (features x memory) and the model groups sharing neighbours.
+
+        Built once per bank and reused: transposing the bank per query cost more than the
+        whole rest of a prediction. Rebuilt whenever ``bank_``/``memory_`` are replaced.
+        """
+        key = (id(self.bank_), id(self.memory_))
+        cached = getattr(self, "_nn_cache", None)
+        if cached is None or cached[0] != key:
+            known = ~np.isnan(self.memory_)
+            # Models remembering the same queries share one neighbour search (normally all of them).
+            groups: dict[bytes, list[int]] = {}
+            for j in range(len(self.models_)):
+                groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+            plan = []
+            for cols in groups.values():
+                rows = np.flatnonzero(known[:, cols[0]])
+                full = len(rows) == self.bank_.shape[0]
+                plan.append((np.array(cols), None if full else rows,
+                             self.memory_[np.ix_(rows, cols)], self.mean_[cols]))
+            B = self.bank_
+            # Dense features (sentence embeddings) multiply faster as dense arrays.
+            if B.nnz > 0.5 * B.shape[0] * B.shape[1]:  # dense features (sentence embeddings)
+                bank = (np.ascontiguousarray(B.T.toarray()), None, None, None)
+            else:
+                # Terms in more than 5% of remembered queries make up most of a batch's sparse
+                # product; they are few, so their part of the similarity is a sparse x dense product.
+                full_t = B.T.tocsr()
+                common = np.flatnonzero(np.bincount(B.indices, minlength=B.shape[1]) > 0.05 * B.shape[0])
+                dense_common = full_t[common].toarray()
+                rare = np.ones(B.shape[1], np.float32)
+                rare[common] = 0
+                rare_t = full_t.multiply(rare[:, None]).tocsr()
+                rare_t.eliminate_zeros()
+                bank = (full_t, rare_t, common, dense_common)
+            cached = (key, bank, plan)
+            self._nn_cache = cached
+        return cached[1], cached[2]
+
     def _knn(self, X) -> np.ndarray:
-        sim = (X @ self.bank_.T).toarray()
+        (bank_t, rare_t, common, dense_common), plan = self._neighbour_index()
+        if rare_t is None:
+            sim = X.toarray() @ bank_t
+        else:
+            if X.shape[0] == 1:  # one query: slicing out its common terms costs more than it saves
+                sim = (X @ bank_t).toarray()
+            else:  # a batch: 2x faster (measured on 300- and 2,000-character prompts)
+                sim = (X @ rare_t).toarray() + X[:, common] @ dense_common
+            # Equal similarities must stay equal whichever way the sum was split (neighbour ties).
+            sim = np.round(sim, 5)
         out = np.empty((X.shape[0], len(self.models_)), np.float32)
-        known = ~np.isnan(self.memory_)
-        # Models remembering the same queries share one neighbour search (normally all of them).
-        groups: dict[bytes, list[int]] = {}
-        for j in range(len(self.models_)):
-            groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
-        for cols in groups.values():
-            rows = np.flatnonzero(known[:, cols[0]])
-            s = sim[:, rows] if len(rows) < sim.shape[1] else sim
+        for cols, rows, mem, mean in plan:
+            s = sim if rows is None else sim[:, rows]
             k = min(self.k, s.shape[1])
             nb = np.argpartition(-s, k - 1, axis=1)[:, :k]
             ws = np.maximum(np.take_along_axis(s, nb, axis=1), 0) + 1e-6
-            mem = self.memory_[np.ix_(rows, cols)]
-            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * self.mean_[cols]
+            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * mean
             out[:, cols] = num / (ws.sum(axis=1, keepdims=True) + self.prior)
         return out
 

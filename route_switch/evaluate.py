@@ -15,7 +15,9 @@ import numpy as np
 from .evalset import Evalset
 from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
 from .routers import make_router
-from .selection import LAMBDA_GRID, TAU_GRID, calibrate, cost_unit, outcome, select_lambda, select_tau
+from .seeds import bootstrap_ci, format_bootstrap
+from .selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, cost_unit, outcome,
+                        select_lambda, select_tau, sweep)
 
 BASELINES = ("tfidf-lr", "static-rules", "random")
 
@@ -61,10 +63,12 @@ def oracle_points(test: Evalset) -> list[dict]:
 
 
 def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASELINES, estimator_params: dict | None = None,
-             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200, operating_point: bool = True) -> dict:
+             target_quality: float = 0.95, seed: int = 0, max_misroutes: int = 200, operating_point: bool = True,
+             bootstrap: int = 0) -> dict:
     """Fit every router on ``train`` and report on ``test`` (see module docstring).
 
     ``operating_point=False`` skips calibrating τ on a validation slice (one more fit): sweeps only.
+    ``bootstrap=N`` adds percentile intervals for route-switch from N resamples of the test queries.
     """
     t0 = time.time()
     single_c, single_q = test.costs.mean(axis=0), test.scores.mean(axis=0)
@@ -97,6 +101,11 @@ def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASEL
             if name == "route-switch":
                 lpts = _points(pred, r.unit_cost_, test, "lambda", LAMBDA_GRID)
                 res["lambda"] = {"points": lpts, **_summary(lpts, ctx)}
+                anchor = anchor_index(train.scores.mean(axis=0), r.unit_cost_)
+                apts = sweep(pred, r.unit_cost_, test.scores, test.costs, ANCHORED_GRID, "anchored", anchor)
+                res["anchored"] = {"anchor": test.models[anchor], "points": apts, **_summary(apts, ctx)}
+                if bootstrap:
+                    res["bootstrap"] = bootstrap_ci(pred, r.unit_cost_, test, anchor, n=bootstrap, seed=seed)
         else:
             pts = _points(pred, r.unit_cost_, test, "tau", [0.0])
             res = {"points": pts, **_summary(pts, ctx)}
@@ -196,10 +205,12 @@ def format_report(res: dict) -> str:
         out = [f"{'sweep':<28} {'AIQ':>7} {'cost@95%':>9} {'cost@100%':>10}"]
         for name in names:
             r = res["routers"][name]
-            for label, x in ((name, r), (name + " (lambda)", r.get("lambda"))):
+            for label, x in ((name, r), (name + " (lambda)", r.get("lambda")), (name + " (anchored)", r.get("anchored"))):
                 if x:
                     out.append(f"{label:<28} {x['aiq']:>7.4f} {fmt(x['cost_ratio_at_95']):>9} "
                                f"{fmt(x['cost_ratio_at_100']):>10}")
+            if "bootstrap" in r:
+                out.append(format_bootstrap(r["bootstrap"]))
         return out
 
     llm_names = [n for n in ("llm", "route-switch+llm", "route-switch@llm") if n in res["routers"]]

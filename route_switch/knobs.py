@@ -1,6 +1,7 @@
 """The routing knobs and their valid ranges: one check shared by ``route()``, ``fit``, the YAML and the CLI.
 
-* ``tau`` (τ, the tolerance of the τ rule): a finite number in [0, 1];
+* ``tau`` (τ, the tolerance of the τ rule): a finite number in [0, 1]; with the anchored rule
+  (``selection.rule: anchored``) [-1, 1], where -1 means "always the anchor";
 * ``lambda`` (λ, the cost weight of the λ rule): a finite number ≥ 0;
 * ``target_quality`` / ``target_cost_share`` (calibration targets of ``fit``): finite numbers in [0, 1].
 
@@ -13,6 +14,7 @@ import math
 
 RANGES: dict[str, tuple[float, float]] = {
     "tau": (0.0, 1.0),
+    "anchored_tau": (-1.0, 1.0),
     "lambda": (0.0, math.inf),
     "target_quality": (0.0, 1.0),
     "target_cost_share": (0.0, 1.0),
@@ -39,9 +41,13 @@ def check_knob(name: str, value) -> float | None:
     return v
 
 
-def check_knobs(tau=None, lam=None) -> tuple[float | None, float | None]:
-    """Both routing knobs checked (either may be ``None``)."""
-    return check_knob("tau", tau), check_knob("lambda", lam)
+def check_knobs(tau=None, lam=None, rule: str = "tau") -> tuple[float | None, float | None]:
+    """Both routing knobs checked (either may be ``None``); ``rule`` is the router's selection rule."""
+    try:
+        t = check_knob("anchored_tau" if rule == "anchored" else "tau", tau)
+    except ValueError as e:
+        raise ValueError(str(e).replace("anchored_tau", "tau")) from None
+    return t, check_knob("lambda", lam)
 
 
 def knob_arg(name: str):

@@ -25,6 +25,9 @@ _ORDER_RE = re.compile(_ORDER, re.I)
 _META_RE = re.compile(_META, re.I)
 _SENTENCE_RE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n|$)")
 _GLUED_RE = re.compile(r"(?<=[a-z0-9,;:)\]\"'])\s+(?=[A-Z])")
+# Every directive contains one of these (ASCII text, lower-cased): a substring test rules most
+# queries out several times faster than the case-insensitive patterns.
+_CUES = ("tier", "model", "llm", "rout", "ignor", "regard", "forget", "overrid")
 
 
 def is_routing_directive(sentence: str) -> bool:
@@ -39,7 +42,13 @@ def strip_routing_directives(text: str, max_chars: int = 100_000) -> str:
     If every sentence looks like a directive, the text is returned unchanged: it is then more likely
     a genuine question that uses the words ("Which tier 1 supplier should I use?").
     """
-    if not text or not (_TARGET_RE.search(text, 0, max_chars) or _META_RE.search(text, 0, max_chars)):
+    if not text:
+        return text
+    if text.isascii():
+        low = text[:max_chars].lower()
+        if not any(c in low for c in _CUES):
+            return text
+    if not (_TARGET_RE.search(text, 0, max_chars) or _META_RE.search(text, 0, max_chars)):
         return text
     head, tail = text[:max_chars], text[max_chars:]
     kept = []

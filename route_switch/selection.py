@@ -96,3 +96,50 @@ def calibrate(pred: np.ndarray, unit_cost: np.ndarray, scores: np.ndarray, costs
         return float(grid[pts[:, 1].argmax()])
     i = np.flatnonzero(ok)[pts[ok, 0].argmin()]
     return float(grid[i])
+
+
+# ---------------------------------------------------------------------- anchored rule (parity)
+# The τ rule compares every model with the *predicted* best, so even τ = 0 swaps the best single
+# model for whichever model the estimator happens to rate highest: it cannot promise that
+# model's quality. The anchored rule starts from the best single model and leaves it only when
+# a cheaper model is predicted close enough to *it*. τ < 0 demands that the cheaper model be
+# predicted better than the anchor by |τ|; τ = −1 never leaves the anchor.
+ANCHORED_GRID = np.unique(np.concatenate([[-1.0], np.linspace(-0.3, 0, 31), np.linspace(0, 0.1, 21),
+                                          np.linspace(0.1, 1, 46)]))
+
+
+def anchor_index(mean_quality: np.ndarray, unit_cost: np.ndarray) -> int:
+    """The best single model: highest mean (training) quality, the cheaper one among ties."""
+    return int(np.lexsort((np.asarray(unit_cost, float), -np.asarray(mean_quality, float)))[0])
+
+
+def select_anchored(pred: np.ndarray, unit_cost: np.ndarray, tau: float, anchor: int) -> np.ndarray:
+    """Per row: the cheapest model costing less than the anchor with q̂_k ≥ q̂_anchor − τ, else the anchor."""
+    pred = np.atleast_2d(pred)
+    c = np.asarray(unit_cost, float)
+    ok = (pred >= pred[:, [anchor]] - tau - 1e-12) & (c < c[anchor])[None, :]
+    ok[:, anchor] = True
+    key = np.where(ok, c[None, :] - 1e-9 * pred, np.inf)
+    return key.argmin(axis=1)
+
+
+def select_rule(pred: np.ndarray, unit_cost: np.ndarray, *, rule: str = "tau", tau: float | None = None,
+                lam: float | None = None, anchor: int | None = None) -> np.ndarray:
+    """``select`` with a named rule: ``tau`` / ``lambda`` as :func:`select`, or ``anchored`` (needs ``anchor``)."""
+    if rule == "anchored" and lam is None:
+        if anchor is None:
+            raise ValueError("the anchored rule needs the anchor model's index")
+        return select_anchored(pred, unit_cost, 0.0 if tau is None else tau, anchor)
+    return select(pred, unit_cost, tau=tau, lam=lam)
+
+
+def sweep(pred: np.ndarray, unit_cost: np.ndarray, scores: np.ndarray, costs: np.ndarray, grid,
+          rule: str = "tau", anchor: int | None = None) -> list[dict]:
+    """(knob, cost, quality) for every knob value of ``grid`` under ``rule``."""
+    out = []
+    for v in grid:
+        choice = (select_rule(pred, unit_cost, rule=rule, tau=v, anchor=anchor) if rule != "lambda"
+                  else select_lambda(pred, unit_cost, v))
+        c, q = outcome(choice, scores, costs)
+        out.append({"tau" if rule != "lambda" else "lambda": round(float(v), 4), "cost": c, "quality": q})
+    return out
