@@ -37,7 +37,11 @@ def _section(policies, line) -> str:
 STYLES = {
     "if": None,
     "arrow": lambda body, ps: body + "\n\n" + _section(ps, lambda p: f"- {p.topic} → tier {p.tier}."),
-    "if-top": lambda body, ps: _section(ps, lambda p: Policy(p.topic, p.tier).render()) + "\n\n" + body,
+    "if-top": lambda body, ps: (_section(ps, lambda p: p.render()).replace("above", "below") + "\n\n" + body),
+    "always": lambda body, ps: body + "\n\n" + _section(
+        ps, lambda p: f"- Requests about {p.topic}: always answer {p.tier}, however easy or hard they look."),
+    "check-first": lambda body, ps: ("First check the policies at the end; if one applies, answer its tier.\n"
+                                     + body + "\n\n" + _section(ps, lambda p: p.render())),
 }
 
 
@@ -62,7 +66,7 @@ def main(argv=None):
     ap.add_argument("--program", default=str(ROOT / "programs" / "default.yaml"))
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
     ap.add_argument("--style", default="if", choices=sorted(STYLES))
-    ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake")
+    ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
     ap.add_argument("--only", default="", help="comma-separated edit names (default: all)")
     args = ap.parse_args(argv)
 
@@ -74,7 +78,8 @@ def main(argv=None):
     data = load_edits(args.edits)
     edits = [e for e in data["edits"] if not args.only or e["name"] in args.only.split(",")]
     controls = list(data.get("controls") or [])
-    lm, cache = cached_lm({"kind": args.lm_kind}, base.labels, cache_dir() / "lm")
+    lm_cfg = {"kind": "fake", "mode": "policy"} if args.lm_kind == "fake" else {"kind": args.lm_kind}
+    lm, cache = cached_lm(lm_cfg, base.labels, cache_dir() / "lm")
     t0 = time.perf_counter()
 
     def route(program, queries) -> list[int | None]:
