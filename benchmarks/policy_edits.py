@@ -33,24 +33,50 @@ def _section(policies, line) -> str:
     return HEADER + "\n" + "\n".join(line(p) for p in policies)
 
 
-# name -> (instruction body, policies) -> instruction text. "if" is the product's rendering.
+def _text(fn):
+    """A style that only rewrites the instruction: fn(body, policies) -> text."""
+    def style(program, edits):
+        body, existing = split_policies(program.instruction)
+        text = fn(body, existing + [Policy(e["topic"], int(e["tier"])) for e in edits])
+        return RoutingProgram(program.name, program.tiers, text, program.demos)
+    return style
+
+
+def _product(program, edits):
+    return apply_policies(program, [Policy(e["topic"], int(e["tier"])) for e in edits])
+
+
+def _with_demos(program, edits):
+    """The product's section plus each edit's example query as a demo (demos.yaml is hand-editable too)."""
+    p = _product(program, edits)
+    demos = p.demos + [{"query": e["example"], "tier": int(e["tier"])} for e in edits if e.get("example")]
+    return RoutingProgram(p.name, p.tiers, p.instruction, demos)
+
+
+# name -> (program, edits) -> program with the edits. "if" is what apply_policy writes.
 STYLES = {
-    "if": None,
-    "arrow": lambda body, ps: body + "\n\n" + _section(ps, lambda p: f"- {p.topic} → tier {p.tier}."),
-    "if-top": lambda body, ps: (_section(ps, lambda p: p.render()).replace("above", "below") + "\n\n" + body),
-    "always": lambda body, ps: body + "\n\n" + _section(
-        ps, lambda p: f"- Requests about {p.topic}: always answer {p.tier}, however easy or hard they look."),
-    "check-first": lambda body, ps: ("First check the policies at the end; if one applies, answer its tier.\n"
-                                     + body + "\n\n" + _section(ps, lambda p: p.render())),
+    "if": _product,
+    "if+demo": _with_demos,
+    "arrow": _text(lambda body, ps: body + "\n\n" + _section(ps, lambda p: f"- {p.topic} → tier {p.tier}.")),
+    "if-top": _text(lambda body, ps: _section(ps, lambda p: p.render()).replace("above", "below") + "\n\n" + body),
+    "always": _text(lambda body, ps: body + "\n\n" + _section(
+        ps, lambda p: f"- Requests about {p.topic}: always answer {p.tier}, however easy or hard they look.")),
+    "tier-is": _text(lambda body, ps: body + "\n\n" + _section(
+        ps, lambda p: f"- If the request is about {p.topic}, the tier is {p.tier}.")),
+    "route-to": _text(lambda body, ps: body + "\n\n" + _section(
+        ps, lambda p: f"- Route every request about {p.topic} to tier {p.tier}.")),
+    "check-first": _text(lambda body, ps: "First check the policies at the end; if one applies, answer its tier.\n"
+                         + body + "\n\n" + _section(ps, lambda p: p.render())),
+    "if-example": _text(lambda body, ps: body + "\n\n" + _section(ps, lambda p: p.render())),  # set in main
 }
 
 
-def with_policies(program: RoutingProgram, policies: list[Policy], style: str) -> RoutingProgram:
-    if STYLES[style] is None:
-        return apply_policies(program, policies)
-    body, existing = split_policies(program.instruction)
-    text = STYLES[style](body, existing + policies)
-    return RoutingProgram(program.name, program.tiers, text, program.demos)
+def with_policies(program: RoutingProgram, edits: list[dict], style: str) -> RoutingProgram:
+    if style == "if-example":  # the example inside the rule: "about X (e.g. "..."), answer N"
+        edits = [{**e, "topic": f'{e["topic"]}, e.g. "{e["example"]}"'} if e.get("example") else e
+                 for e in edits]
+        return _product(program, edits)
+    return STYLES[style](program, edits)
 
 
 def load_edits(path) -> dict:
@@ -67,7 +93,10 @@ def main(argv=None):
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
     ap.add_argument("--style", default="if", choices=sorted(STYLES))
     ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 is faster on a busy machine)")
     ap.add_argument("--only", default="", help="comma-separated edit names (default: all)")
+    ap.add_argument("--together-only", action="store_true",
+                    help="only the program with every edit at once (a quicker screen of --style)")
     args = ap.parse_args(argv)
 
     from route_switch.optimize import cached_lm
@@ -78,7 +107,8 @@ def main(argv=None):
     data = load_edits(args.edits)
     edits = [e for e in data["edits"] if not args.only or e["name"] in args.only.split(",")]
     controls = list(data.get("controls") or [])
-    lm_cfg = {"kind": "fake", "mode": "policy"} if args.lm_kind == "fake" else {"kind": args.lm_kind}
+    lm_cfg = {"kind": "fake", "mode": "policy"} if args.lm_kind == "fake" else {"kind": args.lm_kind,
+                                                                                 "n_threads": args.threads}
     lm, cache = cached_lm(lm_cfg, base.labels, cache_dir() / "lm")
     t0 = time.perf_counter()
 
@@ -102,9 +132,9 @@ def main(argv=None):
         return round(100 * sum(t == tier for t in tiers) / len(queries), 1)
 
     results = []
-    for e in edits:
+    for e in [] if args.together_only else edits:
         policy = Policy(e["topic"], int(e["tier"]))
-        after = route(with_policies(base, [policy], args.style), e["queries"] + controls)
+        after = route(with_policies(base, [e], args.style), e["queries"] + controls)
         a_q, a_c = after[: len(e["queries"])], after[len(e["queries"]):]
         results.append({
             "edit": e["name"], "policy": policy.render(), "tier": policy.tier, "n": len(e["queries"]),
@@ -115,7 +145,7 @@ def main(argv=None):
             "controls_changed": changed(controls, a_c),
         })
 
-    combined_program = with_policies(base, [Policy(e["topic"], int(e["tier"])) for e in edits], args.style)
+    combined_program = with_policies(base, edits, args.style)
     after_all = route(combined_program, all_queries + controls)
     per_edit, i = {}, 0
     for e in edits:
@@ -124,7 +154,7 @@ def main(argv=None):
         i += n
     ctl = after_all[len(all_queries):]
     n_all = len(all_queries)
-    mean = lambda xs: round(sum(xs) / len(xs), 1)
+    mean = lambda xs: round(sum(xs) / len(xs), 1) if xs else None
     report = {
         "program": args.program, "style": args.style, "lm": args.lm_kind,
         "n_edits": len(edits), "n_queries": n_all, "n_controls": len(controls),
