@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from route_switch.artifacts import load_program  # noqa: E402
 from route_switch.paths import read_yaml  # noqa: E402
-from route_switch.policies import HEADER, Policy, apply_policies, split_policies  # noqa: E402
+from route_switch.policies import HEADER, Policy, apply_policies, apply_policy, split_policies  # noqa: E402
 from route_switch.program import RoutingProgram  # noqa: E402
 
 
@@ -48,9 +48,9 @@ def _product(program, edits):
 
 def _with_demos(program, edits):
     """The product's section plus each edit's example query as a demo (demos.yaml is hand-editable too)."""
-    p = _product(program, edits)
-    demos = p.demos + [{"query": e["example"], "tier": int(e["tier"])} for e in edits if e.get("example")]
-    return RoutingProgram(p.name, p.tiers, p.instruction, demos)
+    for e in edits:
+        program = apply_policy(program, Policy(e["topic"], int(e["tier"])), example=e.get("example"))
+    return program
 
 
 # name -> (program, edits) -> program with the edits. "if" is what apply_policy writes.
@@ -95,6 +95,8 @@ def main(argv=None):
     ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 is faster on a busy machine)")
     ap.add_argument("--only", default="", help="comma-separated edit names (default: all)")
+    ap.add_argument("--edit-controls", action=argparse.BooleanOptionalAction, default=True,
+                    help="also route the controls with each single edit (else only with all edits together)")
     ap.add_argument("--together-only", action="store_true",
                     help="only the program with every edit at once (a quicker screen of --style)")
     args = ap.parse_args(argv)
@@ -107,8 +109,9 @@ def main(argv=None):
     data = load_edits(args.edits)
     edits = [e for e in data["edits"] if not args.only or e["name"] in args.only.split(",")]
     controls = list(data.get("controls") or [])
-    lm_cfg = {"kind": "fake", "mode": "policy"} if args.lm_kind == "fake" else {"kind": args.lm_kind,
-                                                                                 "n_threads": args.threads}
+    lm_cfg = {"kind": args.lm_kind, "n_threads": args.threads}
+    if args.lm_kind == "fake":
+        lm_cfg = {"kind": "fake", "mode": "policy"}
     lm, cache = cached_lm(lm_cfg, base.labels, cache_dir() / "lm")
     t0 = time.perf_counter()
 
@@ -134,15 +137,16 @@ def main(argv=None):
     results = []
     for e in [] if args.together_only else edits:
         policy = Policy(e["topic"], int(e["tier"]))
-        after = route(with_policies(base, [e], args.style), e["queries"] + controls)
+        ctl = controls if args.edit_controls else []
+        after = route(with_policies(base, [e], args.style), e["queries"] + ctl)
         a_q, a_c = after[: len(e["queries"])], after[len(e["queries"]):]
         results.append({
             "edit": e["name"], "policy": policy.render(), "tier": policy.tier, "n": len(e["queries"]),
             "compliance_before": compliance(e["queries"], [before[q] for q in e["queries"]], policy.tier),
             "compliance_after": compliance(e["queries"], a_q, policy.tier),
             "changed": changed(e["queries"], a_q),
-            "controls_changed_pct": round(100 * len(changed(controls, a_c)) / max(1, len(controls)), 1),
-            "controls_changed": changed(controls, a_c),
+            "controls_changed_pct": round(100 * len(changed(ctl, a_c)) / len(ctl), 1) if ctl else None,
+            "controls_changed": changed(ctl, a_c),
         })
 
     combined_program = with_policies(base, edits, args.style)
@@ -163,7 +167,8 @@ def main(argv=None):
             "compliance_after_mean": mean([r["compliance_after"] for r in results]),
             "compliance_after_all_edits_together": round(100 * sum(
                 per_edit[e["name"]] * len(e["queries"]) / 100 for e in edits) / n_all, 1),
-            "controls_changed_pct_mean": mean([r["controls_changed_pct"] for r in results]),
+            "controls_changed_pct_mean": mean([r["controls_changed_pct"] for r in results
+                                               if r["controls_changed_pct"] is not None]),
             "controls_changed_pct_all_edits": round(100 * len(changed(controls, ctl)) / max(1, len(controls)), 1),
         },
         "edits": results,
