@@ -1,7 +1,7 @@
 """Are policy edits followed? Compliance of the router LLM before/after each edit, JSON output.
 
     python benchmarks/policy_edits.py [--program programs/default.yaml] [--edits benchmarks/policy_edits.yaml]
-                                      [--style if] [--lm-kind local]
+                                      [--style if+demo] [--lm-kind local]
 
 For each edit in the YAML file: route its queries with the program as it is and with the policy
 added (``route_switch.policies.apply_policy``); report the share routed to the policy's tier
@@ -9,7 +9,7 @@ before and after, the decisions that changed, and the share of control queries (
 policy) whose tier moved. "all" applies every edit at once. Every LM call goes through the disk
 cache (``route_switch.optimize.cached_lm``), so a re-run is instant. ``--style`` renders the
 policies in other wordings/positions, to measure which one a small model follows best; ``if`` is
-what ``apply_policy`` writes.
+the rule ``apply_policy`` writes, ``if+demo`` (default) the rule plus the edit's example as a demo.
 """
 from __future__ import annotations
 
@@ -91,12 +91,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--program", default=str(ROOT / "programs" / "default.yaml"))
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
-    ap.add_argument("--style", default="if", choices=sorted(STYLES))
+    ap.add_argument("--style", default="if+demo", choices=sorted(STYLES))
     ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 is faster on a busy machine)")
     ap.add_argument("--only", default="", help="comma-separated edit names (default: all)")
     ap.add_argument("--edit-controls", action=argparse.BooleanOptionalAction, default=True,
                     help="also route the controls with each single edit (else only with all edits together)")
+    ap.add_argument("--skip-together", action="store_true", help=argparse.SUPPRESS)  # cache warming only
     ap.add_argument("--together-only", action="store_true",
                     help="only the program with every edit at once (a quicker screen of --style)")
     args = ap.parse_args(argv)
@@ -150,6 +151,9 @@ def main(argv=None):
         })
 
     combined_program = with_policies(base, edits, args.style)
+    if args.skip_together:
+        print(json.dumps({"edits": results}, indent=2, ensure_ascii=False))
+        return
     after_all = route(combined_program, all_queries + controls)
     per_edit, i = {}, 0
     for e in edits:

@@ -8,8 +8,10 @@ person reads and edits like the rest of ``instruction.txt``::
     - If the request is about translation, answer 1.
 
 ``apply_policy`` adds one rule in that exact form (creating the section when it is missing), so
-an edit made from code and one typed by hand read the same. The wording is the one that the
-embedded 0.5B model followed best (``benchmarks/policy_edits.py`` measures the alternatives).
+an edit made from code and one typed by hand read the same; with ``example=`` it also adds one
+query the policy covers to the demos, with the policy's tier. The embedded 0.5B model follows the
+rule alone poorly and the rule plus one example well (``benchmarks/policy_edits.py`` measures
+both and other wordings; see the README).
 """
 from __future__ import annotations
 

@@ -41,6 +41,15 @@ def test_same_topic_replaces_and_hand_written_lines_survive(program):
     assert "Keep answers short." in body
 
 
+def test_example_becomes_a_demo_of_the_policy_tier(program):
+    edited = apply_policy(program, "legal advice → tier 3", example="Is jaywalking legal?")
+    assert edited.demos == program.demos + [{"query": "Is jaywalking legal?", "tier": 3}]
+    again = apply_policy(edited, "legal advice → tier 2", example="Is jaywalking legal?")
+    assert again.demos[-1] == {"query": "Is jaywalking legal?", "tier": 2} and len(again.demos) == len(edited.demos)
+    with pytest.raises(PolicyError, match="example"):
+        apply_policy(program, "legal advice → tier 3", example="  ")
+
+
 @pytest.mark.parametrize("text", ["legal advice", "→ tier 3", "legal advice → tier 4", "legal advice → tier 0"])
 def test_bad_policy_is_a_clear_error(program, text):
     with pytest.raises(PolicyError, match="policy"):
@@ -89,7 +98,7 @@ def test_benchmark_json_and_cache(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.local_llm
 def test_embedded_model_follows_policy_edits(program):
-    """A few queries per edit with the real Qwen 0.5B: compliance rises with the edit, controls barely move."""
+    """A few queries per edit with the real Qwen 0.5B: compliance rises with the edit (rule + example demo)."""
     pytest.importorskip("llama_cpp")
     from route_switch.llm.lm import make_lm
 
@@ -98,7 +107,7 @@ def test_embedded_model_follows_policy_edits(program):
     for edit in EDITS["edits"]:
         tier, queries = int(edit["tier"]), edit["queries"][:4]
         before = _route(program, queries, lm)
-        after = _route(apply_policy(program, Policy(edit["topic"], tier)), queries, lm)
+        after = _route(apply_policy(program, Policy(edit["topic"], tier), example=edit["example"]), queries, lm)
         before_ok += sum(t == tier for t in before)
         after_ok += sum(t == tier for t in after)
         n += len(queries)
