@@ -161,6 +161,8 @@ def main(argv=None):
         per_edit[e["name"]] = compliance(e["queries"], after_all[i:i + n], int(e["tier"]))
         i += n
     ctl = after_all[len(all_queries):]
+    neutral = data.get("neutral")
+    ctl_neutral = route(with_policies(base, [neutral], args.style), controls) if neutral else None
     n_all = len(all_queries)
     mean = lambda xs: round(sum(xs) / len(xs), 1) if xs else None
     report = {
@@ -174,6 +176,8 @@ def main(argv=None):
             "controls_changed_pct_mean": mean([r["controls_changed_pct"] for r in results
                                                if r["controls_changed_pct"] is not None]),
             "controls_changed_pct_all_edits": round(100 * len(changed(controls, ctl)) / max(1, len(controls)), 1),
+            "controls_changed_pct_neutral_edit": round(100 * len(changed(controls, ctl_neutral)) / len(controls), 1)
+            if neutral and controls else None,
         },
         "edits": results,
         "all_edits_together": {"instruction": combined_program.instruction, "compliance": per_edit,
