@@ -67,15 +67,12 @@ STYLES = {
         ps, lambda p: f"- Route every request about {p.topic} to tier {p.tier}.")),
     "check-first": _text(lambda body, ps: "First check the policies at the end; if one applies, answer its tier.\n"
                          + body + "\n\n" + _section(ps, lambda p: p.render())),
-    "if-example": _text(lambda body, ps: body + "\n\n" + _section(ps, lambda p: p.render())),  # set in main
+    "if-example": lambda program, edits: _product(program, [  # the example inside the rule text
+        {**e, "topic": f'{e["topic"]}, e.g. "{e["example"]}"'} if e.get("example") else e for e in edits]),
 }
 
 
 def with_policies(program: RoutingProgram, edits: list[dict], style: str) -> RoutingProgram:
-    if style == "if-example":  # the example inside the rule: "about X (e.g. "..."), answer N"
-        edits = [{**e, "topic": f'{e["topic"]}, e.g. "{e["example"]}"'} if e.get("example") else e
-                 for e in edits]
-        return _product(program, edits)
     return STYLES[style](program, edits)
 
 
@@ -92,7 +89,8 @@ def main(argv=None):
     ap.add_argument("--program", default=str(ROOT / "programs" / "default.yaml"))
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
     ap.add_argument("--style", default="if+demo", choices=sorted(STYLES))
-    ap.add_argument("--lm-kind", default="local", help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
+    ap.add_argument("--lm-kind", default="local",
+                    help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 is faster on a busy machine)")
     ap.add_argument("--only", default="", help="comma-separated edit names (default: all)")
     ap.add_argument("--edit-controls", action=argparse.BooleanOptionalAction, default=True,
