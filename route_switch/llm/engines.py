@@ -389,12 +389,29 @@ FAKE_PROPOSALS = ("Prefer tier 1 for short factual questions.", "Send proofs and
                   "Please provide me with a detailed description of the task.")
 
 
+def fake_policy_tier(system: str, query: str) -> int | None:
+    """FAKE policy following: the tier of the first policy line (route_switch.policies) whose topic
+    shares a word with the query (words of 4+ letters, compared on their first 5 letters)."""
+    from route_switch.policies import PolicyError, Policy
+
+    stems = lambda text: {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower())}
+    for line in system.splitlines():
+        try:
+            policy = Policy.parse(line)
+        except PolicyError:
+            continue
+        if stems(policy.topic) & stems(query):
+            return policy.tier
+    return None
+
+
 class FakeRouterEngine:
     """FAKE engine for unit tests: deterministic answers, no model.
 
     mode: "rule" (keyword rule on the query), "fixed" (always `fixed_label`),
     "fail" (raises), "timeout" (sleeps `delay_s`, default 5 s, then answers by rule),
-    "garbage" (unparseable text), "out_of_range" (a label not in `labels`).
+    "garbage" (unparseable text), "out_of_range" (a label not in `labels`), "policy" (the rule,
+    overridden by a matching policy line of the system prompt, see ``fake_policy_tier``).
     Any mode sleeps `delay_s` first when it is set. A system prompt containing
     FAKE_PROPOSALS[0] ("prefer tier 1") makes the rule answer tier 1, so an optimiser
     has a better instruction to find; other one-field requests (instruction proposals)
@@ -470,6 +487,8 @@ class FakeRouterEngine:
             return self.fixed_label or self.labels[0]
         if FAKE_PROPOSALS[0] in messages[0]["content"]:  # follows the "prefer tier 1" instruction
             return self.labels[0]
+        if self.mode == "policy" and (tier := fake_policy_tier(messages[0]["content"], query)):
+            return self.labels[tier - 1]
         return self.labels[self.rule(query, len(self.labels)) - 1]
 
     def stream(self, request):
