@@ -5,12 +5,17 @@ tier that answers well. Read as a quality signal, tier ``k`` is good enough when
 tier is ``k`` or cheaper: ``llm_quality_k = p(1) + … + p(k)`` (:func:`llm_quality`). That alone
 is a router with the same τ/λ knob as the estimator.
 
-:class:`TierFusion` stacks the two per tier with a logistic regression fitted on a validation
-slice of the training data (estimator predictions made out of sample)::
+:class:`TierFusion` combines the two per tier. Two methods, chosen by measurement
+(``benchmarks/llm_router.py``; README "Router LLM against the estimator"):
 
-    fused_k = σ(a_k + b_k · logit(estimator_k) + c_k · logit(llm_quality_k))
+* ``mix`` (default): ``fused_k = (1 − w) · estimator_k + w · llm_quality_k`` with ``w = 0.5``.
+  Nothing is fitted, so nothing is over-fitted to the small slice the LLM routed; it beat the
+  estimator alone on both 3-tier sets;
+* ``stack``: per-tier logistic regression on ``logit(estimator_k)`` and ``logit(llm_quality_k)``,
+  fitted on that slice (``C`` = 0.1). With a few hundred queries it recalibrates more than it
+  learns, and lost to the estimator alone.
 
-It predicts quality, so the τ/λ rules and calibration apply to it unchanged. When the LLM gives
+Either predicts quality, so the τ/λ rules and calibration apply unchanged. When the LLM gives
 nothing (slow, down, invalid) the estimator's own prediction is used. Saved as readable JSON
 (``fusion.json``); nothing is pickled.
 """
@@ -38,19 +43,18 @@ def _logit(p) -> np.ndarray:
 
 
 class TierFusion:
-    """Per-tier logistic stacking of the estimator's predictions and the LLM's tier distribution.
+    """Estimator predictions and the LLM's tier distribution -> quality per tier (see module docstring).
 
-    ``C``: inverse L2 strength of each tier's regression. The slice is small (a few hundred
-    queries), and strong regularisation measured best: ``benchmarks/llm_router.py`` with C = 0.1
-    against 1.0, and against other feature sets (see README).
-    Learned: ``coef_`` (n_tiers × 2: estimator, LLM), ``intercept_`` (n_tiers).
+    Hyper-parameters: ``method`` ("mix" or "stack"), ``w`` (the LLM's weight in the mix), ``C``
+    (inverse L2 strength of the stacking regressions). Learned by ``fit``: ``n_fit_`` and, for
+    "stack", ``coef_`` (n_tiers × 2: estimator, LLM) and ``intercept_`` (n_tiers).
     """
 
-    def __init__(self, C: float = 0.1):
-        self.C = C
+    def __init__(self, method: str = "mix", w: float = 0.5, C: float = 0.1):
+        self.method, self.w, self.C = method, w, C
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"C": self.C}
+        return {"method": self.method, "w": self.w, "C": self.C}
 
     def set_params(self, **params) -> "TierFusion":
         for k, v in params.items():
@@ -65,29 +69,37 @@ class TierFusion:
         """Fit on a slice: estimator predictions, LLM tier probabilities and true scores (all n × n_tiers)."""
         from .estimator import fit_soft_logistic
 
+        if self.method not in ("mix", "stack") or not 0 <= self.w <= 1:
+            raise ValueError(f"fusion method must be 'mix' or 'stack' and w within [0, 1], got {self.method!r}, {self.w}")
         est_pred, tier_probs, scores = (np.atleast_2d(np.asarray(a, float)) for a in (est_pred, tier_probs, scores))
         if not (est_pred.shape == tier_probs.shape == scores.shape) or len(scores) < 2:
             raise ValueError(f"fusion needs matching (n, tiers) arrays with n >= 2, got {est_pred.shape}, "
                              f"{tier_probs.shape}, {scores.shape}")
-        fitted = [fit_soft_logistic(self._features(est_pred, tier_probs, k), scores[:, k], self.C)
-                  for k in range(scores.shape[1])]
-        self.coef_ = np.array([f[0] for f in fitted], float)
-        self.intercept_ = np.array([f[1] for f in fitted], float)
-        self.n_fit_ = len(scores)
+        self.n_fit_, self.n_tiers_ = len(scores), scores.shape[1]
+        if self.method == "stack":
+            fitted = [fit_soft_logistic(self._features(est_pred, tier_probs, k), scores[:, k], self.C)
+                      for k in range(scores.shape[1])]
+            self.coef_ = np.array([f[0] for f in fitted], float)
+            self.intercept_ = np.array([f[1] for f in fitted], float)
         return self
 
     def predict(self, est_pred: np.ndarray, tier_probs: np.ndarray) -> np.ndarray:
         """Fused predicted quality, shape (n, n_tiers)."""
         est_pred, tier_probs = np.atleast_2d(est_pred), np.atleast_2d(tier_probs)
+        if self.method == "mix":
+            return (1 - self.w) * est_pred + self.w * llm_quality(tier_probs)
         z = np.column_stack([self._features(est_pred, tier_probs, k) @ self.coef_[k] + self.intercept_[k]
                              for k in range(len(self.intercept_))])
         return 1.0 / (1.0 + np.exp(-z))
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
-        return {"format": "route-switch-fusion", "version": 1, "C": self.C, "n_fit": int(self.n_fit_),
-                "features": ["logit(estimator quality)", "logit(LLM: P(needed tier <= k))"],
-                "coef": self.coef_.round(6).tolist(), "intercept": self.intercept_.round(6).tolist()}
+        doc = {"format": "route-switch-fusion", "version": 2, "method": self.method, "w": self.w, "C": self.C,
+               "n_fit": int(self.n_fit_), "n_tiers": int(self.n_tiers_)}
+        if self.method == "stack":
+            doc.update(features=["logit(estimator quality)", "logit(LLM: P(needed tier <= k))"],
+                       coef=self.coef_.round(6).tolist(), intercept=self.intercept_.round(6).tolist())
+        return doc
 
     def save(self, path: str | Path) -> Path:
         from .paths import atomic_write_text
@@ -107,19 +119,27 @@ class TierFusion:
             raise ArtifactError(f"not valid JSON: {e}", file=str(p)) from None
         if not isinstance(doc, dict) or doc.get("format") != "route-switch-fusion":
             raise ArtifactError("not a route-switch fusion file", file=str(p), field="format")
+        method, w = doc.get("method", "stack"), doc.get("w", 0.5)
+        if method not in ("mix", "stack") or isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+            raise ArtifactError("method must be mix or stack and w a number within [0, 1]", file=str(p), field="method")
+        self = cls(method=method, w=float(w))  # C only matters when fitting
         try:
-            coef = np.array(doc["coef"], float)
-            intercept = np.array(doc["intercept"], float)
-            self = cls(C=float(doc.get("C", 0.1)))
             self.n_fit_ = int(doc.get("n_fit", 0))
+            if method == "stack":
+                coef, intercept = np.array(doc["coef"], float), np.array(doc["intercept"], float)
+                tiers = coef.shape[0] if coef.ndim == 2 else -1
+            else:
+                tiers = int(doc["n_tiers"])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"malformed fusion parameters: {e}", file=str(p)) from None
-        if coef.ndim != 2 or coef.shape[1] != 2 or intercept.shape != (coef.shape[0],) \
-                or not np.isfinite(coef).all() or not np.isfinite(intercept).all():
+        if method == "stack" and (coef.ndim != 2 or coef.shape[1] != 2 or intercept.shape != (coef.shape[0],)
+                                  or not np.isfinite(coef).all() or not np.isfinite(intercept).all()):
             raise ArtifactError("coef must be n_tiers × 2 and intercept n_tiers, all finite", file=str(p), field="coef")
-        if n_tiers is not None and coef.shape[0] != n_tiers:
-            raise ArtifactError(f"fitted for {coef.shape[0]} tiers, the router has {n_tiers}", file=str(p), field="coef")
-        self.coef_, self.intercept_ = coef, intercept
+        if n_tiers is not None and tiers != n_tiers:
+            raise ArtifactError(f"fitted for {tiers} tiers, the router has {n_tiers}", file=str(p), field="n_tiers")
+        self.n_tiers_ = tiers
+        if method == "stack":
+            self.coef_, self.intercept_ = coef, intercept
         return self
 
 

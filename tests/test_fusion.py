@@ -35,28 +35,38 @@ def test_llm_quality_is_the_cumulative_distribution():
 
 def test_fusion_learns_from_the_informative_signal():
     est, llm, scores = _signals()
-    f = TierFusion().fit(est[:400], llm[:400], scores[:400])
-    fused = f.predict(est[400:], llm[400:])
     brier = lambda p: float(((p - scores[400:]) ** 2).mean())  # noqa: E731
-    assert brier(fused) < brier(est[400:]) - 0.05
+    for method in ("mix", "stack"):
+        f = TierFusion(method=method).fit(est[:400], llm[:400], scores[:400])
+        assert brier(f.predict(est[400:], llm[400:])) < brier(est[400:]) - 0.02, method
+    f = TierFusion(method="stack").fit(est[:400], llm[:400], scores[:400])
     assert f.coef_.shape == (3, 2) and np.all(f.coef_[:2, 1] > 0)  # the LLM column carries weight
-    # and it does not invent signal where the LLM is noise
+    # the mix is exactly (1 - w) * estimator + w * P(tier k is enough)
+    m = TierFusion(w=0.25).fit(est, llm, scores)
+    assert np.allclose(m.predict(est, llm), 0.75 * est + 0.25 * llm_quality(llm))
+    # stacking does not invent signal where the LLM is noise
     noise = np.random.default_rng(1).dirichlet([1, 1, 1], len(est))
-    g = TierFusion().fit(est[:400], noise[:400], scores[:400])
+    g = TierFusion(method="stack").fit(est[:400], noise[:400], scores[:400])
     assert brier(g.predict(est[400:], noise[400:])) < brier(est[400:]) + 0.01
+    with pytest.raises(ValueError):
+        TierFusion(method="vote").fit(est, llm, scores)
 
 
-def test_fusion_roundtrip_and_bad_files(tmp_path):
+@pytest.mark.parametrize("method", ["mix", "stack"])
+def test_fusion_roundtrip_and_bad_files(tmp_path, method):
     est, llm, scores = _signals(100)
-    f = TierFusion().fit(est, llm, scores)
+    f = TierFusion(method=method).fit(est, llm, scores)
     p = f.save(tmp_path / "fusion.json")
     g = TierFusion.load(p, n_tiers=3)
-    assert np.allclose(g.predict(est, llm), f.predict(est, llm), atol=1e-5)
+    assert np.allclose(g.predict(est, llm), f.predict(est, llm), atol=1e-5) and g.method == method
     with pytest.raises(ArtifactError, match="router has 4"):
         TierFusion.load(p, n_tiers=4)
     doc = json.loads(p.read_text())
-    for bad in ({**doc, "coef": [[1, "x"]]}, {**doc, "coef": [[float("nan"), 1]] * 3}, {**doc, "format": "x"}, [1]):
-        p.write_text(json.dumps(bad))
+    bad = [{**doc, "format": "x"}, [1], {**doc, "method": "vote"}, {**doc, "w": 2}]
+    bad += [{**doc, "coef": [[1, "x"]]}, {**doc, "coef": [[float("nan"), 1]] * 3}] if method == "stack" else \
+        [{k: v for k, v in doc.items() if k != "n_tiers"}]
+    for b in bad:
+        p.write_text(json.dumps(b))
         with pytest.raises(ArtifactError, match="fusion.json"):
             TierFusion.load(p)
     p.write_text("{not json")
