@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import RouteSwitchError
+from .errors import ConfigError, RouteSwitchError
 
 
 def _load_split(args):
@@ -42,6 +42,32 @@ def _add_data_args(p):
     p.add_argument("--split-column", action="store_true", help="with --data: use the file's own train/test column")
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    """``"8,16"`` -> [8, 16]; anything else is a one-line usage error."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 0:
+        raise ConfigError(f"{flag} takes comma-separated whole numbers >= 0, got {text!r}")
+    return vals
+
+
+def _number(kind=float, lo: float = 0.0, strict: bool = False):
+    """An argparse type: a finite number >= lo (> lo when ``strict``)."""
+    import math
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(v) or v < lo or (strict and v == lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {lo:g}, got {text}")
+        return v
+    return parse
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_report, write_outputs
 
@@ -50,7 +76,7 @@ def cmd_evaluate(args) -> int:
     if args.bypass:
         from .evaluate import bypass_report
 
-        res["bypass"] = bypass_report(train, test, [int(x) for x in args.bypass.split(",")], target_quality=args.target_quality)
+        res["bypass"] = bypass_report(train, test, _int_list(args.bypass, "--bypass"), target_quality=args.target_quality)
     if args.program:
         from .evaluate import evaluate_program
 
@@ -215,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate tau for this share of the best single model's validation quality")
     f.add_argument("--target-cost-share", type=float,
                    help="instead: calibrate tau for at most this share of the top model's cost")
-    f.add_argument("--bypass-tokens", type=int, default=0)
+    f.add_argument("--bypass-tokens", type=_number(int), default=0)
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
@@ -279,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--insecure-no-auth", action="store_true", help="allow running without API keys (never in production)")
-    v.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    v.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
-    v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
+    v.add_argument("--max-body-bytes", type=_number(int, 0, strict=True), default=1_000_000)
+    v.add_argument("--rate-limit", type=_number(int), default=600, help="requests per minute per API key (0: off)")
+    v.add_argument("--upstream-timeout", type=_number(float, 0, strict=True), default=60.0,
+                   help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     v.set_defaults(func=cmd_serve)
@@ -294,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except RouteSwitchError as e:
         print(f"route-switch: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only folder, disk full, missing file: one line, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"route-switch: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("route-switch: interrupted", file=sys.stderr)

@@ -50,8 +50,8 @@ def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | No
     v = raw.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"must be a number, got {v!r}", file=file, field=key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"must be a finite number, got {v!r}", file=file, field=key)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ConfigError(f"must be within [{lo}, {hi}], got {v!r}", file=file, field=key)
     return cast(v)
@@ -76,6 +76,8 @@ def load_config(path: str | Path) -> RouterConfig:
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}
+    if not isinstance(bypass, dict):
+        raise ConfigError("must be a mapping like {max_tokens: 6}", file=f, field="bypass")
     est = raw.get("estimator")
     llm = raw.get("llm")
     if llm is not None and not isinstance(llm, dict):
