@@ -142,9 +142,12 @@ def read_metrics(directory: str | Path) -> dict:
     if not f.exists():
         return {}
     try:
-        return json.loads(_read_text(f))
+        data = json.loads(_read_text(f))
     except json.JSONDecodeError as e:
         raise ProgramError(f"invalid JSON: {e.msg}", file=str(f), line=e.lineno) from None
+    if not isinstance(data, dict):
+        raise ProgramError(f"must be a JSON object, got {type(data).__name__}", file=str(f))
+    return data
 
 
 def instruction_sha256(text: str) -> str:

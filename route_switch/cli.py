@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .errors import RouteSwitchError
+from .errors import ConfigError, RouteSwitchError
 from .knobs import knob_arg
 
 
@@ -62,6 +63,30 @@ def _seeds(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+def _int_list(text: str, flag: str) -> list[int]:
+    """``"8,16"`` -> [8, 16]; anything else is a one-line usage error."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 0:
+        raise ConfigError(f"{flag} takes comma-separated whole numbers >= 0, got {text!r}")
+    return vals
+
+
+def _number(kind=float, lo: float = 0.0, strict: bool = False):
+    """An argparse type: a finite number >= lo (> lo when ``strict``)."""
+    import math
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(v) or v < lo or (strict and v == lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {lo:g}, got {text}")
+        return v
+    return parse
 
 
 def cmd_evaluate(args) -> int:
@@ -95,7 +120,7 @@ def cmd_evaluate(args) -> int:
     if args.bypass:
         from .evaluate import bypass_report
 
-        res["bypass"] = bypass_report(train, test, [int(x) for x in args.bypass.split(",")], target_quality=args.target_quality)
+        res["bypass"] = bypass_report(train, test, _int_list(args.bypass, "--bypass"), target_quality=args.target_quality)
     if args.program:
         from .evaluate_llm import evaluate_llm
 
@@ -236,6 +261,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_key_id(args) -> int:
+    from .server.app import KEY_ID_SECRET_ENV, key_hash
+
+    if not os.environ.get(KEY_ID_SECRET_ENV):
+        raise ConfigError(f"set ${KEY_ID_SECRET_ENV} (the proxy's secret): without it key ids are random per process")
+    for line in sys.stdin:  # keys on stdin, never in argv (shell history, ps)
+        if line.strip():
+            print(key_hash(line.strip()))
+    return 0
+
+
 def cmd_label(args) -> int:
     from .config import load_config
     from .labeling import label
@@ -299,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate tau for this share of the best single model's validation quality")
     f.add_argument("--target-cost-share", type=knob_arg("target_cost_share"),
                    help="instead: calibrate tau for at most this share of the top model's cost")
-    f.add_argument("--bypass-tokens", type=int, default=0)
+    f.add_argument("--bypass-tokens", type=_number(int), default=0)
     f.add_argument("--program", help="also configure the router LLM with this program and fit its fusion "
                                      "with the estimator (programs/*.yaml or optimized/<name>)")
     f.add_argument("--llm-n", type=int, default=200, help="training queries the router LLM routes to fit the fusion "
@@ -350,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=cmd_optimize)
 
+    k = sub.add_parser("key-id", help="print the access-log / budget id of each API key read from stdin")
+    k.set_defaults(func=cmd_key_id)
+
     s = sub.add_parser("show", help="print an optimised program's instruction, demos and metrics")
     s.add_argument("name", help="artifact name under optimized/ or a path")
     s.set_defaults(func=cmd_show)
@@ -380,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--insecure-no-auth", action="store_true", help="allow running without API keys (never in production)")
-    v.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    v.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
-    v.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds before trying the next tier up")
+    v.add_argument("--max-body-bytes", type=_number(int, 0, strict=True), default=1_000_000)
+    v.add_argument("--rate-limit", type=_number(int), default=600, help="requests per minute per API key (0: off)")
+    v.add_argument("--upstream-timeout", type=_number(float, 0, strict=True), default=60.0,
+                   help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
@@ -399,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except RouteSwitchError as e:
         print(f"route-switch: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only folder, disk full, missing file: one line, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"route-switch: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("route-switch: interrupted", file=sys.stderr)

@@ -151,6 +151,8 @@ def load_config(path: str | Path) -> RouterConfig:
     if tau is None and lam is None:
         tau = 0.1
     bypass = raw.get("bypass") or {}
+    if not isinstance(bypass, dict):
+        raise ConfigError("must be a mapping like {max_tokens: 6}", file=f, field="bypass")
     est = raw.get("estimator")
     llm = raw.get("llm")
     if llm is not None and not isinstance(llm, dict):

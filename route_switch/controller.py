@@ -333,6 +333,18 @@ class Router:
         enc = getattr(self.estimator, "encoder_", None)
         return enc.view(query) if enc is not None else query
 
+    def check(self) -> str | None:
+        """None when the estimator can score a probe query with finite qualities, else what is wrong."""
+        if self.estimator is None:
+            return None
+        try:
+            pred = self._predict(["health check probe: what is 2 + 2?"])
+        except Exception as e:
+            return f"estimator cannot score a query: {type(e).__name__}: {str(e)[:200]}"
+        if pred.shape != (1, len(self.tiers)) or not np.isfinite(pred).all():
+            return "estimator returns non-finite or misshaped predictions"
+        return None
+
     def _predict(self, queries: list[str]) -> np.ndarray:
         return self.estimator.predict(queries)[:, self._cols]
 

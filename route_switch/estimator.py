@@ -51,6 +51,78 @@ def fit_soft_logistic(X, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
     return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
 
 
+def checksum(arrays: dict[str, np.ndarray], models: list[str]) -> str:
+    """SHA-256 over every array (name, dtype, shape, bytes) and the ordered model list."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(list(models)).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+_HYPER = {"C": (float, 1e-12, None), "k": (int, 1, None), "prior": (float, 0.0, None), "w": (float, 0.0, 1.0)}
+_NUMERIC = ("coef", "intercept", "unit_cost", "bank.data", "memory", "mean", "encoder.idf")
+
+
+def validate(arrays: dict, doc: dict, af: str, jf: str) -> None:
+    """Raise ArtifactError (naming the file and array) unless the saved estimator is well formed."""
+    import math
+
+    hyper = doc.get("hyperparameters")
+    if not isinstance(hyper, dict):
+        raise ArtifactError("must be a mapping", file=jf, field="hyperparameters")
+    for key, (kind, lo, hi) in _HYPER.items():
+        v = hyper.get(key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (kind is float or float(v).is_integer())
+        if not ok or v < lo or (hi is not None and v > hi):
+            raise ArtifactError(f"must be a finite {kind.__name__} in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}",
+                                file=jf, field=f"hyperparameters.{key}")
+    models = doc.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models) \
+            or len(set(models)) != len(models):
+        raise ArtifactError("must be a non-empty list of distinct model names", file=jf, field="models")
+    want = {"coef", "intercept", "unit_cost", "bank.data", "bank.indices", "bank.indptr", "bank.shape", "memory", "mean"}
+    missing = sorted(want - set(arrays))
+    if missing:
+        raise ArtifactError(f"missing array(s) {missing}", file=af)
+    for name in _NUMERIC:
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if a.dtype.kind not in "fiu":
+            raise ArtifactError(f"array '{name}' has dtype {a.dtype}, expected numbers", file=af)
+        finite = np.isfinite(a) if name != "memory" else ~np.isinf(a)  # NaN in memory = score not known
+        if not finite.all():
+            raise ArtifactError(f"array '{name}' has non-finite values", file=af)
+    mem = arrays["memory"]
+    if mem.size and (np.nanmin(mem, initial=0) < 0 or np.nanmax(mem, initial=0) > 1):
+        raise ArtifactError("array 'memory' has scores outside 0..1", file=af)
+    if (arrays["unit_cost"] < 0).any():
+        raise ArtifactError("array 'unit_cost' has negative costs", file=af)
+    shape, ind, ptr = arrays["bank.shape"], arrays["bank.indices"], arrays["bank.indptr"]
+    if shape.shape != (2,) or shape.dtype.kind not in "iu" or (shape < 0).any():
+        raise ArtifactError("array 'bank.shape' must be two non-negative integers", file=af)
+    rows, cols = int(shape[0]), int(shape[1])
+    for name, a in (("bank.indices", ind), ("bank.indptr", ptr)):
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ArtifactError(f"array '{name}' must be a 1-D integer array", file=af)
+    n = len(arrays["bank.data"])
+    if len(ptr) != rows + 1 or (len(ptr) and (ptr[0] != 0 or ptr[-1] != n)) or (np.diff(ptr) < 0).any():
+        raise ArtifactError("array 'bank.indptr' is not a valid row index (length, start, end or order)", file=af)
+    if len(ind) != n or (n and (ind.min() < 0 or ind.max() >= cols)):
+        raise ArtifactError(f"array 'bank.indices' has entries outside 0..{cols - 1} or the wrong length", file=af)
+    stored = doc.get("checksum")
+    if not isinstance(stored, str):
+        raise ArtifactError("no checksum (written by an older release or edited): refit with route-switch fit",
+                            file=jf, field="checksum")
+    if checksum(arrays, models) != stored:
+        raise ArtifactError(f"checksum mismatch: {af} or the model list was changed after fit; refit",
+                            file=jf, field="checksum")
+
+
 class QualityEstimator:
     """Predicts each model's quality for a query. Hyper-parameters in ``__init__``, learned state ends in ``_``."""
 
@@ -209,7 +281,8 @@ class QualityEstimator:
                "encoder": {"name": self.encoder, "params": enc_params},
                "hyperparameters": {"C": self.C, "k": self.k, "prior": self.prior, "w": self.w},
                "models": self.models_, "unit_cost": [float(c) for c in self.unit_cost_],
-               "mean_quality": [round(float(m), 4) for m in self.mean_], "meta": self.meta_}
+               "mean_quality": [round(float(m), 4) for m in self.mean_], "meta": self.meta_,
+               "checksum": checksum(arrays, self.models_)}
         atomic_write_text(d / "estimator.json", json.dumps(doc, indent=2) + "\n")
         return d
 
@@ -237,8 +310,10 @@ class QualityEstimator:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:
             raise ArtifactError(f"unreadable numpy archive: {e}", file=str(af)) from None
+        validate(arrays, doc, str(af), str(jf))
         try:
             est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], **doc["hyperparameters"])
+            est.k = int(est.k)
             if est.encoder not in ENCODERS:
                 raise ArtifactError(f"unknown encoder '{est.encoder}'", file=str(jf), field="encoder.name")
             enc_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("encoder.")}
@@ -256,5 +331,7 @@ class QualityEstimator:
         m, dim = len(est.models_), est.encoder_.dim
         if (est.coef_.shape != (dim, m) or len(est.intercept_) != m or len(est.unit_cost_) != m
                 or est.memory_.shape != (est.bank_.shape[0], m) or est.bank_.shape[1] != dim):
+            raise ArtifactError(f"arrays do not match the {m} models listed", file=str(af))
+        if len(est.mean_) != m or est.encoder_.dim != len(getattr(est.encoder_, "idf_", np.zeros(dim))):
             raise ArtifactError(f"arrays do not match the {m} models listed", file=str(af))
         return est

@@ -228,10 +228,24 @@ def validate_long(df: pd.DataFrame, file: str = "") -> pd.DataFrame:
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise EvalsetError(f"must be a non-empty string, got {df[col].iloc[i]!r}", file=file,
                                row=int(df["_row"].iloc[i]), field=col)
+    empty = df["prompt"].map(lambda p: not p.strip())
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise EvalsetError("empty prompt: every query needs text", file=file, row=int(df["_row"].iloc[i]), field="prompt")
     if "id" not in df.columns:
         # Without ids, a query is identified by its text.
         df["id"] = df["prompt"].map(lambda p: hashlib.sha1(p.encode("utf-8", "surrogatepass")).hexdigest()[:12])
+    nid = df["id"].isna() | df["id"].map(lambda v: isinstance(v, str) and not v.strip())
+    if nid.any():  # astype(str) would merge every missing id into one query "nan"
+        i = int(np.flatnonzero(nid.to_numpy())[0])
+        raise EvalsetError(f"missing id, got {df['id'].iloc[i]!r}", file=file, row=int(df["_row"].iloc[i]), field="id")
     df["id"] = df["id"].astype(str)
+    first_prompt = df.groupby("id", sort=False)["prompt"].transform("first")
+    clash = (df["prompt"] != first_prompt).to_numpy()
+    if clash.any():  # the scores would be attached to the first prompt only
+        i = int(np.flatnonzero(clash)[0])
+        raise EvalsetError(f"id {df['id'].iloc[i]!r} already names a different prompt", file=file,
+                           row=int(df["_row"].iloc[i]), field="prompt")
     for col in ("task", "split"):
         df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str) if col in df.columns else ""
     return df

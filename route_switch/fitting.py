@@ -1,14 +1,70 @@
-"""Fit a deployable router from an evalset: estimator + calibrated knob + router.yaml."""
+"""Fit a deployable router from an evalset: estimator + calibrated knob + router.yaml.
+
+The router directory is written as one unit: everything goes into a new sibling folder, which
+replaces the old one with a single atomic exchange (``renameat2(RENAME_EXCHANGE)`` on Linux); the
+previous version is kept as ``.<name>.prev``. A lock file (``.<name>.lock``) stops two fits
+writing one directory at once: the second fails at once with an error naming the holder.
+"""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
-
 from .config import RouterConfig, dump_config
+from .errors import ConfigError
 from .estimator import QualityEstimator
 from .evalset import Evalset
 from .selection import calibrate
 from .tiers import Tier, tiers_by_cost
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where the system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL / ENOSYS / EOPNOTSUPP: the file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_dir(new: Path, dst: Path) -> None:
+    """Make folder ``new`` become ``dst`` in one step; the old ``dst`` is kept as ``.<name>.prev``."""
+    prev = dst.with_name(f".{dst.name}.prev")
+    if not dst.exists():
+        os.rename(new, dst)
+    elif _exchange(new, dst):  # readers see the old folder or the new one, never a mix
+        shutil.rmtree(prev, ignore_errors=True)
+        os.rename(new, prev)
+    else:  # fallback: two renames (a short window where dst is missing, never a mixed folder)
+        shutil.rmtree(prev, ignore_errors=True)
+        os.rename(dst, prev)
+        os.rename(new, dst)
+    _fsync_dir(dst.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None, target_quality: float | None = 0.95,
@@ -26,11 +82,16 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     (:mod:`route_switch.risk`): quality lost versus the best single model ≤ ε with probability
     ≥ ``confidence``. The estimator is then the one fitted without the calibration slice (a
     refit would void the guarantee).
+
+    The directory is written as one unit (see the module docstring).
     """
+    from .jobs.reoptimize import JobLock
     from .knobs import check_knob
 
     check_knob("target_quality", target_quality)
     check_knob("target_cost_share", target_cost_share)
+    if isinstance(bypass_tokens, bool) or not isinstance(bypass_tokens, int) or bypass_tokens < 0:
+        raise ConfigError(f"must be a whole number >= 0, got {bypass_tokens!r}", field="bypass_tokens")
     params = estimator_params or {}
     rule, risk = "tau", None
     if max_quality_loss is not None:
@@ -51,24 +112,41 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     if risk is None:
         est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
     out = Path(out_dir)
-    if llm and llm.get("program") and llm.get("fit_n", 0):
-        llm = _fit_llm_fusion(train, out, llm, params, target_quality or 0.95)
-    est.save(out)
-    cfg = RouterConfig(tiers=list(tiers or tiers_by_cost(est.models_, est.unit_cost_)), estimator=str(out), tau=round(float(tau), 4),
-                       bypass_tokens=bypass_tokens, llm=llm, rule=rule, risk=risk)
-    dump_config(cfg, out / "router.yaml")
+    fusion = None
+    if llm and llm.get("program") and llm.get("fit_n", 0):  # slow (LLM calls): before taking the lock
+        fusion, llm = _fit_llm_fusion(train, llm, params, target_quality or 0.95)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tiers = list(tiers or tiers_by_cost(est.models_, est.unit_cost_))
+    with JobLock(out.with_name(f".{out.name}.lock")):
+        new = out.with_name(f".{out.name}.new-{os.getpid()}")
+        shutil.rmtree(new, ignore_errors=True)
+        for stale in out.parent.glob(f".{out.name}.new-*"):  # left by a killed fit (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            est.save(new)
+            if fusion is not None:  # router.yaml stores it relative to itself: valid after the swap
+                fusion.save(new / "fusion.json")
+                llm["fusion"] = str(new / "fusion.json")
+            cfg = RouterConfig(tiers=tiers, estimator=str(new), tau=round(float(tau), 4), bypass_tokens=bypass_tokens,
+                               llm=llm, rule=rule, risk=risk)
+            dump_config(cfg, new / "router.yaml")
+            swap_dir(new, out)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)  # a failed fit leaves the previous folder as it was
+            raise
+    cfg.estimator = str(out)
+    if fusion is not None:
+        cfg.llm["fusion"] = str(out / "fusion.json")
     return cfg
 
 
-def _fit_llm_fusion(train: Evalset, out: Path, llm: dict, params: dict, target_quality: float) -> dict:
-    """Fit and save the fusion; return the ``llm`` section of router.yaml that uses it."""
+def _fit_llm_fusion(train: Evalset, llm: dict, params: dict, target_quality: float):
+    """Fit the fusion; return it and the ``llm`` section of router.yaml (without the fusion path)."""
     from .artifacts import load_program
     from .fusion import fit_fusion
 
     llm = dict(llm)
     fusion, tau, _report = fit_fusion(train, load_program(llm["program"]), lm_cfg=llm.get("lm"),
                                       n=int(llm.pop("fit_n")), estimator_params=params, target_quality=target_quality)
-    out.mkdir(parents=True, exist_ok=True)
-    fusion.save(out / "fusion.json")
-    llm.update(fusion=str(out / "fusion.json"), tau=round(tau, 4), program=str(Path(llm["program"]).resolve()))
-    return llm
+    llm.update(tau=round(tau, 4), program=str(Path(llm["program"]).resolve()))
+    return fusion, llm

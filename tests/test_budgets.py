@@ -191,3 +191,31 @@ def test_periods_and_stream_usage_parsing():
                  b"data: [DONE]\n\n"):
         u.feed(part)
     assert u.usage == {"prompt_tokens": 3, "completion_tokens": 4}
+
+
+def test_per_key_budgets_need_a_stable_key_id_secret(fitted_router_dir, tmp_path, monkeypatch):
+    """Without the secret key ids change at every restart: a per-key budget would silently reset."""
+    import io
+    import sys
+
+    from route_switch.cli import main
+    from route_switch.server.app import KEY_ID_SECRET_ENV
+    from route_switch.server.run import build_app
+
+    p = tmp_path / "budgets.yaml"
+    p.write_text(f"state: spend.json\nkeys:\n  {KID}: {{limit_usd: 1}}\n")
+    monkeypatch.setenv("ROUTE_SWITCH_API_KEYS", KEY)
+    monkeypatch.delenv(KEY_ID_SECRET_ENV, raising=False)
+    with pytest.raises(ConfigError, match=KEY_ID_SECRET_ENV):
+        build_app(fitted_router_dir, budgets_path=p, watch_s=0, sighup_reload=False)
+    assert main(["key-id"]) == 2  # the CLI refuses too, with a one-line error
+
+    monkeypatch.setenv(KEY_ID_SECRET_ENV, "s3cret")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{KEY}\nother\n"))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["key-id"]) == 0
+    assert out.getvalue().split() == [key_hash(KEY), key_hash("other")]
+    assert key_hash(KEY) != KID  # the id depends on the secret
+    app = build_app(fitted_router_dir, budgets_path=p, watch_s=0, sighup_reload=False)
+    app.state.proxy.reloader.stop()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -46,8 +47,18 @@ def keys_from_env(env: str = KEYS_ENV) -> set[str]:
     return {k.strip() for k in os.environ.get(env, "").split(",") if k.strip()}
 
 
+KEY_ID_SECRET_ENV = "ROUTE_SWITCH_KEY_ID_SECRET"
+_PROCESS_SECRET = os.urandom(32)
+
+
 def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    """A log-safe id of an API key: HMAC-SHA256 keyed by a per-deployment secret.
+
+    ``$ROUTE_SWITCH_KEY_ID_SECRET`` makes ids stable across restarts and replicas; without it a
+    random per-process secret is used. Without the secret, an id cannot be tested against guesses.
+    """
+    secret = os.environ.get(KEY_ID_SECRET_ENV, "").encode() or _PROCESS_SECRET
+    return hmac.new(secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:12]
 
 
 class ApiError(Exception):
@@ -262,7 +273,13 @@ class Proxy:
     """State and handlers of one app (router, keys, limits, metrics, upstream client)."""
 
     def __init__(self, router: Router, api_keys: set[str] | None, max_body_bytes: int, rate_limit_per_min: float | None,
-                 upstream_timeout_s: float, insecure_no_auth: bool, log_prompts: bool, budgets=None):
+                 upstream_timeout_s: float, insecure_no_auth: bool, log_prompts: bool, budgets=None,
+                 auth_failures_per_min: float | None = 20):
+        for name, v, lo in (("max_body_bytes", max_body_bytes, 1), ("rate_limit_per_min", rate_limit_per_min or 0, 0),
+                            ("upstream_timeout_s", upstream_timeout_s, 1e-9),
+                            ("auth_failures_per_min", auth_failures_per_min or 0, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+                raise ConfigError(f"must be a finite number >= {lo:g}, got {v!r}", field=name)
         self.router = router
         self.budgets = budgets  # optional spend limits (route_switch.server.budgets.Budgets)
         self.keys = {k for k in (api_keys or ()) if k}
@@ -275,6 +292,8 @@ class Proxy:
         # Shared through Redis when the router config has ``state:`` (several workers or replicas).
         self.state = make_state(getattr(router, "state_config", None), rate_limit_per_min)
         self.reloader = None  # set by create_app when the router comes from a config path (hot reload)
+        # failed authentications per client address: a brute force gets 429s, not answers
+        self.auth_failures = RateLimiter(auth_failures_per_min)
         self.timeout = upstream_timeout_s
         self.log_prompts = log_prompts
         self.metrics = Metrics()
@@ -300,15 +319,23 @@ class Proxy:
         if not self.auth:
             ctx.key = "anon:" + key_hash(request.client.host if request.client else "-")
             return
+        addr = request.client.host if request.client else "-"
+        wait = self.auth_failures.blocked(addr)
+        if wait:
+            raise ApiError(429, f"too many failed authentications from this address; retry after "
+                                f"{RateLimiter.retry_after(wait)}s", "rate_limit_error", "auth_rate_limited",
+                           {"Retry-After": RateLimiter.retry_after(wait)})
         h = request.headers.get("authorization", "")
         scheme, _, given = h.partition(" ")
         given = given.strip()
         if scheme.lower() != "bearer" or not given:
+            self.auth_failures.check(addr)
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
         ok = False
         for k in self.keys:  # constant-time compare against every key
-            ok |= hmac.compare_digest(given.encode(), k.encode())
+            ok |= hmac.compare_digest(given.encode("utf-8", "surrogatepass"), k.encode())
         if not ok:
+            self.auth_failures.check(addr)
             raise ApiError(401, "invalid API key", code="invalid_api_key")
         ctx.key = key_hash(given)
 
@@ -590,8 +617,10 @@ class Proxy:
 
     async def health(self, request: Request, ctx: _Ctx) -> Response:
         r = self.router
-        return json_response({"status": "ok", "tiers": [t.name for t in r.tiers], "estimator": r.estimator is not None,
-                              "llm": r.llm is not None, "version": r.version})
+        problem = await run_in_threadpool(r.check)  # proves the router can score a query, not just that we run
+        return json_response({"status": "error" if problem else "ok", "tiers": [t.name for t in r.tiers],
+                              "estimator": r.estimator is not None, "llm": r.llm is not None, "version": r.version,
+                              **({"error": problem} if problem else {})}, 503 if problem else 200)
 
     async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
         text = self.metrics.render()
@@ -610,13 +639,14 @@ class Proxy:
 def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,
                rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
                insecure_no_auth: bool = False, log_prompts: bool = False, budgets=None,
-               sighup_reload: bool = False) -> Starlette:
+               sighup_reload: bool = False, auth_failures_per_min: float | None = 20) -> Starlette:
     """The proxy app. ``api_keys`` empty raises ``ConfigError`` unless ``insecure_no_auth``.
 
     ``rate_limit_per_min`` is per API key (per client address without auth); 0/None disables it.
     ``router`` may be a :class:`~route_switch.reload.RouterReloader`: then each reload swaps the
     router between requests, ``POST /admin/reload`` reloads now, and with ``sighup_reload`` so
     does ``SIGHUP`` (main thread only).
+    ``auth_failures_per_min`` bounds failed authentications per client address (then 429).
     ``app.state.proxy`` holds the :class:`Proxy` (metrics, router) for tests and embedding.
     ``budgets``: optional :class:`~route_switch.server.budgets.Budgets` (spend limits, ``max_cost``).
     """
@@ -624,7 +654,8 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
 
     reloader = router if isinstance(router, RouterReloader) else None
     p = Proxy(reloader.current if reloader else router, api_keys, max_body_bytes, rate_limit_per_min,
-              upstream_timeout_s, insecure_no_auth, log_prompts, budgets)
+              upstream_timeout_s, insecure_no_auth, log_prompts, budgets,
+              auth_failures_per_min)
     if reloader is not None:
         p.reloader = reloader
         reloader.on_swap = lambda new: setattr(p, "router", new)
@@ -671,14 +702,15 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
     return app
 
 
-def _setup_logging(level: str):
-    if not access_log.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(h)
-        access_log.propagate = False
-    access_log.setLevel(logging.INFO)
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, router: Router | None = None):
+    from .logs import setup
+
+    secrets = set(keys_from_env())
+    for t in (router.tiers if router else []):
+        env = getattr(t, "api_key_env", None)
+        if env and os.environ.get(env):
+            secrets.add(os.environ[env])
+    setup(level, secrets)
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -7,7 +7,7 @@ tier's prices. A budget file (``route-switch serve --budgets budgets.yaml``)::
     flush_s: 1                  # write it at most every second, off the request path (0: on every request)
     tag_header: X-Route-Switch-Tag
     defaults: {period: month, near: 0.8, policy: cap, cap_tier: 1}
-    keys:                       # by key id: sha256(key)[:12], as in the access log; never the key itself
+    keys:                       # by key id (`route-switch key-id`, as in the access log); never the key itself
       default: {limit_usd: 20}          # every key without its own entry, each on its own
       3f2a9c0d1e4b: {limit_usd: 200, policy: refuse}
     tags:

@@ -34,6 +34,16 @@ class RateLimiter:
                 self._buckets.pop(next(iter(self._buckets)))
         return wait
 
+    def blocked(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may go again (0.0 if it may), without using up a request."""
+        if not self.per_minute:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     @staticmethod
     def retry_after(wait: float) -> str:
         return str(max(1, math.ceil(wait)))

@@ -25,23 +25,29 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
 
     ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`)."""
     from ..reload import RouterReloader
-    from .app import KEYS_ENV, _setup_logging, create_app, keys_from_env
+    from .app import KEY_ID_SECRET_ENV, KEYS_ENV, _setup_logging, create_app, keys_from_env
 
     keys = keys_from_env()
     if not keys and not insecure_no_auth:
         raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
                           "(or pass --insecure-no-auth explicitly)")
     reloader = RouterReloader(config_path)
+    problem = reloader.current.check()  # a router that loads but cannot score a query never serves
+    if problem:
+        raise ConfigError(problem, file=str(config_path))
     budgets = None
     if budgets_path:
         from .budgets import Budgets
 
         budgets = Budgets.from_file(budgets_path)
+        if set(budgets.keys) - {"default"} and not os.environ.get(KEY_ID_SECRET_ENV):
+            raise ConfigError(f"budgets per key id need ${KEY_ID_SECRET_ENV}: without it key ids are random per "
+                              "process and change at every restart (see `route-switch key-id`)", file=str(budgets_path))
     app = create_app(reloader, api_keys=keys, max_body_bytes=max_body_bytes, rate_limit_per_min=rate_limit_per_min,
                      upstream_timeout_s=upstream_timeout_s, insecure_no_auth=insecure_no_auth,
                      log_prompts=log_prompts, sighup_reload=sighup_reload, budgets=budgets)
     reloader.watch(watch_s)
-    _setup_logging(log_level)
+    _setup_logging(log_level, reloader.current)
     return app
 
 
@@ -60,7 +66,7 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     """
     import uvicorn
 
-    from .app import LOOPBACK
+    from .app import KEY_ID_SECRET_ENV, LOOPBACK
 
     options = dict(config_path=str(config_path), insecure_no_auth=insecure_no_auth, max_body_bytes=max_body_bytes,
                    rate_limit_per_min=rate_limit_per_min, upstream_timeout_s=upstream_timeout_s,
@@ -71,15 +77,21 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     if host not in LOOPBACK:
         log.warning("listening on %s: reachable from other machines%s", host,
                     " WITHOUT authentication" if insecure_no_auth else "")
+    if proxy.state.shared and not os.environ.get(KEY_ID_SECRET_ENV):
+        log.warning("state.redis_url without $%s: replicas on other machines name keys differently and do not "
+                    "share their limits", KEY_ID_SECRET_ENV)
     if workers > 1 and rate_limit_per_min and not proxy.state.shared:
         log.warning("%d workers without state.redis_url: each worker limits on its own (up to %d x %g requests "
                     "per minute per key)", workers, workers, rate_limit_per_min)
     log.info("route-switch proxy on http://%s:%d/v1 with %d tiers, router version %s, %d worker(s)", host, port,
              len(proxy.router.tiers), proxy.router.version, workers)
-    common = dict(host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+    # log_config=None: uvicorn's loggers go through the redacting JSON handler of build_app
+    common = dict(host=host, port=port, log_level=log_level, access_log=False, server_header=False, log_config=None)
     if workers <= 1:
         uvicorn.run(app, **common)
         return
     app.state.proxy.reloader.stop()
     os.environ[OPTIONS_ENV] = json.dumps(options)
+    # one key-id secret for all workers, so they count a key in one bucket (and log it alike)
+    os.environ.setdefault(KEY_ID_SECRET_ENV, os.urandom(32).hex())
     uvicorn.run("route_switch.server.run:app_from_env", factory=True, workers=workers, **common)

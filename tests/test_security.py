@@ -1,0 +1,108 @@
+"""Keys and secrets: brute force against the proxy, keyed key ids, redaction in every log line (a real
+``route-switch serve`` process, its stderr scanned), JSON log lines, health that proves routing,
+non-finite knobs in request bodies."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from servers import FakeUpstream, fitted_router_dir, free_port, router_with_upstreams, run_app, wait_http  # noqa: F401
+
+from route_switch.server import create_app
+from route_switch.server.app import key_hash
+from route_switch.server.logs import Redactor
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "k1"
+
+
+def test_brute_force_gets_429_per_address(fitted_router_dir):
+    app = create_app(router_with_upstreams(fitted_router_dir, ["http://127.0.0.1:9"] * 3), api_keys={KEY},
+                     rate_limit_per_min=100_000, auth_failures_per_min=20)
+    with run_app(app) as base, httpx.Client() as c:
+        codes = [c.post(f"{base}/v1/route", json={"query": "x"}, headers={"Authorization": f"Bearer guess{i}"}).status_code
+                 for i in range(300)]
+        assert codes[:20] == [401] * 20 and set(codes[21:]) == {429}, codes[:30]
+        r = c.post(f"{base}/v1/route", json={"query": "x"}, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1  # locked out: guesses teach nothing
+
+
+def test_key_id_is_keyed_not_a_plain_hash(monkeypatch):
+    monkeypatch.setenv("ROUTE_SWITCH_KEY_ID_SECRET", "deployment-secret-a")
+    a = key_hash(KEY)
+    assert a != hashlib.sha256(KEY.encode()).hexdigest()[:12] and len(a) == 12
+    assert key_hash(KEY) == a  # stable for one secret
+    monkeypatch.setenv("ROUTE_SWITCH_KEY_ID_SECRET", "deployment-secret-b")
+    assert key_hash(KEY) != a
+
+
+def test_redactor_masks_credentials():
+    r = Redactor(secrets={"sk-live-0123456789"})
+    text = ('HTTP Request: POST http://alice:pa55word@10.0.0.1:8000/v1/chat/completions "HTTP/1.1 200 OK" '
+            "Authorization: Bearer abc.def-ghi api_key=zzz999 token: t0k3n sk-live-0123456789")
+    out = r.redact(text)
+    for s in ("pa55word", "alice:", "abc.def-ghi", "zzz999", "t0k3n", "sk-live-0123456789"):
+        assert s not in out, out
+    assert "10.0.0.1:8000/v1/chat/completions" in out
+
+
+def test_serve_stderr_is_json_and_holds_no_secret(fitted_router_dir, tmp_path):
+    """A real ``route-switch serve`` with a tier URL holding credentials, at debug level: scan every stderr line."""
+    with FakeUpstream("ok") as up:
+        base = up.url.replace("http://", "http://bob:hunter2pw@")
+        cfg = {"tiers": [{"name": n, "model": m, "api_base": base, "api_key_env": "TIER_KEY"}
+                         for n, m in (("small", "small"), ("medium", "medium"), ("large", "large"))],
+               "estimator": str(fitted_router_dir), "selection": {"tau": 0.1}}
+        (tmp_path / "router.yaml").write_text(json.dumps(cfg))
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ROUTE_SWITCH_API_KEYS": "client-key-77",
+               "TIER_KEY": "upstream-secret-88"}
+        proc = subprocess.Popen([sys.executable, "-m", "route_switch.cli", "serve", "--router", tmp_path, "--port",
+                                 str(port), "--log-level", "debug"], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", 120, proc)
+            h = {"Authorization": "Bearer client-key-77"}
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers=h, timeout=30,
+                           json={"model": "router", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text
+            httpx.post(f"http://127.0.0.1:{port}/v1/route", headers={"Authorization": "Bearer wrong"}, json={"query": "x"})
+            time.sleep(0.5)
+        finally:
+            proc.terminate()
+            err = proc.communicate(timeout=30)[1]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) >= 4
+    for ln in lines:
+        json.loads(ln)  # every stderr line is one JSON object
+        for secret in ("hunter2pw", "client-key-77", "upstream-secret-88"):
+            assert secret not in ln, ln
+    assert any("HTTP Request" in ln or "127.0.0.1" in ln for ln in lines)  # httpx's line is there, redacted
+
+
+def test_health_proves_the_router_can_route(fitted_router_dir):
+    router = router_with_upstreams(fitted_router_dir, ["http://127.0.0.1:9"] * 3)
+    app = create_app(router, api_keys={KEY})
+    with run_app(app) as base:
+        assert httpx.get(f"{base}/health").status_code == 200
+        router.estimator.coef_ = np.full_like(router.estimator.coef_, np.nan)  # a broken model in memory
+        r = httpx.get(f"{base}/health")
+        assert r.status_code == 503 and r.json()["status"] == "error" and "non-finite" in r.json()["error"]
+
+
+@pytest.mark.parametrize("body, model", [('{"query": "x", "tau": NaN}', None), ('{"query": "x", "lambda": Infinity}', None),
+                                         (None, "router-lambda-" + "9" * 400), (None, "router-tau-" + "9" * 400)])
+def test_non_finite_knobs_are_400(fitted_router_dir, body, model):
+    app = create_app(router_with_upstreams(fitted_router_dir, ["http://127.0.0.1:9"] * 3), api_keys={KEY})
+    with run_app(app) as base:
+        content = body or json.dumps({"query": "x", "model": model})
+        r = httpx.post(f"{base}/v1/route", content=content, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 400 and "NaN" not in r.text, r.text
