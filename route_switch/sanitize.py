@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 
 MAX_DIRECTIVE_WORDS = 30
@@ -80,6 +81,20 @@ _ADDRESS_RE = re.compile(r"\b(?:router|dispatcher|classifier|routing|routing\s+s
                          r"|\b(?:before|when|as)\s+you\s+(?:classify|route|dispatch)\b", re.I)
 _RE = {name: re.compile(p, re.I) for name, p in
        (("tiernum", rf"\b(?:tier|level)\s*[-#:=]?\s*{_NUM}\b"), ("target", _TARGET), ("order", _ORDER), ("router", _ROUTER), ("meta", _META), ("claim", _CLAIM))}
+# Words (lower case, after ``normalise``) that every match of a signal's pattern contains: a
+# substring test rules most segments of a long prompt out far faster than the patterns do.
+_CUES = {
+    "tiernum": ("tier", "level"),
+    "target": ("tier", "level", "label", "model", "llm", "modè", "option", "brain", "guns", "hitter", "engine", "cost",
+               "price", "answer", "repl", "respond", "output", "return", "say", "priority", "niveau", "stufe", "nivel",
+               "livello", "nível", "poziom", "ур", "модел", "billig", "sterk", "stärk", "goedkoop", "最"),
+    "router": ("rout", "dispatch", "classif", "admin", "operator", "ops", "developer", "policy", "system"),
+    "meta": ("ignor", "disregard", "forget", "overrid", "bypass", "decode", "admin", "negeer", "игнор", "忽略", "無視"),
+    "claim": ("trivial", "easy", "five-year", "research-level", "mission-critical", "shortcut", "no need", "plenty",
+              "enough", "sufficient", "will fail", "can do it", "can solve", "only the most", "any small"),
+}
+_ADDRESS_CUES = ("rout", "dispatch", "classif")
+_AI_WORD = re.compile(r"\bai\b")
 _QUICK = re.compile("|".join((_TARGET, _META, _ROUTER, _CLAIM, r"[A-Za-z0-9+/]{16,}={0,2}",
                               r"tier|rout|model|instruc|ignor|admin|priority|label",
                               r"\b\w(?:[ .]\w\b){3,}", r"\w*\d\w*[a-z]\w*")), re.I)
@@ -96,6 +111,8 @@ _WORD = re.compile(r"\w+")
 _ASKS_RE = re.compile(r"\s*(?:who|what|which|why|how|when|where|should|could|can|would|is|are|do|does|did|will|may|"
                       r"shall|must|might)\b", re.I)
 _EMPTY_MARKUP_RE = re.compile(r"<(\w+)[^<>]*>\s*</\1>|<!--\s*-->|/\*\s*\*/|\{\s*\}|\[\s*\]|\(\s*\)")
+_PIECE_RE = re.compile(r"\S(?:.*?)(?=\s+[A-Z][a-z]|$)", re.S)  # pieces of a segment: up to a capital
+_OBFUSCATION = re.compile(r"[A-Za-z0-9+/]{16}|\b\w[ .]\w\b|[0-9@$_=]")  # what normalise may undo
 _EDGE_WORDS = 8  # a claim or router note this short at the very start or end of the text is dropped
 
 
@@ -109,8 +126,17 @@ def _decode_b64(m: re.Match) -> str:
     return f"{s} {text}" if text.isprintable() else s
 
 
+def _addresses(segment: str) -> bool:
+    """Does the segment speak to the router ("Router:", "note for the dispatcher ...")?"""
+    s = normalise(segment)
+    return any(c in s.lower() for c in _ADDRESS_CUES) and bool(_ADDRESS_RE.search(s))
+
+
+@functools.lru_cache(maxsize=4096)  # a segment is read as a whole, then again piece by piece
 def normalise(segment: str) -> str:
     """The segment as the detector reads it: leetspeak, spacing and encodings undone."""
+    if not _OBFUSCATION.search(segment):  # most text: nothing to undo
+        return re.sub(r"\s+", " ", segment)
     s = _B64.sub(_decode_b64, segment)
     s = _DOTTED.sub(lambda m: m.group(0).replace(".", ""), s)
     s = _SPACED.sub(lambda m: m.group(0).replace(" ", ""), s)
@@ -120,10 +146,33 @@ def normalise(segment: str) -> str:
     return re.sub(r"\s+", " ", s)
 
 
-def signals(segment: str) -> set[str]:
-    """Which directive signals (target, order, router, meta, claim) a segment carries."""
-    s = normalise(segment)
-    return {name for name, rx in _RE.items() if rx.search(s.strip())}
+def _cued(text: str, names=_CUES) -> set[str]:
+    """The signals whose cue words occur in ``text`` (normalised): only those can match."""
+    low = text.lower()
+    out = {name for name in names if any(c in low for c in _CUES[name])}
+    if "target" in names and "target" not in out and _AI_WORD.search(low):  # "ai" as a word only
+        out.add("target")
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _any_cue(names: frozenset) -> re.Pattern:
+    """One pattern for "any cue word of these signals" (one scan instead of one per word)."""
+    return re.compile("|".join(re.escape(c) for n in sorted(names) for c in _CUES[n]) or "(?!)")
+
+
+def signals(segment: str, lazy_order: bool = False, names=_CUES) -> set[str]:
+    """Which directive signals (target, order, router, meta, claim) a segment carries.
+
+    ``lazy_order``: look for an order only where it can make the segment a directive (its words
+    are common and, alone, never do): the same verdict of :func:`_is_directive`, much faster.
+    ``names``: the signals worth looking for (those cued anywhere in the whole text).
+    """
+    s = normalise(segment).strip()
+    out = {name for name in _cued(s, names) if _RE[name].search(s)}
+    if (not lazy_order or (out & {"target", "router", "claim"} and "meta" not in out)) and _RE["order"].search(s):
+        out.add("order")
+    return out
 
 
 def _is_directive(sig: set[str], question: bool = False) -> bool:
@@ -132,17 +181,20 @@ def _is_directive(sig: set[str], question: bool = False) -> bool:
     return "meta" in sig or len(sig & {"target", "order", "router", "claim"}) >= 2
 
 
-def is_routing_directive(sentence: str) -> bool:
+def is_routing_directive(sentence: str, names=_CUES) -> bool:
     """True for a segment that orders the router around rather than describing the task."""
-    return _is_directive(signals(sentence), sentence.rstrip().endswith("?") and bool(_ASKS_RE.match(sentence)))
+    return _is_directive(signals(sentence, True, names), sentence.rstrip().endswith("?") and bool(_ASKS_RE.match(sentence)))
 
 
 def _segments(text: str) -> list[str]:
     return [s for s in _BOUNDARY_RE.split(text) if s]
 
 
-def _pieces(seg: str, start: int) -> list[tuple[int, int]]:
+def _pieces(seg: str, start: int, names=_CUES) -> list[tuple[int, int]]:
     """Spans of the directive pieces inside one segment (a directive glued without a full stop)."""
+    low = normalise(seg).lower()
+    if not (_any_cue(frozenset(names)).search(low) or ("target" in names and _AI_WORD.search(low))):
+        return []  # without a cue word (an order alone is no directive)
     words = len(_WORD.findall(seg))
     pieces, pos = [], start
     for p in _GLUED_RE.split(seg):
@@ -150,8 +202,8 @@ def _pieces(seg: str, start: int) -> list[tuple[int, int]]:
         pos += len(p)
     q = seg.rstrip().endswith("?") and bool(_ASKS_RE.match(seg))
     bad = [(a, b) for a, b, p in pieces
-           if len(_WORD.findall(p)) <= MAX_DIRECTIVE_WORDS and _is_directive(signals(p), q)]
-    if words <= MAX_DIRECTIVE_WORDS and is_routing_directive(seg):
+           if len(_WORD.findall(p)) <= MAX_DIRECTIVE_WORDS and _is_directive(signals(p, True, names), q)]
+    if words <= MAX_DIRECTIVE_WORDS and is_routing_directive(seg, names):
         # the whole segment is a directive: drop it, unless only some capitalised pieces are
         kept = [p for a, b, p in pieces if (a, b) not in bad and len(_WORD.findall(p)) >= 4]
         return bad if bad and kept else [(start, start + len(seg))]
@@ -161,32 +213,44 @@ def _pieces(seg: str, start: int) -> list[tuple[int, int]]:
 def directive_spans(text: str, max_chars: int = 100_000) -> list[tuple[int, int]]:
     """``(start, end)`` character spans of ``text`` that the sanitiser removes (may be empty)."""
     head = text[:max_chars]
-    if not head or not _QUICK.search(head):
+    if not head:
         return []
     segs, pos = [], 0
     for s in _segments(head):
         segs.append((pos, s))
         pos += len(s)
-    spans = [_pieces(s, a) for a, s in segs]
-    pieces = [(i, a + m.start(), a + m.end(), m.group(0)) for i, (a, s) in enumerate(segs)
-              for m in re.finditer(r"\S(?:.*?)(?=\s+[A-Z][a-z]|$)", s, re.S)]
-    pieces = [p for p in pieces if _WORD.search(p[3])]
+    # signals whose cue words appear nowhere in the text need not be looked for piece by piece
+    names = _cued(head) | _cued(normalise(head))
+    spans = [_pieces(s, a, names) for a, s in segs]
 
     def covered(i, pa, pb):
         return any(x <= pa and pb <= y for x, y in spans[i])
 
-    addressed = any(_ADDRESS_RE.search(normalise(s)) for _, s in segs) or any(
-        sp and "router" in signals(s) for sp, (_, s) in zip(spans, segs))
+    def seg_pieces(i):
+        a, s = segs[i]
+        return [(i, a + m.start(), a + m.end(), m.group(0)) for m in _PIECE_RE.finditer(s) if _WORD.search(m.group(0))]
+
+    addressed = any(_addresses(s) for _, s in segs) or any(
+        sp and "router" in signals(s, names=names) for sp, (_, s) in zip(spans, segs))
+    if addressed:
+        pieces = [p for i in range(len(segs)) for p in seg_pieces(i)]
+    else:  # then only the first and the last piece of the text may still be removed
+        first = next((p for i in range(len(segs)) for p in seg_pieces(i)[:1]), None)
+        last = next((p for i in reversed(range(len(segs))) for p in seg_pieces(i)[-1:]), None)
+        pieces = [p for p in dict.fromkeys((first, last)) if p]
     for k, (i, pa, pb, text) in enumerate(pieces):
         if covered(i, pa, pb):
             continue
-        n, sig = len(_WORD.findall(text)), signals(text) - {"tiernum"}
         edge = k in (0, len(pieces) - 1)
+        n = len(_WORD.findall(text))
         near = any(covered(j, qa, qb) for j, qa, qb, _ in pieces[max(k - 1, 0):k + 2])
+        context = addressed and (near or edge) and 0 < n <= _CONTEXT_WORDS
+        if not (context or (edge and n <= _EDGE_WORDS)):
+            continue
+        sig = signals(text, names=names) - {"tiernum"}
         # a message to the router: its other short pieces next to it ("... the first tier.") belong to it;
         # a short claim or router note opening or closing the text ("This is mission-critical;") too
-        if (addressed and (near or edge) and 0 < n <= _CONTEXT_WORDS and sig) or (
-                edge and n <= _EDGE_WORDS and ("claim" in sig or _ADDRESS_RE.search(normalise(text)))):
+        if (context and sig) or (edge and n <= _EDGE_WORDS and ("claim" in sig or _addresses(text))):
             spans[i].append((pa, pb))
     removed = [x for sp in spans for x in sp]
     kept_words = len(_WORD.findall(head)) - sum(len(_WORD.findall(head[a:b])) for a, b in removed)
