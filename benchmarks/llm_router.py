@@ -1,7 +1,7 @@
 """The router LLM against the estimator on the same queries, over several split seeds.
 
     python benchmarks/llm_router.py --evalsets dcrouter-3tier,zeroeval-3tier --seeds 0,1,2 \
-        --program programs/default.yaml --n 150 [--fit-n 150] [--lm-config lm.yaml] [--out FILE]
+        --program programs/default.yaml --n 150 [--fit-n 150] [--lm-config lm.yaml] [--max-query-tokens 32] [--out FILE]
 
 For every evalset and split seed this runs ``evaluate_llm`` (the routers ``llm``, ``route-switch+llm``
 and ``route-switch@llm`` on the same ``n`` test queries) and prints JSON: per router the mean,
@@ -27,16 +27,24 @@ def spread(values: list) -> dict:
             "min": round(min(v), 4), "max": round(max(v), 4), "n": len(v)}
 
 
-def run(evalset: str, seeds: list[int], program: str, n: int, fit_n: int | None, lm_cfg: dict) -> dict:
+def run(evalset: str, seeds: list[int], program: str, n: int, fit_n: int | None, lm_cfg: dict,
+        max_query_tokens: int | None = None) -> dict:
+    from route_switch.artifacts import load_program
     from route_switch.evaluate_llm import evaluate_llm
+    from route_switch.fusion import router_llm_for
     from route_switch.spec import load_spec
+
+    router_llm = router_llm_for(load_program(program), lm_cfg)
+    if max_query_tokens:
+        router_llm.max_query_tokens = max_query_tokens
 
     per_seed = []
     for seed in seeds:
         spec = load_spec(evalset)
         spec.seed = seed
         train, test = spec.train_test()
-        res = evaluate_llm(train, test, program, lm_cfg=lm_cfg, n=n, fit_n=fit_n, progress=sys.stderr.isatty())
+        res = evaluate_llm(train, test, program, lm_cfg=lm_cfg, n=n, fit_n=fit_n, progress=sys.stderr.isatty(),
+                           router_llm=router_llm)
         row = {"seed": seed, **res["llm_eval"]}
         for name, r in res["routers"].items():
             row[name] = {k: r[k] for k in KEYS} | {"lambda_aiq": r["lambda"]["aiq"]}
@@ -63,13 +71,15 @@ def main(argv=None):
     ap.add_argument("--fit-n", type=int, default=None)
     ap.add_argument("--lm", default="local", choices=["local", "fake"])
     ap.add_argument("--lm-config", help="YAML router LM config (e.g. a llama.cpp server with a bigger GGUF)")
+    ap.add_argument("--max-query-tokens", type=int, help="the LLM's query token budget (default: the router's)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     from route_switch.paths import read_yaml
 
     lm_cfg = read_yaml(args.lm_config) if args.lm_config else {"kind": args.lm}
     seeds = [int(s) for s in args.seeds.split(",")]
-    res = [run(e, seeds, args.program, args.n, args.fit_n, lm_cfg) for e in args.evalsets.split(",")]
+    res = [run(e, seeds, args.program, args.n, args.fit_n, lm_cfg, args.max_query_tokens)
+           for e in args.evalsets.split(",")]
     text = json.dumps(res, indent=1)
     if args.out:
         from route_switch.paths import atomic_write_text

@@ -13,7 +13,7 @@
       program: programs/default.yaml       # or an optimised artifact directory under optimized/
       lm: {kind: local}
       timeout_s: 2.0
-      max_query_tokens: 96                 # the LLM reads the head and tail of longer queries
+      max_query_tokens: 64                 # the LLM reads the head and tail of longer queries
       fusion: fusion.json                  # written by `fit --program`: estimator + LLM -> quality per tier
       tau: 0.12                            # knob for decisions the LLM takes part in (default: selection's)
     cache_size: 10000

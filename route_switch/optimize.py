@@ -211,7 +211,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     proposer_cfg = dict(prompt_lm_cfg or lm_cfg)
     prompt_lm, prompt_cache = cached_lm(proposer_cfg, start.labels, cdir,
                                         max_tokens=int(proposer_cfg.get("proposal_max_tokens", 300)))
-    clip = RouterLLM(start, lm=task_lm).clip  # the optimiser sees queries exactly as the router reads them
+    reader = RouterLLM(start, lm=task_lm)
+    clip = reader.clip  # the optimiser sees queries exactly as the router reads them
     test_q, val_q = [clip(q) for q in test_ev.prompts], [clip(q) for q in val_ev.prompts]
 
     extra = []
@@ -278,6 +279,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         "instruction_sha256": instruction_sha256(best.instruction), "readability_gate": gate,
         "candidates": record, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
         "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,
+        "max_query_tokens": reader.max_query_tokens,
     }
     for key in ("objective", "label_objective", "quality", "cost_share", "tier_shares", "invalid", "llm_aiq"):
         metrics[f"seed_{key}"], metrics[f"optimized_{key}"] = seed_scores[key], opt_scores[key]
