@@ -30,6 +30,8 @@ import base64
 import binascii
 import functools
 import re
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 
 MAX_DIRECTIVE_WORDS = 30
 _CONTEXT_WORDS = 16  # a neighbour of a router-addressed directive is removed only when this short
@@ -40,21 +42,31 @@ _SIZE = (r"(?:cheap|cheapest|cheaper|small|smallest|smaller|weak|weakest|tiny|fa
          r"most\s+capable|capable|basic|budget|heavy|heaviest|best|smartest|dumbest|lowest|highest|"
          r"least\s+expensive|most\s+expensive|most\s+powerful|most\s+advanced|lightweight|flagship|low[- ]cost)")
 _THING = r"(?:tier|tiers|level|levels|model|models|llm|llms|option|options|brain|brains|guns|hitter|engine|label|ai)"
-_TARGET = (rf"\b(?:tier|level|label)\s*[-#:=]?\s*{_NUM}\b"
-           rf"|\b{_NUM}\s+(?:tier|level)\b"
-           rf"|\b{_SIZE}(?:\s+\w+){{0,2}}?\s+{_THING}\b"
-           rf"|\b{_THING}\s*[:=]\s*{_SIZE}\b"
-           r"|\b(?:costs?|priced?)\s+the\s+(?:most|least)\b"
-           r"|\b(?:answer|answers|reply|respond|output|return|say|label)\s+(?:is\s+|with\s+|it\s+)?(?:the\s+number\s+)?"
-           r"(?:[1-9]|one|two|three)\b"
-           r"|\boutput\s+[1-9]\b|\bpriority\s*[:=]?\s*(?:max|high|low|min)\b"
-           # other languages: tier/level/model + a number or a cost/strength word
-           r"|\b(?:niveau|stufe|nivel|livello|nível|poziom|уровень|ур\.)\s*[1-9]\b"
-           r"|(?:modèle|modell|modelo|modello|model|модель)\w*\s+(?:le\s+|más\s+|più\s+|mais\s+)?"
-           r"(?:moins\s+cher|billigste|barato|economico|barato|potente|puissant|stärkste|sterkste|goedkoopste|"
-           r"mais\s+forte|najtańszy|дешёв\w*|мощн\w*)"
-           r"|(?:billigste|sterkste|stärkste|goedkoopste)\s+modell?"
-           r"|最便宜|最も強力|最强|最強|最安")
+_THING_WORDS = ("tier", "level", "model", "llm", "option", "brain", "guns", "hitter", "engine", "label", "ai")
+# A routing target: each alternative with the words it cannot match without (lower case), so that
+# on ASCII text an alternative is tried only where one of its words occurs (see _search).
+_TARGET_PARTS = (
+    (("tier", "level", "label"), rf"\b(?:tier|level|label)\s*[-#:=]?\s*{_NUM}\b"),
+    (("tier", "level"), rf"\b{_NUM}\s+(?:tier|level)\b"),
+    (_THING_WORDS, rf"\b{_SIZE}(?:\s+\w+){{0,2}}?\s+{_THING}\b"),
+    (_THING_WORDS, rf"\b{_THING}\s*[:=]\s*{_SIZE}\b"),
+    (("cost", "price"), r"\b(?:costs?|priced?)\s+the\s+(?:most|least)\b"),
+    (("answer", "reply", "respond", "output", "return", "say", "label"),
+     r"\b(?:answer|answers|reply|respond|output|return|say|label)\s+(?:is\s+|with\s+|it\s+)?(?:the\s+number\s+)?"
+     r"(?:[1-9]|one|two|three)\b"),
+    (("output",), r"\boutput\s+[1-9]\b"),
+    (("priority",), r"\bpriority\s*[:=]?\s*(?:max|high|low|min)\b"),
+    # other languages: tier/level/model + a number or a cost/strength word
+    (("niveau", "stufe", "nivel", "livello", "nível", "poziom", "ур"),
+     r"\b(?:niveau|stufe|nivel|livello|nível|poziom|уровень|ур\.)\s*[1-9]\b"),
+    (("modè", "model", "модел"),
+     r"(?:modèle|modell|modelo|modello|model|модель)\w*\s+(?:le\s+|más\s+|più\s+|mais\s+)?"
+     r"(?:moins\s+cher|billigste|barato|economico|barato|potente|puissant|stärkste|sterkste|goedkoopste|"
+     r"mais\s+forte|najtańszy|дешёв\w*|мощн\w*)"),
+    (("billigste", "sterkste", "stärkste", "goedkoopste"), r"(?:billigste|sterkste|stärkste|goedkoopste)\s+modell?"),
+    (("最",), r"最便宜|最も強力|最强|最強|最安"),
+)
+_TARGET = "|".join(p for _, p in _TARGET_PARTS)
 _ORDER = (r"\b(?:ignore|disregard|forget|override|choose|pick|select|use|route|send|assign|classify|escalate|"
           r"downgrade|upgrade|must|should|always|only|need|needs|requires?|deserves?|answer|answers|output|reply|"
           r"respond|give|bring|go\s+with|handle|handled|obey|sends|routes?|put|mark|rate|remember|"
@@ -79,8 +91,16 @@ _ADDRESS_RE = re.compile(r"\b(?:router|dispatcher|classifier|routing|routing\s+s
                          r"|\b(?:note|message|attention|hint|listen|reads?)\b.{0,40}\b(?:rout\w+|dispatcher|classifier)"
                          r"|\bfor\s+the\s+(?:router|routing|dispatcher|classifier)\b|\brouting\s+systems?\b"
                          r"|\b(?:before|when|as)\s+you\s+(?:classify|route|dispatch)\b", re.I)
-_RE = {name: re.compile(p, re.I) for name, p in
-       (("tiernum", rf"\b(?:tier|level)\s*[-#:=]?\s*{_NUM}\b"), ("target", _TARGET), ("order", _ORDER), ("router", _ROUTER), ("meta", _META), ("claim", _CLAIM))}
+_PATTERNS = (("tiernum", rf"\b(?:tier|level)\s*[-#:=]?\s*{_NUM}\b"), ("target", _TARGET), ("order", _ORDER),
+             ("router", _ROUTER), ("meta", _META), ("claim", _CLAIM))
+_RE = {name: re.compile(p, re.I) for name, p in _PATTERNS}
+# The same patterns matched case-sensitively, for ASCII text lower-cased first: they find the same
+# matches two to three times faster than re.I does, as the patterns spell every letter in lower case
+# (checked here) and none of their non-ASCII letters matches an ASCII one under re.I.
+_RE_ASCII = {name: re.compile(p) for name, p in _PATTERNS}
+assert not any(re.search("[A-Z]", p) for _, p in _PATTERNS), "_RE_ASCII needs lower-case patterns"
+_TARGET_ASCII = tuple((re.compile("|".join(map(re.escape, words))), re.compile(p))  # (its words, alternative)
+                      for words, p in _TARGET_PARTS)
 # Words (lower case, after ``normalise``) that every match of a signal's pattern contains: a
 # substring test rules most segments of a long prompt out far faster than the patterns do.
 _CUES = {
@@ -94,13 +114,16 @@ _CUES = {
               "enough", "sufficient", "will fail", "can do it", "can solve", "only the most", "any small"),
 }
 _ADDRESS_CUES = ("rout", "dispatch", "classif")
-_AI_WORD = re.compile(r"\bai\b")
-_QUICK = re.compile("|".join((_TARGET, _META, _ROUTER, _CLAIM, r"[A-Za-z0-9+/]{16,}={0,2}",
-                              r"tier|rout|model|instruc|ignor|admin|priority|label",
-                              r"\b\w(?:[ .]\w\b){3,}", r"\w*\d\w*[a-z]\w*")), re.I)
+# "A cue word of this signal occurs" as one pattern per signal ("ai" counts as a word only).
+_CUE_RE = {name: re.compile("|".join(map(re.escape, cues)) + (r"|\bai\b" if name == "target" else ""))
+           for name, cues in _CUES.items()}
 
-# Segment boundaries: sentence ends, ';', line breaks, markup comments and tags, JSON braces.
-_BOUNDARY_RE = re.compile(r"(?<=[.!?])(?=\s)|(?<=[;\n。！？；])|(?=[<{\[(])|(?<=[>}\])])")
+# Segments end after a sentence end followed by a space, ';', a line break or a closing bracket, and
+# before an opening bracket (markup comments and tags, JSON braces). Matching whole segments (an
+# optional opening bracket, ordinary text, a closing character) is several times faster than
+# splitting at look-around boundaries.
+_OTHER = r"[^.!?;\n。！？；>}\])<{\[(]*+"  # text that neither ends nor starts a segment
+_SEGMENT_RE = re.compile(rf"[<{{\[(]?{_OTHER}(?:[.!?](?!\s){_OTHER})*+[;\n。！？；>}}\]).!?]?")
 _GLUED_RE = re.compile(r"(?<=[a-z0-9,:)\]\"'=])(?=\s+[A-Z][a-z])")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457@$])[a-z013457@$]{3,}\b", re.I)
@@ -147,18 +170,90 @@ def normalise(segment: str) -> str:
 
 
 def _cued(text: str, names=_CUES) -> set[str]:
-    """The signals whose cue words occur in ``text`` (normalised): only those can match."""
+    """The signals among ``names`` whose cue words occur in ``text`` (normalised): only those can match."""
+    return {name for name in _cue_names(text.lower()) if name in names}
+
+
+@functools.lru_cache(maxsize=4096)  # a segment is read as a whole, then again as its piece
+def _cue_names(low: str) -> frozenset[str]:
+    return frozenset(name for name, cue in _CUE_RE.items() if cue.search(low))
+
+
+class _TextCues:
+    """The signals worth looking for in one text (the ``names`` of :func:`signals`): those whose cue
+    words occur in the text as it is or normalised. Normalising a long text is slow and seldom cues
+    a signal more, so a signal is looked up only when a segment carries its cue, and the normalised
+    text is read only when the text as it is lacks that cue."""
+
+    def __init__(self, text: str, segments: list[str]):
+        """``segments``: those of ``text`` that :func:`_maybe_cued` keeps. A cue word never crosses a
+        segment boundary and the scan keeps every segment that holds one, so the text as it is holds
+        a cue exactly when one of these segments does."""
+        self.text, self._segments, self._known = text, segments, {}
+
+    def __contains__(self, name: str) -> bool:
+        if name not in self._known:
+            cue = _CUE_RE[name]
+            self._known[name] = (any(cue.search(s.lower()) for s in self._segments)
+                                 or bool(cue.search(normalise(self.text).lower())))
+        return self._known[name]
+
+
+# --- Which segments of a long text are worth reading ---------------------------------------------
+# A 2,000-character code or maths prompt has ~100 segments. Reading one (normalise it, look for cue
+# words) costs microseconds, yet few carry any cue; a segment without one can neither be removed nor
+# address the router. So one scan of the whole text finds where a cue may occur once a segment is
+# normalised, and only the segments it touches are read. The scan may report too much, never too
+# little: it reads the lower-cased text with every leetspeak character made a letter, lets a space in
+# a cue match any run of spaces and '_' (normalise turns '_' into a space), and also stops wherever
+# normalise could make new letters out of several characters (dotted or spaced letters, base64).
+
+def _prefix_tree(words) -> str:
+    """``words`` as one alternation factored by common prefixes ("rout|repl" -> "r(?:out|epl)"), so the
+    scan tries one branch per first letter at each position, not one per word."""
+    kept = []
+    for w in sorted(words, key=len):  # a word that starts with a shorter one adds nothing to "occurs"
+        if not any(w.startswith(k) for k in kept):
+            kept.append(w)
+    tree: dict = {}
+    for w in kept:
+        node = tree
+        for ch in w:
+            node = node.setdefault(ch, {})
+
+    def emit(node: dict) -> str:
+        alts = [(r"[\s_]+" if ch == " " else re.escape(ch)) + emit(child) for ch, child in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else f"(?:{'|'.join(alts)})" if alts else ""
+    return emit(tree)
+
+
+# Separate scans: a pattern that starts with a fixed character lets the engine skip to its candidates.
+_CUE_SCANS = tuple(re.compile(p) for p in (
+    _prefix_tree({c for cues in _CUES.values() for c in cues}),
+    # "ai" as a word: a neighbouring "a" or "s" may be an "@" or "$" that normalise leaves alone
+    r"ai(?![b-rt-z])(?<![b-rt-z]ai)",
+    r"\.\w\.", r" \w \w "))  # inside what _DOTTED and _SPACED rewrite
+# _B64 runs, found faster than by a regex: base64 characters become "x", other ASCII characters " "
+_B64_MARKS = str.maketrans({chr(i): "x" if re.fullmatch(r"[A-Za-z0-9+/]", chr(i)) else " " for i in range(128)})
+_B64_RUN = "x" * 16
+
+
+def _maybe_cued(text: str, starts: list[int]) -> list[int]:
+    """Indices of the segments of ``text`` (segment ``i`` spans ``starts[i]:starts[i + 1]``) where
+    a cue word may occur once the segment is normalised; the other segments have none."""
     low = text.lower()
-    out = {name for name in names if any(c in low for c in _CUES[name])}
-    if "target" in names and "target" not in out and _AI_WORD.search(low):  # "ai" as a word only
-        out.add("target")
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _any_cue(names: frozenset) -> re.Pattern:
-    """One pattern for "any cue word of these signals" (one scan instead of one per word)."""
-    return re.compile("|".join(re.escape(c) for n in sorted(names) for c in _CUES[n]) or "(?!)")
+    if len(low) != len(text):  # a character lower-cases to several: positions would drift
+        return list(range(len(starts) - 1))
+    scanned = low.translate(_LEET)
+    found = [m.span() for scan in _CUE_SCANS for m in scan.finditer(scanned)]
+    marks, at = scanned.translate(_B64_MARKS), 0
+    while (at := marks.find(_B64_RUN, at)) >= 0:
+        found.append((at, at + len(_B64_RUN)))
+        at += len(_B64_RUN)
+    hit: set[int] = set()
+    for a, b in found:  # every segment a match overlaps
+        hit.update(range(bisect_right(starts, a) - 1, bisect_left(starts, b)))
+    return sorted(hit)
 
 
 def signals(segment: str, lazy_order: bool = False, names=_CUES) -> set[str]:
@@ -169,10 +264,20 @@ def signals(segment: str, lazy_order: bool = False, names=_CUES) -> set[str]:
     ``names``: the signals worth looking for (those cued anywhere in the whole text).
     """
     s = normalise(segment).strip()
-    out = {name for name in _cued(s, names) if _RE[name].search(s)}
-    if (not lazy_order or (out & {"target", "router", "claim"} and "meta" not in out)) and _RE["order"].search(s):
+    out = {name for name in _cued(s, names) if _search(name, s)}
+    if (not lazy_order or (out & {"target", "router", "claim"} and "meta" not in out)) and _search("order", s):
         out.add("order")
     return out
+
+
+def _search(name: str, s: str) -> bool:
+    """Does signal ``name``'s pattern match ``s``? (What ``_RE[name].search(s)`` says, sooner.)"""
+    if not s.isascii():
+        return bool(_RE[name].search(s))
+    low = s.lower()
+    if name == "target":  # an alternation matches where one of its alternatives does
+        return any(p.search(low) for words, p in _TARGET_ASCII if words.search(low))
+    return bool(_RE_ASCII[name].search(low))
 
 
 def _is_directive(sig: set[str], question: bool = False) -> bool:
@@ -187,19 +292,20 @@ def is_routing_directive(sentence: str, names=_CUES) -> bool:
 
 
 def _segments(text: str) -> list[str]:
-    return [s for s in _BOUNDARY_RE.split(text) if s]
+    return [s for s in _SEGMENT_RE.findall(text) if s]
 
 
 def _pieces(seg: str, start: int, names=_CUES) -> list[tuple[int, int]]:
     """Spans of the directive pieces inside one segment (a directive glued without a full stop)."""
-    low = normalise(seg).lower()
-    if not (_any_cue(frozenset(names)).search(low) or ("target" in names and _AI_WORD.search(low))):
+    if not _cued(normalise(seg).strip(), names):  # read as signals() reads it: the same cue words
         return []  # without a cue word (an order alone is no directive)
     words = len(_WORD.findall(seg))
     pieces, pos = [], start
     for p in _GLUED_RE.split(seg):
         pieces.append((pos, pos + len(p), p))
         pos += len(p)
+    if len(pieces) == 1:  # the segment is its one piece: one verdict (what the general case gives)
+        return [(start, start + len(seg))] if words <= MAX_DIRECTIVE_WORDS and is_routing_directive(seg, names) else []
     q = seg.rstrip().endswith("?") and bool(_ASKS_RE.match(seg))
     bad = [(a, b) for a, b, p in pieces
            if len(_WORD.findall(p)) <= MAX_DIRECTIVE_WORDS and _is_directive(signals(p, True, names), q)]
@@ -215,13 +321,15 @@ def directive_spans(text: str, max_chars: int = 100_000) -> list[tuple[int, int]
     head = text[:max_chars]
     if not head:
         return []
-    segs, pos = [], 0
-    for s in _segments(head):
-        segs.append((pos, s))
-        pos += len(s)
+    parts = _segments(head)
+    starts = list(accumulate(map(len, parts), initial=0))
+    segs = list(zip(starts, parts))
+    cued = _maybe_cued(head, starts)  # only these segments can hold a directive or address the router
     # signals whose cue words appear nowhere in the text need not be looked for piece by piece
-    names = _cued(head) | _cued(normalise(head))
-    spans = [_pieces(s, a, names) for a, s in segs]
+    names = _TextCues(head, [parts[i] for i in cued])
+    spans = [[] for _ in segs]
+    for i in cued:
+        spans[i] = _pieces(parts[i], starts[i], names)
 
     def covered(i, pa, pb):
         return any(x <= pa and pb <= y for x, y in spans[i])
@@ -230,8 +338,8 @@ def directive_spans(text: str, max_chars: int = 100_000) -> list[tuple[int, int]
         a, s = segs[i]
         return [(i, a + m.start(), a + m.end(), m.group(0)) for m in _PIECE_RE.finditer(s) if _WORD.search(m.group(0))]
 
-    addressed = any(_addresses(s) for _, s in segs) or any(
-        sp and "router" in signals(s, names=names) for sp, (_, s) in zip(spans, segs))
+    addressed = any(_addresses(parts[i]) for i in cued) or any(
+        spans[i] and "router" in signals(parts[i], names=names) for i in cued)
     if addressed:
         pieces = [p for i in range(len(segs)) for p in seg_pieces(i)]
     else:  # then only the first and the last piece of the text may still be removed
@@ -253,6 +361,8 @@ def directive_spans(text: str, max_chars: int = 100_000) -> list[tuple[int, int]
         if (context and sig) or (edge and n <= _EDGE_WORDS and ("claim" in sig or _addresses(text))):
             spans[i].append((pa, pb))
     removed = [x for sp in spans for x in sp]
+    if not removed:
+        return []
     kept_words = len(_WORD.findall(head)) - sum(len(_WORD.findall(head[a:b])) for a, b in removed)
     return removed if kept_words > 0 else []
 
