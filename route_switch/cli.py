@@ -63,6 +63,8 @@ def _seeds(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     """``"8,16"`` -> [8, 16]; anything else is a one-line usage error."""
     try:
