@@ -33,6 +33,33 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     return data_dir() / p
 
 
+SHIPPED_KINDS = ("programs", "evalsets")
+
+
+def packaged_dir(kind: str) -> Path:
+    """The folder of files shipped inside the package: ``programs`` (routing programs, the judge
+    program, the demo pool) or ``evalsets`` (evalset specs)."""
+    if kind not in SHIPPED_KINDS:
+        raise ValueError(f"kind must be one of {SHIPPED_KINDS}, got {kind!r}")
+    from importlib.resources import files
+
+    return Path(str(files("route_switch") / "data" / kind))
+
+
+def find_shipped(path: str | os.PathLike, kind: str) -> Path:
+    """A program or evalset spec: the path as given if it exists; else, for a bare name (``default``,
+    ``default.yaml``) or ``<kind>/<name>``, the user's ``<kind>/<name>.yaml`` under the current folder,
+    then the packaged copy. Anything else is returned unchanged (the caller reports it missing)."""
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    if p.exists() or p.is_absolute() or p.parent not in (Path("."), Path(kind)):
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    for cand in (Path(kind) / name, packaged_dir(kind) / name):
+        if cand.is_file():
+            return cand
+    return p
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file so readers see the old or the new content, never a torn one."""
     atomic_write_bytes(path, text.encode("utf-8"))

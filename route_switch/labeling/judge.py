@@ -1,7 +1,7 @@
 """The judge: a DSPy program rating a tier's answer against the top tier's answer.
 
 Signature ``(query, reference_answer, candidate_answer) -> verdict`` with verdict one of
-``equivalent`` / ``acceptable`` / ``worse`` (scores from ``programs/judge.yaml``: 1.0 / 0.5 / 0.0).
+``equivalent`` / ``acceptable`` / ``worse`` (scores from the shipped ``programs/judge.yaml``: 1.0 / 0.5 / 0.0).
 The verdict is constrained where the backend allows it (a GBNF grammar for the in-process model
 and, with ``grammar: true``, for llama.cpp servers) and always validated: anything else raises
 :class:`JudgeError`, a verdict is never guessed.
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RouteSwitchError
+from ..paths import find_shipped, read_yaml
 from ..program import ProgramError
 
-DEFAULT_JUDGE = Path(__file__).resolve().parents[2] / "programs" / "judge.yaml"
+DEFAULT_JUDGE = "programs/judge.yaml"  # the user's programs/judge.yaml, else the packaged one
 MAX_ANSWER_CHARS = 2000  # longer answers are cut (head + tail) before judging
 
 
@@ -36,17 +37,9 @@ class JudgeProgram:
 
     @classmethod
     def from_yaml(cls, path=DEFAULT_JUDGE) -> "JudgeProgram":
-        import yaml
-
+        path = find_shipped(path, "programs")
         p = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ProgramError(f"cannot read: {e}", file=p) from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=p,
-                               line=mark.line + 1 if mark else None) from None
+        data = read_yaml(path, ProgramError)
         if not isinstance(data, dict):
             raise ProgramError("must be a mapping with name, verdicts, instruction", file=p)
         if not isinstance(data.get("instruction"), str) or not data["instruction"].strip():
