@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .paths import read_yaml
+from .paths import find_shipped, packaged_dir, read_yaml
 from .tiers import Tier, tiers_from_list
 
 
@@ -162,6 +162,10 @@ def load_config(path: str | Path) -> RouterConfig:
         for key in ("program", "fusion"):  # relative to this file
             if isinstance(llm.get(key), str):
                 llm[key] = str(p.parent / llm[key])
+        if isinstance(llm.get("program"), str) and not Path(llm["program"]).exists():
+            shipped = find_shipped(raw["llm"]["program"], "programs")  # programs/default.yaml: the packaged one
+            if shipped.is_file() and shipped.resolve().parent == packaged_dir("programs").resolve():
+                llm["program"] = str(shipped.resolve())
         for key, hi in (("tau", 1), ("lambda", None), ("timeout_s", None), ("max_query_tokens", None)):
             try:
                 _num(llm, key, f, 0, hi)
@@ -199,8 +203,14 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     if cfg.bypass_tokens:
         doc["bypass"] = {"max_tokens": cfg.bypass_tokens}
     if cfg.llm:
-        doc["llm"] = {k: (os.path.relpath(v, p.parent) if k in ("program", "fusion") and isinstance(v, str) else v)
-                      for k, v in cfg.llm.items()}
+        def rel(k, v):
+            if k not in ("program", "fusion") or not isinstance(v, str):
+                return v
+            if k == "program" and Path(v).parent.resolve() == packaged_dir("programs").resolve():
+                return f"programs/{Path(v).name}"  # a shipped program, by name (as load reads it)
+            return os.path.relpath(v, p.parent)
+
+        doc["llm"] = {k: rel(k, v) for k, v in cfg.llm.items()}
     doc["cache_size"] = cfg.cache_size
     if cfg.default_tier:
         doc["default_tier"] = cfg.default_tier

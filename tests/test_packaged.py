@@ -48,3 +48,29 @@ def test_cli_show_packaged_program(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["show", "default"]) == 0
     assert "## demos" in capsys.readouterr().out
+
+
+def test_router_yaml_names_a_shipped_program(tmp_path, monkeypatch):
+    from route_switch.config import dump_config, load_config
+
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "r"
+    d.mkdir()
+    text = ("tiers:\n- {name: s, model: s}\n- {name: l, model: l}\nselection: {tau: 0.1}\n"
+            "llm: {program: programs/default.yaml, tau: 0.2}\n")
+    (d / "router.yaml").write_text(text)
+    cfg = load_config(d)
+    assert cfg.llm["program"] == str((packaged_dir("programs") / "default.yaml").resolve())
+    dump_config(cfg, d / "router.yaml")
+    assert "program: programs/default.yaml" in (d / "router.yaml").read_text()
+    assert load_config(d).llm == cfg.llm
+
+
+def test_weekly_job_example_finds_shipped_programs():
+    from pathlib import Path
+
+    from route_switch.jobs.reoptimize import load_job
+
+    job = load_job(Path(__file__).resolve().parents[1] / "examples" / "weekly-job.yaml")
+    assert job.start_program == packaged_dir("programs") / "default.yaml"
+    assert job.judge_program == packaged_dir("programs") / "judge.yaml"

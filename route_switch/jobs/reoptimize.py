@@ -145,6 +145,16 @@ def load_job(path) -> Job:
         q = Path(os.path.expanduser(v))
         return q if q.is_absolute() else root / q
 
+    def program_of(key):
+        """A program path under root; failing that, a shipped program of that name (programs/default.yaml)."""
+        q = path_of(key, required=False)
+        if q is None or q.exists():
+            return q
+        from ..paths import find_shipped
+
+        shipped = find_shipped(raw[key], "programs")
+        return shipped if shipped.exists() else q
+
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         _err(f, "name", "must be the artifact name (a folder name under artifact_root), e.g. default")
@@ -193,11 +203,11 @@ def load_job(path) -> Job:
     fit_cfg = _mapping(raw, "fit", f, {"target_quality"})
     return Job(
         file=f, name=name.strip(), artifact_root=path_of("artifact_root", "optimized"),
-        start_program=path_of("start_program", required=False), estimator_dir=est_dir,
+        start_program=program_of("start_program"), estimator_dir=est_dir,
         route_log=path_of("route_log"), evalset=path_of("evalset"), tiers=list(tiers), judge_lm=judge_lm,
         router_lm=router_lm, lam=None if raw.get("lambda", "break-even") == "break-even" else _number(raw, "lambda", f, None, 0),
         period_days=_number(raw, "period_days", f, 7, 0.001), sample_size=_number(raw, "sample_size", f, 200, 1, None, int),
-        seed=_number(raw, "seed", f, 0, 0, None, int), judge_program=path_of("judge_program", required=False),
+        seed=_number(raw, "seed", f, 0, 0, None, int), judge_program=program_of("judge_program"),
         optimize=opt, labeling=lab, target_quality=_number(fit_cfg, "target_quality", f, 0.95, 0, 1, where="fit."),
         min_objective_delta=_number(gate, "min_objective_delta", f, 0.0, where="gate."),
         holdout_share=_number(raw, "holdout_share", f, 0.3, 0.05, 0.9),
