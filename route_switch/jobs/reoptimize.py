@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, RouteSwitchError
+from ..tiers import to_index
 
 log = logging.getLogger("route_switch")
 
@@ -367,7 +368,7 @@ def estimator_choices(est_dir: Path, ev, tiers) -> list | None:
     except Exception as e:
         log.warning("current estimator %s cannot route these tiers: %s", est_dir, e)
         return None
-    return [d.tier - 1 for d in r.route_batch(ev.prompts)]
+    return [to_index(d.tier) for d in r.route_batch(ev.prompts)]
 
 
 def _misroute_changes(ev, cur, cand, limit: int = 20) -> dict:

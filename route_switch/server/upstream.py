@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import httpx
 
-from ..spec import Tier
+from ..tiers import Tier, to_tier
 
 RETRY_STATUS = {401, 403, 404, 408, 409, 429}
 SSE_PREFIXES = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -150,5 +150,5 @@ async def forward(client: httpx.AsyncClient, tiers: Sequence[Tier], start: int, 
             f.index, f.failures = i, failures
             return f
         except (UpstreamFailure, httpx.HTTPError, asyncio.TimeoutError, OSError) as e:
-            failures.append({"tier": i + 1, "tier_name": tiers[i].name, "error": describe(e, timeout_s)})
+            failures.append({"tier": to_tier(i), "tier_name": tiers[i].name, "error": describe(e, timeout_s)})
     raise AllTiersFailed(failures)
