@@ -14,7 +14,7 @@ import numpy as np
 
 from .evalset import Evalset
 from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
-from .routers import make_router
+from .baselines import make_router
 from .seeds import bootstrap_ci, format_bootstrap
 from .selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, cost_unit, outcome,
                         select_lambda, select_tau, sweep)
