@@ -22,7 +22,7 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Root of route-switch's caches: $ROUTE_SWITCH_CACHE, else ~/.cache/route-switch."""
-    return Path(os.environ.get(CACHE_ENV, "~/.cache/route-switch")).expanduser()
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/route-switch").expanduser()
 
 
 def resolve_data_path(path: str | os.PathLike) -> Path:

@@ -5,6 +5,7 @@ Tier *numbers* are 1-based wherever people see them (Decision, CLI, HTTP, YAML);
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -18,6 +19,19 @@ def to_index(tier: int) -> int:
 def to_tier(index: int) -> int:
     """The public (1-based) tier number of a 0-based array index: 0 -> tier 1."""
     return int(index) + 1
+
+
+def api_key_from_env(env: str | None, who: str, error: type[Exception] = ConfigError) -> str | None:
+    """The API key in the environment variable named by ``api_key_env`` (None when no variable is named).
+
+    The one behaviour everywhere a key is used (proxy, labelling, router LM): a named variable that is
+    unset or empty raises ``error`` naming ``who`` (the tier or LM config) and the variable."""
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise error(f"{who}: environment variable {env} (api_key_env) is not set")
+    return key
 
 
 @dataclass

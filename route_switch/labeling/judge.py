@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import RouteSwitchError
 from ..paths import find_shipped, read_yaml
-from ..program import ProgramError
+from ..program import ProgramError, clip_query
 
 DEFAULT_JUDGE = "programs/judge.yaml"  # the user's programs/judge.yaml, else the packaged one
 MAX_ANSWER_CHARS = 2000  # longer answers are cut (head + tail) before judging
@@ -59,13 +59,6 @@ class JudgeProgram:
                    {str(k): float(v) for k, v in verdicts.items()}, list(demos))
 
 
-def clip(text: str, n: int = MAX_ANSWER_CHARS) -> str:
-    """Head (3/4) and tail (1/4) of an over-long answer."""
-    from ..program import clip_query
-
-    return clip_query(text, n)
-
-
 def _gbnf_literal(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -94,7 +87,8 @@ class OpenAIChatEngine:
         cfg = request.config
         extra = {"grammar": self.grammar} if self.grammar else None
         r = self.caller.chat(self.api_base, self.model, _request_messages(request), api_key_env=self.api_key_env,
-                             max_tokens=cfg.max_tokens or 32, temperature=cfg.temperature or 0.0, extra=extra)
+                             max_tokens=cfg.max_tokens or 32, temperature=cfg.temperature or 0.0, extra=extra,
+                             who="judge_lm")
         return _response(r.text, self.model, r.in_tokens, r.out_tokens)
 
     def stream(self, request):
@@ -220,8 +214,9 @@ class Judge:
         self.calls += 1
         try:
             with dspy.context(lm=self.lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-                pred = self.predict(query=clip(query), reference_answer=clip(reference),
-                                    candidate_answer=clip(candidate))
+                n = MAX_ANSWER_CHARS
+                pred = self.predict(query=clip_query(query, n), reference_answer=clip_query(reference, n),
+                                    candidate_answer=clip_query(candidate, n))
         except Exception as e:
             raise JudgeError(f"judge failed: {type(e).__name__}: {str(e)[:300]}") from None
         verdict = str(getattr(pred, "verdict", "")).strip()
