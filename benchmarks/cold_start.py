@@ -25,7 +25,7 @@ def main(argv=None):
     from route_switch.optimize import outcomes, program_votes
     from route_switch.paths import cache_dir
     from route_switch.program import RouterLLM
-    from route_switch.routers import make_router
+    from route_switch.baselines import make_router
     from route_switch.selection import cost_unit
     from route_switch.spec import load_spec
 

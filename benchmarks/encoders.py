@@ -56,7 +56,7 @@ def main(argv=None):
                 continue
             res = evaluate(train, test, routers=("route-switch",), estimator_params=params, operating_point=False)
             r = res["routers"]["route-switch"]
-            from route_switch.routers import make_router
+            from route_switch.baselines import make_router
 
             est = make_router("route-switch", **params).fit(train).estimator_
             lat = []

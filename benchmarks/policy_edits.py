@@ -86,7 +86,7 @@ def load_edits(path) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--program", default=str(ROOT / "programs" / "default.yaml"))
+    ap.add_argument("--program", default="programs/default.yaml")
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
     ap.add_argument("--style", default="if+demo", choices=sorted(STYLES))
     ap.add_argument("--lm-kind", default="local",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .paths import atomic_write_text, read_yaml
+from .paths import atomic_write_text, find_shipped, read_yaml
 from .program import ProgramError, RoutingProgram
 
 FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json")
@@ -83,7 +83,7 @@ def load_artifact(directory: str | Path) -> RoutingProgram:
 
 def load_demo_pool(path: str | Path, n_tiers: int) -> list[dict]:
     """A YAML list of ``{query, tier}`` written by people, validated like a program's demos."""
-    p = Path(path)
+    p = find_shipped(path, "programs")
     if not p.exists():
         raise ProgramError("demo pool not found", file=str(p))
     items = _yaml(p)
@@ -101,15 +101,25 @@ def load_demo_pool(path: str | Path, n_tiers: int) -> list[dict]:
 
 
 def load_program(path: str | Path) -> RoutingProgram:
-    """A cold-start program YAML (``programs/*.yaml``) or an artifact folder (``optimized/<name>``)."""
-    p = Path(path)
+    """A cold-start program YAML or an artifact folder (``optimized/<name>``).
+
+    ``default`` / ``programs/default.yaml`` name the user's ``programs/`` folder first, then the
+    programs shipped with the package (:func:`~route_switch.paths.find_shipped`)."""
+    p = program_path(path)
     if p.is_dir():
         return load_artifact(p)
-    if not p.exists() and (Path("optimized") / str(path)).is_dir():
-        return load_artifact(Path("optimized") / str(path))
     if not p.exists():
         raise ProgramError("no such program file or artifact folder", file=str(p))
     return RoutingProgram.from_yaml(p)
+
+
+def program_path(path: str | Path) -> Path:
+    """Where :func:`load_program` reads ``path`` from: the path itself, ``optimized/<path>``, the
+    user's ``programs/`` folder, then the package's (the path unchanged if none exists)."""
+    p = Path(path)
+    if not p.exists() and (Path("optimized") / str(path)).is_dir():
+        return Path("optimized") / str(path)
+    return find_shipped(p, "programs")
 
 
 def save_artifact(directory: str | Path, program: RoutingProgram, metrics: dict) -> Path:
@@ -174,9 +184,10 @@ def instruction_origin(path: str | Path) -> str:
 
 
 def show(directory: str | Path) -> str:
-    """Instruction, demos and metrics of an artifact as text."""
-    d = Path(directory)
-    prog, metrics = load_artifact(d), read_metrics(d)
+    """Instruction, demos and metrics of an artifact (or of a program file) as text."""
+    d = program_path(directory)
+    prog = load_program(d)
+    metrics = read_metrics(d) if d.is_dir() else {}
     lines = [f"# {d}  ({prog.name}, {len(prog.tiers)} tiers)", "",
              f"## instruction (origin: {instruction_origin(d)})", prog.instruction, "", "## tiers"]
     lines += [f"{i}. {t['name']}: {t['description']}" for i, t in enumerate(prog.tiers, 1)]
@@ -196,8 +207,9 @@ def diff(a: str | Path, b: str | Path) -> str:
     out += list(difflib.unified_diff(da, db, f"{a}/demos.yaml", f"{b}/demos.yaml", lineterm=""))
     if not out:
         out = ["(instructions and demos are identical)"]
-    ma = read_metrics(a) if Path(a).is_dir() else {}
-    mb = read_metrics(b) if Path(b).is_dir() else {}
+    a, b = program_path(a), program_path(b)
+    ma = read_metrics(a) if a.is_dir() else {}
+    mb = read_metrics(b) if b.is_dir() else {}
     deltas = []
     for k in sorted(set(ma) & set(mb)):
         if isinstance(ma[k], (int, float)) and isinstance(mb[k], (int, float)) and not isinstance(ma[k], bool):

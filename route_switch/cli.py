@@ -208,7 +208,7 @@ def cmd_optimize(args) -> int:
     spec = load_spec(args.evalset)
     train, test = spec.train_test()
     start_path = args.start or (Path(args.out_root) / args.name if (Path(args.out_root) / args.name).is_dir()
-                                else Path("programs") / "default.yaml")
+                                else "programs/default.yaml")
     start = load_program(start_path)
     from .paths import read_yaml
 
@@ -237,20 +237,15 @@ def cmd_optimize(args) -> int:
 def cmd_show(args) -> int:
     from .artifacts import show
 
-    print(show(_artifact_path(args.name)))
+    print(show(args.name))
     return 0
 
 
 def cmd_diff(args) -> int:
     from .artifacts import diff
 
-    print(diff(_artifact_path(args.a), _artifact_path(args.b)))
+    print(diff(args.a, args.b))
     return 0
-
-
-def _artifact_path(name: str) -> Path:
-    p = Path(name)
-    return p if p.exists() else Path("optimized") / name
 
 
 def cmd_serve(args) -> int:
@@ -391,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("key-id", help="print the access-log / budget id of each API key read from stdin")
     k.set_defaults(func=cmd_key_id)
 
-    s = sub.add_parser("show", help="print an optimised program's instruction, demos and metrics")
-    s.add_argument("name", help="artifact name under optimized/ or a path")
+    s = sub.add_parser("show", help="print a program's instruction, demos and metrics")
+    s.add_argument("name", help="artifact name under optimized/, a path, or a program name (programs/default.yaml)")
     s.set_defaults(func=cmd_show)
 
     d = sub.add_parser("diff", help="instruction diff and metric deltas of two programs")

@@ -34,13 +34,14 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .errors import ConfigError
-from .paths import read_yaml
+from .paths import find_shipped, packaged_dir, read_yaml
 from .tiers import Tier, tiers_from_list
 
 
@@ -62,14 +63,22 @@ class RouterConfig:
     risk: dict | None = None       # the guarantee fit certified: max_quality_loss, confidence, ...
 
 
-def _num(raw: dict, key: str, file: str, lo: float | None = None, hi: float | None = None, cast=float):
-    v = raw.get(key)
+def check_number(raw: dict, key: str, file: str, lo: float | None = None, hi: float | None = None, cast=float, *,
+                 default=None, required: bool = False, where: str = ""):
+    """``raw[key]`` (else ``default``) as a finite number within [lo, hi] (an integer when ``cast`` is
+    int); None when absent, unless ``required``. Errors name the file and the field ``where + key``."""
+    fld = f"{where}{key}"
+    v = raw.get(key, default)
     if v is None:
+        if required:
+            raise ConfigError("is required", file=file, field=fld)
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(f"must be a finite number, got {v!r}", file=file, field=key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"must be a finite number, got {v!r}", file=file, field=fld)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(f"must be within [{lo}, {hi}], got {v!r}", file=file, field=key)
+        raise ConfigError(f"must be within [{lo}, {hi}], got {v!r}", file=file, field=fld)
+    if cast is int and int(v) != v:
+        raise ConfigError(f"must be an integer, got {v!r}", file=file, field=fld)
     return cast(v)
 
 
@@ -144,7 +153,7 @@ def load_config(path: str | Path) -> RouterConfig:
     if rule not in ("tau", "anchored"):
         raise ConfigError(f"must be 'tau' or 'anchored', got {rule!r}", file=f, field="selection.rule")
     # the anchored rule also takes tau = -1 (always stay on the anchor)
-    tau = _num(sel, "tau", f, -1, 1) if rule == "anchored" else _knob(sel, "tau", f)
+    tau = check_number(sel, "tau", f, -1, 1) if rule == "anchored" else _knob(sel, "tau", f)
     lam = _knob(sel, "lambda", f)
     risk = {k: sel[k] for k in ("max_quality_loss", "confidence", "anchor", "n_calibration", "certified", "method")
             if k in sel} or None
@@ -162,12 +171,13 @@ def load_config(path: str | Path) -> RouterConfig:
         for key in ("program", "fusion"):  # relative to this file
             if isinstance(llm.get(key), str):
                 llm[key] = str(p.parent / llm[key])
+        if isinstance(llm.get("program"), str) and not Path(llm["program"]).exists():
+            shipped = find_shipped(raw["llm"]["program"], "programs")  # programs/default.yaml: the packaged one
+            if shipped.is_file() and shipped.resolve().parent == packaged_dir("programs").resolve():
+                llm["program"] = str(shipped.resolve())
         for key, hi in (("tau", 1), ("lambda", None), ("timeout_s", None), ("max_query_tokens", None)):
-            try:
-                _num(llm, key, f, 0, hi)
-            except ConfigError as e:
-                raise ConfigError(e.message, file=f, field=f"llm.{key}") from None
-    default_tier = _num(raw, "default_tier", f, 1, max(len(tiers), 1), int)
+            check_number(llm, key, f, 0, hi, where="llm.")
+    default_tier = check_number(raw, "default_tier", f, 1, max(len(tiers), 1), int)
     route_log = raw.get("route_log")
     if route_log is not None:
         if not isinstance(route_log, dict) or not isinstance(route_log.get("path"), str):
@@ -178,8 +188,8 @@ def load_config(path: str | Path) -> RouterConfig:
     conversation = ConversationConfig.from_dict(raw["conversation"], f) if raw.get("conversation") is not None else None
     state = _state(raw.get("state"), f)
     return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
-                        bypass_tokens=_num(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
-                        cache_size=_num(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
+                        bypass_tokens=check_number(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
+                        cache_size=check_number(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
                         route_log=route_log, conversation=conversation, state=state, file=f, rule=rule, risk=risk)
 
 
@@ -199,8 +209,14 @@ def dump_config(cfg: RouterConfig, path: str | Path) -> None:
     if cfg.bypass_tokens:
         doc["bypass"] = {"max_tokens": cfg.bypass_tokens}
     if cfg.llm:
-        doc["llm"] = {k: (os.path.relpath(v, p.parent) if k in ("program", "fusion") and isinstance(v, str) else v)
-                      for k, v in cfg.llm.items()}
+        def rel(k, v):
+            if k not in ("program", "fusion") or not isinstance(v, str):
+                return v
+            if k == "program" and Path(v).parent.resolve() == packaged_dir("programs").resolve():
+                return f"programs/{Path(v).name}"  # a shipped program, by name (as load reads it)
+            return os.path.relpath(v, p.parent)
+
+        doc["llm"] = {k: rel(k, v) for k, v in cfg.llm.items()}
     doc["cache_size"] = cfg.cache_size
     if cfg.default_tier:
         doc["default_tier"] = cfg.default_tier

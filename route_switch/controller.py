@@ -38,7 +38,7 @@ from .knobs import check_knobs
 from .sanitize import strip_routing_directives
 from .selection import anchor_index, select, select_rule
 from .llm.tokens import estimate_tokens
-from .tiers import Tier, tiers_by_cost
+from .tiers import Tier, tiers_by_cost, to_index, to_tier
 
 log = logging.getLogger("route_switch")
 
@@ -286,7 +286,7 @@ class Router:
         k = int(select(pred[None, :], cost, tau=tau, lam=lam)[0])
         knob = f"lambda={lam}" if lam is not None else f"tau={tau}"
         t = self.tiers[k]
-        return Decision(tier=k + 1, tier_name=t.name, model=t.model, path="llm",
+        return Decision(tier=to_tier(k), tier_name=t.name, model=t.model, path="llm",
                         reason=f"{how}; {knob}: predicted quality {pred[k]:.3f} (best {pred.max():.3f})",
                         predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred)},
                         tier_probs=[round(float(p), 4) for p in vote.probs])
@@ -356,12 +356,12 @@ class Router:
         if why_not_llm:
             reason = f"{why_not_llm}; fallback {reason}"
         t = self.tiers[k]
-        return Decision(tier=k + 1, tier_name=t.name, model=t.model, path="estimator", reason=reason,
+        return Decision(tier=to_tier(k), tier_name=t.name, model=t.model, path="estimator", reason=reason,
                         predicted_quality={tt.model: round(float(p), 4) for tt, p in zip(self.tiers, pred_row)},
                         fallback_from="llm" if why_not_llm else None, llm_error=why_not_llm or None)
 
     def _tier_decision(self, tier: int, path: str, reason: str) -> Decision:
-        t = self.tiers[tier - 1]
+        t = self.tiers[to_index(tier)]
         return Decision(tier=tier, tier_name=t.name, model=t.model, path=path, reason=reason)
 
     def _default(self, reason: str) -> Decision:

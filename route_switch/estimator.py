@@ -124,28 +124,55 @@ def validate(arrays: dict, doc: dict, af: str, jf: str) -> None:
 
 
 class QualityEstimator:
-    """Predicts each model's quality for a query. Hyper-parameters in ``__init__``, learned state ends in ``_``."""
+    """Predicts each model's quality for a query.
+
+    scikit-learn conventions: hyper-parameters are stored unchanged by ``__init__`` and read and
+    written with ``get_params`` / ``set_params``, so ``sklearn.base.clone`` and grid searches work
+    (the protocol is implemented here rather than by inheriting ``sklearn.base.BaseEstimator``,
+    whose import costs ~1 s on every router start while loading and predicting needs no
+    scikit-learn at all). Learned state is set by
+    ``fit`` (or ``load``) and ends in ``_``: ``encoder_``, ``models_``, ``unit_cost_``, ``coef_``
+    (n_features x n_models), ``intercept_``, ``bank_`` (csr, n_memory x n_features: remembered
+    queries), ``memory_`` (n_memory x n_models scores, NaN = not known), ``mean_`` (per-model mean
+    score, the kNN prior) and ``meta_``.
+    """
 
     def __init__(self, encoder: str = "tfidf", encoder_params: dict | None = None, C: float = 1.0,
                  k: int = 30, prior: float = 1.0, w: float = 0.4):
-        self.encoder, self.encoder_params = encoder, dict(encoder_params or {})
-        self.C, self.k, self.prior, self.w = C, k, prior, w
-        self.encoder_ = None
-        self.models_: list[str] = []
-        self.unit_cost_ = np.zeros(0)
-        self.coef_ = np.zeros((0, 0), np.float32)   # n_features x n_models
-        self.intercept_ = np.zeros(0, np.float32)
-        self.bank_ = None                            # csr (n_memory x n_features): remembered queries
-        self.memory_ = np.zeros((0, 0), np.float32)  # n_memory x n_models scores, NaN = not known
-        self.mean_ = np.zeros(0, np.float32)         # per-model mean score (kNN prior)
-        self.meta_: dict = {}
+        self.encoder = encoder
+        self.encoder_params = encoder_params
+        self.C = C
+        self.k = k
+        self.prior = prior
+        self.w = w
+
+    _PARAMS = ("encoder", "encoder_params", "C", "k", "prior", "w")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The hyper-parameters, as given to ``__init__`` (none is an estimator, so ``deep`` changes nothing)."""
+        return {p: getattr(self, p) for p in self._PARAMS}
+
+    def set_params(self, **params) -> "QualityEstimator":
+        """Set hyper-parameters (refit to use them); unknown names raise ValueError."""
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise ValueError(f"invalid parameter(s) {unknown} for QualityEstimator; valid: {list(self._PARAMS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
+        return f"QualityEstimator({changed})"
 
     # ------------------------------------------------------------------ fitting
     def fit(self, prompts: Sequence[str], scores: np.ndarray, models: Sequence[str], costs: np.ndarray | None = None):
         """Fit the encoder on ``prompts`` once, then one adapter per column of ``scores``."""
         prompts = list(prompts)
         scores = np.asarray(scores, float)
-        self.encoder_ = make_encoder(self.encoder, **self.encoder_params).fit(prompts)
+        self._nn_cache = None
+        self.encoder_ = make_encoder(self.encoder, **(self.encoder_params or {})).fit(prompts)
         X = self.encoder_.transform(prompts)
         fitted = [fit_soft_logistic(X, scores[:, j], self.C) for j in range(scores.shape[1])]
         self.coef_ = np.column_stack([f[0] for f in fitted]).astype(np.float32)
@@ -256,7 +283,7 @@ class QualityEstimator:
         return out
 
     def _check_fitted(self):
-        if self.encoder_ is None or self.coef_.size == 0:
+        if getattr(self, "encoder_", None) is None or self.coef_.size == 0:
             raise RuntimeError("QualityEstimator is not fitted: call fit() or QualityEstimator.load()")
 
     # ------------------------------------------------------------------ persistence

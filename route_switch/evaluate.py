@@ -14,7 +14,7 @@ import numpy as np
 
 from .evalset import Evalset
 from .metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
-from .routers import make_router
+from .baselines import make_router
 from .seeds import bootstrap_ci, format_bootstrap
 from .selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, cost_unit, outcome,
                         select_lambda, select_tau, sweep)
@@ -260,19 +260,26 @@ def write_outputs(res: dict, out_dir: str | Path) -> dict[str, str]:
             **files}
 
 
-def plot_pareto(res: dict, path: str | Path) -> None:
-    """Cost–quality plot: single models, each router's sweep and hull, the oracle."""
+def plot_pareto(res: dict, path: str | Path) -> list[str]:
+    """Cost–quality plot: single models (each labelled with its name), each router's sweep and
+    hull, the oracle. Returns the single-model labels drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
     s = res["singles"]
-    ax.scatter([x["cost"] for x in s], [x["quality"] for x in s], c="grey", s=18, label="single models")
-    for x in s:
-        ax.annotate(x["name"], (x["cost"], x["quality"]), fontsize=6, color="grey", xytext=(3, -8),
-                    textcoords="offset points")
+    ax.scatter([x["cost"] for x in s], [x["quality"] for x in s], c="dimgrey", s=18, label="single models")
+    costs = np.log([max(x["cost"], 1e-12) for x in s]) if s else np.zeros(0)
+    mid = (costs.min() + costs.max()) / 2 if len(costs) else 0.0
+    labels = []
+    for x, lc in zip(s, costs):
+        right = len(costs) > 1 and lc > mid  # labels of the dearer half point left: they stay inside the axes
+        ax.annotate(x["name"], (x["cost"], x["quality"]), fontsize=7, color="dimgrey", xytext=(-4 if right else 4, -9),
+                    textcoords="offset points", ha="right" if right else "left", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+        labels.append(x["name"])
     for name, r in res["routers"].items():
         c = [p["cost"] for p in r["points"]]
         q = [p["quality"] for p in r["points"]]
@@ -287,10 +294,12 @@ def plot_pareto(res: dict, path: str | Path) -> None:
     ax.set_ylabel("mean quality")
     ax.set_title(f"{res['evalset']}: cost vs quality on {res['n_test']} test queries")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.margins(x=0.08, y=0.08)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a label
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return labels
 
 
 def bypass_report(train: Evalset, test: Evalset, thresholds=(4, 8, 16, 32, 64), estimator_params: dict | None = None,

@@ -142,11 +142,11 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
 
 def _fit_llm_fusion(train: Evalset, llm: dict, params: dict, target_quality: float):
     """Fit the fusion; return it and the ``llm`` section of router.yaml (without the fusion path)."""
-    from .artifacts import load_program
+    from .artifacts import load_program, program_path
     from .fusion import fit_fusion
 
     llm = dict(llm)
     fusion, tau, _report = fit_fusion(train, load_program(llm["program"]), lm_cfg=llm.get("lm"),
                                       n=int(llm.pop("fit_n")), estimator_params=params, target_quality=target_quality)
-    llm.update(tau=round(tau, 4), program=str(Path(llm["program"]).resolve()))
+    llm.update(tau=round(tau, 4), program=str(program_path(llm["program"]).resolve()))
     return fusion, llm

@@ -14,11 +14,13 @@ import re
 
 import numpy as np
 
+from .tiers import to_tier
+
 log = logging.getLogger("route_switch")
 
 
 def _tier_name(program, i: int) -> str:
-    return f"tier {i + 1} ({program.tiers[i]['name']})"
+    return f"tier {to_tier(i)} ({program.tiers[i]['name']})"
 
 
 def explain(program, tier_index: int | None, scores, costs, lam: float, unit: float) -> tuple[float, str]:

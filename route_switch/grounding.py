@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from .tiers import to_tier
+
 # Words that say nothing about difficulty in any domain.
 STOP = set("""a an the and or of to in on at for from by with as is are was were be been it its this that these those
 which what who whom whose when where why how you your i me my we our they them their he she his her not no yes do does
@@ -70,7 +72,7 @@ def grounded_instruction(prompts: list[str], scores: np.ndarray, costs: np.ndarr
     for t in range(n_tiers):
         m = need == t
         share = float(m.mean()) if len(m) else 0.0
-        what = f"Tier {t + 1} ({tiers[t]['name']}) was the cheapest good choice for {share:.0%} of requests"
+        what = f"Tier {to_tier(t)} ({tiers[t]['name']}) was the cheapest good choice for {share:.0%} of requests"
         if m.any():
             what += f", typically {int(np.median(lengths[m]))} words long"
         if words[t]:

@@ -37,6 +37,7 @@ import numpy as np
 from .errors import ConfigError
 from .evalset import Evalset
 from .program import RoutingProgram
+from .tiers import to_tier
 
 log = logging.getLogger("route_switch")
 
@@ -113,7 +114,7 @@ def to_examples(ev: Evalset, clip) -> list:
 
     from .grounding import needed_tier
 
-    need = needed_tier(ev.scores, ev.costs) + 1
+    need = [to_tier(k) for k in needed_tier(ev.scores, ev.costs)]
     return [dspy.Example(query=clip(p), scores=ev.scores[i].tolist(), costs=ev.costs[i].tolist(),
                          tier=str(need[i])).with_inputs("query") for i, p in enumerate(ev.prompts)]
 

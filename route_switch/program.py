@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from route_switch.errors import InputError, RouteSwitchError
+from route_switch.tiers import to_tier
 
 
 class ProgramError(InputError):
@@ -35,7 +36,7 @@ class RoutingProgram:
 
     @property
     def labels(self) -> list[str]:
-        return [str(i) for i in range(1, len(self.tiers) + 1)]
+        return [str(to_tier(i)) for i in range(len(self.tiers))]
 
     @classmethod
     def from_dict(cls, data, source: str = "<dict>") -> "RoutingProgram":
@@ -64,7 +65,7 @@ class RoutingProgram:
         demos = data.get("demos") or []
         if not isinstance(demos, list):
             bad("demos", "must be a list of {query, tier}")
-        names = {t["name"]: i + 1 for i, t in enumerate(clean_tiers)}
+        names = {t["name"]: to_tier(i) for i, t in enumerate(clean_tiers)}
         clean_demos = []
         for i, d in enumerate(demos):
             if not isinstance(d, dict):

@@ -1,4 +1,4 @@
-"""Evalset specs (``evalsets/*.yaml``): which file, which models as which tiers, which split.
+"""Evalset specs (``evalsets/<name>.yaml``, the user's or the package's): which file, which models as which tiers, which split.
 
 A spec makes a run one short command (``route-switch evaluate --evalset zeroeval-3tier``)::
 
@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .paths import read_yaml
+from .paths import find_shipped, packaged_dir, read_yaml
 from .tiers import Tier, tiers_from_list
-
-SPEC_DIR = Path(__file__).resolve().parent.parent / "evalsets"
 
 
 @dataclass
@@ -53,16 +51,12 @@ class EvalsetSpec:
 
 
 def load_spec(name_or_path: str | Path) -> EvalsetSpec:
-    """Load ``evalsets/<name>.yaml`` (or a path) with ``yaml.safe_load``."""
-    p = Path(name_or_path)
+    """Load a spec with ``yaml.safe_load``: a path, else ``evalsets/<name>.yaml`` under the current
+    folder, else the spec of that name shipped with the package."""
+    p = find_shipped(name_or_path, "evalsets")
     if not p.exists():
-        for cand in (SPEC_DIR / f"{name_or_path}.yaml", Path("evalsets") / f"{name_or_path}.yaml"):
-            if cand.exists():
-                p = cand
-                break
-        else:
-            known = sorted(x.stem for x in SPEC_DIR.glob("*.yaml"))
-            raise ConfigError(f"no evalset spec '{name_or_path}' (known: {known})", file=str(name_or_path))
+        known = sorted({x.stem for d in (Path("evalsets"), packaged_dir("evalsets")) for x in d.glob("*.yaml")})
+        raise ConfigError(f"no evalset spec '{name_or_path}' (known: {known})", file=str(name_or_path))
     raw = read_yaml(p, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=str(p))

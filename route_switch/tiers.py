@@ -1,9 +1,37 @@
-"""Tiers: tier 1 = cheapest ... tier N = largest; each names a model, its price and its endpoint."""
+"""Tiers: tier 1 = cheapest ... tier N = largest; each names a model, its price and its endpoint.
+
+Tier *numbers* are 1-based wherever people see them (Decision, CLI, HTTP, YAML); arrays are indexed
+0-based. :func:`to_index` and :func:`to_tier` are the one place that converts between the two.
+"""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
+
+
+def to_index(tier: int) -> int:
+    """The 0-based array index of a public (1-based) tier number: tier 1 -> 0."""
+    return int(tier) - 1
+
+
+def to_tier(index: int) -> int:
+    """The public (1-based) tier number of a 0-based array index: 0 -> tier 1."""
+    return int(index) + 1
+
+
+def api_key_from_env(env: str | None, who: str, error: type[Exception] = ConfigError) -> str | None:
+    """The API key in the environment variable named by ``api_key_env`` (None when no variable is named).
+
+    The one behaviour everywhere a key is used (proxy, labelling, router LM): a named variable that is
+    unset or empty raises ``error`` naming ``who`` (the tier or LM config) and the variable."""
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise error(f"{who}: environment variable {env} (api_key_env) is not set")
+    return key
 
 
 @dataclass
@@ -52,7 +80,7 @@ def tiers_from_list(items, file: str = "") -> list[Tier]:
         if unknown:
             raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field=f"{where}.{sorted(unknown)[0]}")
         endpoint = {k: (None if t.get(k) is None else str(t[k])) for k in ("api_base", "api_key_env", "upstream_model")}
-        tiers.append(Tier(name=str(t.get("name", f"tier{i + 1}")), model=str(t["model"]), **prices, **endpoint))
+        tiers.append(Tier(name=str(t.get("name", f"tier{to_tier(i)}")), model=str(t["model"]), **prices, **endpoint))
     return tiers
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from route_switch.paths import packaged_dir
 from route_switch.artifacts import diff, load_artifact, load_program, save_artifact, show
 from route_switch.cli import main
 from route_switch.program import ProgramError
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def program():
-    return load_program(ROOT / "programs" / "default.yaml")
+    return load_program(packaged_dir("programs") / "default.yaml")
 
 
 def test_round_trip_and_files_are_text(program, tmp_path):

@@ -79,3 +79,28 @@ def test_corrupt_artifacts_name_the_file(fitted, tmp_path, damage):
     with pytest.raises(ArtifactError) as e:
         QualityEstimator.load(d)
     assert str(d) in str(e.value)
+
+
+def test_scikit_learn_conventions():
+    import inspect
+
+    from sklearn.base import clone
+
+    from route_switch.testing.synthetic import synthetic_evalset
+
+    assert list(QualityEstimator().get_params()) == list(inspect.signature(QualityEstimator.__init__).parameters)[1:]
+    params = {"encoder": "tfidf", "encoder_params": {"min_df": 1}, "C": 0.5, "k": 10, "prior": 2.0, "w": 0.3}
+    est = QualityEstimator(**params)
+    assert est.get_params() == params and est.encoder_params is params["encoder_params"]  # stored unchanged
+    assert not hasattr(est, "models_") and not hasattr(est, "coef_")  # learned attributes come from fit
+    assert est.set_params(k=12) is est and est.k == 12 and "k=12" in repr(est)
+    with pytest.raises(ValueError, match="nope"):
+        est.set_params(nope=1)
+    ev = synthetic_evalset()
+    est.fit(ev.prompts, ev.scores, ev.models, ev.costs)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and not hasattr(twin, "coef_")
+    twin.fit(ev.prompts, ev.scores, ev.models, ev.costs)
+    np.testing.assert_allclose(twin.predict(ev.prompts[:20]), est.predict(ev.prompts[:20]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        QualityEstimator().predict(["x"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from route_switch.paths import packaged_dir
 from route_switch.artifacts import load_artifact, load_program
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records
@@ -29,7 +30,7 @@ def split():
 
 @pytest.fixture
 def start():
-    return load_program(ROOT / "programs" / "default.yaml")
+    return load_program(packaged_dir("programs") / "default.yaml")
 
 
 def test_feedback_names_chosen_and_right_tier_with_costs(start):

@@ -14,6 +14,7 @@ import pytest
 
 from servers import fitted_router_dir  # noqa: F401
 
+from route_switch.paths import packaged_dir
 from route_switch.errors import ArtifactError, ConfigError, EvalsetError
 from route_switch.estimator import QualityEstimator, checksum
 
@@ -176,7 +177,7 @@ def test_fit_killed_at_every_rename_leaves_a_loadable_router(tmp_path):
 def test_second_fit_into_a_locked_folder_fails_with_one_line(tmp_path):
     from route_switch.jobs.reoptimize import JobLock
 
-    spec = ROOT / "evalsets" / "dcrouter-3tier.yaml"
+    spec = packaged_dir("evalsets") / "dcrouter-3tier.yaml"
     out = tmp_path / "router"
     with JobLock(tmp_path / ".router.lock"):
         r = _cli("fit", "--evalset", spec, "--out", out)
@@ -231,7 +232,7 @@ def test_cli_one_line_errors(fitted_router_dir, tmp_path):
     _copy(ROOT / "optimized" / "dcrouter-3tier", art)
     (art / "metrics.json").write_text("[1, 2]")
     _one_line_exit_2(_cli("show", art), "metrics.json")
-    spec = ROOT / "evalsets" / "dcrouter-3tier.yaml"
+    spec = packaged_dir("evalsets") / "dcrouter-3tier.yaml"
     _one_line_exit_2(_cli("evaluate", "--evalset", spec, "--bypass", "a,b", "--out", tmp_path / "run"), "--bypass")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

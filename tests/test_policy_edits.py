@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from route_switch.paths import packaged_dir
 from route_switch.paths import read_yaml
 from route_switch.policies import HEADER, Policy, PolicyError, apply_policies, apply_policy, split_policies
 from route_switch.program import RouterLLM, RoutingProgram
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT / "programs" / "default.yaml"
+DEFAULT = packaged_dir("programs") / "default.yaml"
 EDITS = read_yaml(ROOT / "benchmarks" / "policy_edits.yaml")
 
 

@@ -17,6 +17,7 @@ from chat_upstream import ChatUpstream, tiers_at
 from conftest import synthetic_records
 from servers import free_port
 
+from route_switch.paths import packaged_dir
 from route_switch.decision import Decision
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records, load_evalset, save_evalset
@@ -48,7 +49,7 @@ def make_project(tmp: Path, url: str, queries=NEW_QUERIES, privacy="full", **ove
         rl.write(q, Decision(tier=1, tier_name="small", model="small", path="estimator", reason="test"))
     rl.close()
     job = {"name": "default", "artifact_root": "optimized",
-           "start_program": str(Path(__file__).resolve().parents[1] / "programs" / "default.yaml"),
+           "start_program": str(packaged_dir("programs") / "default.yaml"),
            "estimator_dir": "estimators/prod", "route_log": "logs/routes.jsonl", "period_days": 7,
            "sample_size": 50, "evalset": "labels/evalset.jsonl", "tiers": tier_dicts(url),
            "judge_lm": {"kind": "fake"}, "router_lm": {"kind": "fake"}, "lambda": 0.3,

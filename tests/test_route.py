@@ -120,3 +120,17 @@ def test_fit_writes_a_router_directory(synthetic, tmp_path):
     assert r.route("Spell the word river.").path == "estimator"
     batch = r.route_batch(["Spell the word river.", "Prove that 2+2=4 step by step."])
     assert [b.path for b in batch] == ["estimator", "estimator"]
+
+
+def test_tier_numbers_are_1_based_and_converted_in_one_place():
+    import re
+    from pathlib import Path
+
+    from route_switch.tiers import to_index, to_tier
+
+    assert [to_index(t) for t in (1, 2, 3)] == [0, 1, 2] and [to_tier(i) for i in (0, 1, 2)] == [1, 2, 3]
+    src = Path(__file__).resolve().parents[1] / "route_switch"
+    flips = re.compile(r"(tier|index|\bk|\bi)\s*[+-] 1\b(?!\.)")
+    for f in ("program.py", "controller.py", "server/app.py", "fusion.py", "server/upstream.py", "server/budgets.py"):
+        hits = [line for line in (src / f).read_text().splitlines() if flips.search(line) and "to_tier" not in line]
+        assert not hits, (f, hits)

@@ -9,6 +9,7 @@ import yaml
 
 pytest.importorskip("llama_cpp")
 
+from route_switch.paths import packaged_dir  # noqa: E402
 from route_switch.controller import Router  # noqa: E402
 from route_switch.fitting import fit  # noqa: E402
 from route_switch.tiers import Tier  # noqa: E402
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.local_llm
 def test_router_llm_path_bypass_and_fallback(synthetic, tmp_path):
     tiers = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
     fit(synthetic, tmp_path / "r", tiers=tiers, target_quality=0.95, bypass_tokens=3,
-        llm={"program": str(ROOT / "programs" / "default.yaml"), "lm": {"kind": "local"}, "timeout_s": 20.0,
+        llm={"program": str(packaged_dir("programs") / "default.yaml"), "lm": {"kind": "local"}, "timeout_s": 20.0,
              "fit_n": 24})  # the real model routes 24 training queries to fit the fusion
     doc = yaml.safe_load((tmp_path / "r" / "router.yaml").read_text())
     assert doc["llm"]["lm"] == {"kind": "local"} and doc["llm"]["fusion"] == "fusion.json"

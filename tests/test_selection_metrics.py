@@ -79,3 +79,14 @@ def test_apgr_and_cpt():
 
 def test_pareto_front():
     assert sorted(pareto_front([1, 2, 3, 2], [0.5, 0.6, 0.9, 0.4]).tolist()) == [0, 1, 2]
+
+
+def test_pareto_plot_labels_every_single_model(tmp_path):
+    from route_switch.evaluate import plot_pareto
+
+    singles = [{"name": f"model-{i}", "cost": 1e-6 * 2 ** i, "quality": 0.4 + 0.05 * i} for i in range(5)]
+    res = {"singles": singles, "evalset": "toy", "n_test": 10, "oracle": {"cost": 2e-6, "quality": 0.9},
+           "routers": {"r": {"points": [{"cost": 1e-6, "quality": 0.4}, {"cost": 8e-6, "quality": 0.7}], "aiq": 0.6},
+                       "fixed": {"points": [{"cost": 4e-6, "quality": 0.5}], "aiq": 0.5}}}
+    assert plot_pareto(res, tmp_path / "p.png") == [x["name"] for x in singles]
+    assert (tmp_path / "p.png").stat().st_size > 10_000

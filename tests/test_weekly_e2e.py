@@ -25,6 +25,7 @@ pytest.importorskip("llama_cpp")
 from conftest import synthetic_records  # noqa: E402
 from servers import llama_upstream  # noqa: E402,F401
 
+from route_switch.paths import packaged_dir  # noqa: E402
 from route_switch.decision import Decision  # noqa: E402
 from route_switch.evalset import from_records, load_evalset, save_evalset  # noqa: E402
 from route_switch.jobs.reoptimize import reoptimize  # noqa: E402
@@ -55,7 +56,7 @@ def test_weekly_loop_for_real(tmp_path, llama_upstream):  # noqa: F811
     rl.close()
     tiers = [{"name": n, "model": n, "price_in": pi, "price_out": po, "api_base": url, "upstream_model": "qwen-0.5b"}
              for n, pi, po in (("small", 0.1, 0.2), ("medium", 0.6, 1.2), ("large", 3.0, 6.0))]
-    job = {"name": "weekly-e2e", "artifact_root": "optimized", "start_program": str(ROOT / "programs" / "default.yaml"),
+    job = {"name": "weekly-e2e", "artifact_root": "optimized", "start_program": str(packaged_dir("programs") / "default.yaml"),
            "estimator_dir": "estimators/prod", "route_log": "logs/routes.jsonl", "period_days": 7, "sample_size": 8,
            "evalset": "labels/evalset.jsonl", "tiers": tiers,
            "judge_lm": {"kind": "openai", "model": "qwen-0.5b", "api_base": url, "grammar": False, "max_tokens": 24},

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -32,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import check_number
 from ..errors import ConfigError, RouteSwitchError
+from ..tiers import to_index
 
 log = logging.getLogger("route_switch")
 
@@ -83,20 +84,6 @@ def _err(f, fld, msg):
     raise ConfigError(msg, file=f, field=fld)
 
 
-def _number(raw: dict, key: str, f: str, default, lo=None, hi=None, cast=float, where: str = ""):
-    fld = f"{where}{key}"
-    v = raw.get(key, default)
-    if v is None:
-        _err(f, fld, "is required")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _err(f, fld, f"must be a finite number, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        _err(f, fld, f"must be within [{lo}, {hi}], got {v!r}")
-    if cast is int and int(v) != v:
-        _err(f, fld, f"must be an integer, got {v!r}")
-    return cast(v)
-
-
 def _mapping(raw: dict, key: str, f: str, allowed: set | None = None, required: bool = False) -> dict:
     v = raw.get(key)
     if v is None:
@@ -145,6 +132,16 @@ def load_job(path) -> Job:
         q = Path(os.path.expanduser(v))
         return q if q.is_absolute() else root / q
 
+    def program_of(key):
+        """A program path under root; failing that, a shipped program of that name (programs/default.yaml)."""
+        q = path_of(key, required=False)
+        if q is None or q.exists():
+            return q
+        from ..paths import find_shipped
+
+        shipped = find_shipped(raw[key], "programs")
+        return shipped if shipped.exists() else q
+
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or "/" in name:
         _err(f, "name", "must be the artifact name (a folder name under artifact_root), e.g. default")
@@ -179,13 +176,13 @@ def load_job(path) -> Job:
         _err(f, "router_lm.kind", f"must be openai, local or fake, got {router_lm.get('kind')!r}")
     opt = _mapping(raw, "optimize", f, OPT_KEYS)
     for k in OPT_KEYS & set(opt):
-        opt[k] = _number(opt, k, f, None, 1, None, int, "optimize.")
+        opt[k] = check_number(opt, k, f, 1, None, int, required=True, where="optimize.")
     lab = _mapping(raw, "labeling", f, LABEL_KEYS)
     for k in ("concurrency", "retries", "assumed_out_tokens"):
         if k in lab:
-            lab[k] = _number(lab, k, f, None, 0 if k == "retries" else 1, None, int, "labeling.")
+            lab[k] = check_number(lab, k, f, 0 if k == "retries" else 1, None, int, required=True, where="labeling.")
     if "timeout_s" in lab:
-        lab["timeout_s"] = _number(lab, "timeout_s", f, None, 0.1, None, float, "labeling.")
+        lab["timeout_s"] = check_number(lab, "timeout_s", f, 0.1, None, float, required=True, where="labeling.")
     if "max_tokens" in lab and not isinstance(lab["max_tokens"], (int, dict)):
         _err(f, "labeling.max_tokens", "must be an integer or {tier_name: integer}")
     gate = _mapping(raw, "gate", f, {"min_objective_delta"})
@@ -193,16 +190,18 @@ def load_job(path) -> Job:
     fit_cfg = _mapping(raw, "fit", f, {"target_quality"})
     return Job(
         file=f, name=name.strip(), artifact_root=path_of("artifact_root", "optimized"),
-        start_program=path_of("start_program", required=False), estimator_dir=est_dir,
+        start_program=program_of("start_program"), estimator_dir=est_dir,
         route_log=path_of("route_log"), evalset=path_of("evalset"), tiers=list(tiers), judge_lm=judge_lm,
-        router_lm=router_lm, lam=None if raw.get("lambda", "break-even") == "break-even" else _number(raw, "lambda", f, None, 0),
-        period_days=_number(raw, "period_days", f, 7, 0.001), sample_size=_number(raw, "sample_size", f, 200, 1, None, int),
-        seed=_number(raw, "seed", f, 0, 0, None, int), judge_program=path_of("judge_program", required=False),
-        optimize=opt, labeling=lab, target_quality=_number(fit_cfg, "target_quality", f, 0.95, 0, 1, where="fit."),
-        min_objective_delta=_number(gate, "min_objective_delta", f, 0.0, where="gate."),
-        holdout_share=_number(raw, "holdout_share", f, 0.3, 0.05, 0.9),
-        drift_threshold=_number(drift, "threshold", f, 0.1, 0, where="drift."),
-        confidence_threshold=_number(drift, "confidence_threshold", f, 0.1, 0, where="drift."),
+        router_lm=router_lm,
+        lam=None if raw.get("lambda", "break-even") == "break-even" else check_number(raw, "lambda", f, 0, required=True),
+        period_days=check_number(raw, "period_days", f, 0.001, default=7, required=True),
+        sample_size=check_number(raw, "sample_size", f, 1, None, int, default=200, required=True),
+        seed=check_number(raw, "seed", f, 0, None, int, default=0, required=True), judge_program=program_of("judge_program"),
+        optimize=opt, labeling=lab, target_quality=check_number(fit_cfg, "target_quality", f, 0, 1, where="fit.", default=0.95, required=True),
+        min_objective_delta=check_number(gate, "min_objective_delta", f, where="gate.", default=0.0, required=True),
+        holdout_share=check_number(raw, "holdout_share", f, 0.05, 0.9, default=0.3, required=True),
+        drift_threshold=check_number(drift, "threshold", f, 0, where="drift.", default=0.1, required=True),
+        confidence_threshold=check_number(drift, "confidence_threshold", f, 0, where="drift.", default=0.1, required=True),
         report_dir=path_of("report_dir", "reports"), lock_file=path_of("lock_file", ".reoptimize.lock"),
         cache_dir=path_of("cache_dir", required=False), work_dir=path_of("work_dir", "runs/reoptimize"))
 
@@ -357,7 +356,7 @@ def estimator_choices(est_dir: Path, ev, tiers) -> list | None:
     except Exception as e:
         log.warning("current estimator %s cannot route these tiers: %s", est_dir, e)
         return None
-    return [d.tier - 1 for d in r.route_batch(ev.prompts)]
+    return [to_index(d.tier) for d in r.route_batch(ev.prompts)]
 
 
 def _misroute_changes(ev, cur, cand, limit: int = 20) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -55,23 +54,23 @@ class ChatCaller:
         self._lock = threading.Lock()
         self._clients: dict = {}
 
-    def _client(self, api_base: str, api_key_env: str | None):
+    def _client(self, api_base: str, api_key_env: str | None, who: str):
         import openai
+
+        from ..tiers import api_key_from_env
 
         key = (api_base, api_key_env)
         with self._lock:
             if key not in self._clients:
-                api_key = "none"  # local servers accept any key
-                if api_key_env:
-                    api_key = os.environ.get(api_key_env) or ""
-                    if not api_key:
-                        raise TierCallError(f"environment variable {api_key_env} (api_key_env) is not set")
+                # without api_key_env: local servers accept any key
+                api_key = api_key_from_env(api_key_env, who, TierCallError) or "none"
                 self._clients[key] = openai.OpenAI(base_url=api_base, api_key=api_key, timeout=self.timeout_s,
                                                    max_retries=0)
             return self._clients[key]
 
     def chat(self, api_base: str, model: str, messages: list[dict], *, api_key_env: str | None = None,
-             max_tokens: int = 512, temperature: float = 0.0, extra: dict | None = None) -> CallResult:
+             max_tokens: int = 512, temperature: float = 0.0, extra: dict | None = None,
+             who: str | None = None) -> CallResult:
         """One chat completion (from the cache when this exact request was made before)."""
         import openai
 
@@ -87,7 +86,7 @@ class ChatCaller:
                 return result
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring a corrupt call cache entry %s", key[:12])
-        client = self._client(api_base, api_key_env)
+        client = self._client(api_base, api_key_env, who or f"model {model}")
         body = {k: v for k, v in params.items() if k in ("max_tokens", "temperature")}
         extra_body = {k: v for k, v in params.items() if k not in body} or None
         where = f"{api_base} (model {model})"
@@ -134,7 +133,7 @@ class ChatCaller:
         if not tier.api_base:
             raise TierCallError(f"tier '{tier.name}' has no api_base")
         return self.chat(tier.api_base, tier.upstream_model or tier.model, messages, api_key_env=tier.api_key_env,
-                         max_tokens=max_tokens, temperature=temperature)
+                         max_tokens=max_tokens, temperature=temperature, who=f"tier '{tier.name}'")
 
     def close(self) -> None:
         self.cache.close()

@@ -1,7 +1,7 @@
 """The judge: a DSPy program rating a tier's answer against the top tier's answer.
 
 Signature ``(query, reference_answer, candidate_answer) -> verdict`` with verdict one of
-``equivalent`` / ``acceptable`` / ``worse`` (scores from ``programs/judge.yaml``: 1.0 / 0.5 / 0.0).
+``equivalent`` / ``acceptable`` / ``worse`` (scores from the shipped ``programs/judge.yaml``: 1.0 / 0.5 / 0.0).
 The verdict is constrained where the backend allows it (a GBNF grammar for the in-process model
 and, with ``grammar: true``, for llama.cpp servers) and always validated: anything else raises
 :class:`JudgeError`, a verdict is never guessed.
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RouteSwitchError
-from ..program import ProgramError
+from ..paths import find_shipped, read_yaml
+from ..program import ProgramError, clip_query
 
-DEFAULT_JUDGE = Path(__file__).resolve().parents[2] / "programs" / "judge.yaml"
+DEFAULT_JUDGE = "programs/judge.yaml"  # the user's programs/judge.yaml, else the packaged one
 MAX_ANSWER_CHARS = 2000  # longer answers are cut (head + tail) before judging
 
 
@@ -36,17 +37,9 @@ class JudgeProgram:
 
     @classmethod
     def from_yaml(cls, path=DEFAULT_JUDGE) -> "JudgeProgram":
-        import yaml
-
+        path = find_shipped(path, "programs")
         p = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ProgramError(f"cannot read: {e}", file=p) from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ProgramError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=p,
-                               line=mark.line + 1 if mark else None) from None
+        data = read_yaml(path, ProgramError)
         if not isinstance(data, dict):
             raise ProgramError("must be a mapping with name, verdicts, instruction", file=p)
         if not isinstance(data.get("instruction"), str) or not data["instruction"].strip():
@@ -64,13 +57,6 @@ class JudgeProgram:
                 raise ProgramError(f"must be one of {list(verdicts)}", file=p, field=f"demos[{i}].verdict")
         return cls(str(data.get("name", Path(path).stem)), data["instruction"].strip(),
                    {str(k): float(v) for k, v in verdicts.items()}, list(demos))
-
-
-def clip(text: str, n: int = MAX_ANSWER_CHARS) -> str:
-    """Head (3/4) and tail (1/4) of an over-long answer."""
-    from ..program import clip_query
-
-    return clip_query(text, n)
 
 
 def _gbnf_literal(s: str) -> str:
@@ -101,7 +87,8 @@ class OpenAIChatEngine:
         cfg = request.config
         extra = {"grammar": self.grammar} if self.grammar else None
         r = self.caller.chat(self.api_base, self.model, _request_messages(request), api_key_env=self.api_key_env,
-                             max_tokens=cfg.max_tokens or 32, temperature=cfg.temperature or 0.0, extra=extra)
+                             max_tokens=cfg.max_tokens or 32, temperature=cfg.temperature or 0.0, extra=extra,
+                             who="judge_lm")
         return _response(r.text, self.model, r.in_tokens, r.out_tokens)
 
     def stream(self, request):
@@ -227,8 +214,9 @@ class Judge:
         self.calls += 1
         try:
             with dspy.context(lm=self.lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-                pred = self.predict(query=clip(query), reference_answer=clip(reference),
-                                    candidate_answer=clip(candidate))
+                n = MAX_ANSWER_CHARS
+                pred = self.predict(query=clip_query(query, n), reference_answer=clip_query(reference, n),
+                                    candidate_answer=clip_query(candidate, n))
         except Exception as e:
             raise JudgeError(f"judge failed: {type(e).__name__}: {str(e)[:300]}") from None
         verdict = str(getattr(pred, "verdict", "")).strip()

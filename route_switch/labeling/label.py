@@ -21,18 +21,12 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..llm.tokens import estimate_tokens
+from ..routelog import query_sha256
 
 log = logging.getLogger("route_switch")
 
 JUDGE_PROMPT_TOKENS = 450  # instruction + demos + layout of one judge call, roughly
-
-
-def qhash(query: str) -> str:
-    return hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _tok(text: str) -> int:
-    return len(text) // 4 + 1
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -88,7 +82,7 @@ def _clean(rows: list[dict], file: str) -> list[dict]:
         q = r.get("query")
         if not isinstance(q, str) or not q.strip():
             raise InputError(f"must be a non-empty string, got {q!r}", file=file, row=i, field="query")
-        h = qhash(q)
+        h = query_sha256(q)
         if h in seen:
             continue
         seen.add(h)
@@ -107,12 +101,12 @@ def estimate(queries: list[dict], tiers, *, max_tokens: int = 512, assumed_out_t
     """Calls and cost before spending: prompt length (~4 chars/token) x prices, an assumed answer length."""
     out = int(assumed_out_tokens or min(max_tokens, 256))
     n = len(queries)
-    cost = sum(t.cost(_tok(q["query"]) + 8, out) or 0.0 for q in queries for t in tiers)
+    cost = sum(t.cost(estimate_tokens(q["query"]) + 8, out) or 0.0 for q in queries for t in tiers)
     jc = dict(judge_lm_cfg or {})
     n_judge = n * (len(tiers) - 1)
     judge_cost = None
     if jc.get("price_in") is not None and jc.get("price_out") is not None:
-        judge_cost = sum((JUDGE_PROMPT_TOKENS + _tok(q["query"]) + 2 * out) * jc["price_in"] + 4 * jc["price_out"]
+        judge_cost = sum((JUDGE_PROMPT_TOKENS + estimate_tokens(q["query"]) + 2 * out) * jc["price_in"] + 4 * jc["price_out"]
                          for q in queries) * (len(tiers) - 1) / 1e6
     return {"queries": n, "tier_calls": n * len(tiers), "judge_calls_max": n_judge, "assumed_out_tokens": out,
             "tier_cost_usd": cost, "judge_cost_usd": judge_cost}
@@ -192,7 +186,7 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
     out_path = Path(out_path)
     prog_path = _progress_path(out_path)
     done = read_progress(prog_path, tiers_key(tiers))
-    todo = [q for q in items if qhash(q["query"]) not in done]
+    todo = [q for q in items if query_sha256(q["query"]) not in done]
     est = estimate(todo, tiers, max_tokens=max(limits.values()), assumed_out_tokens=assumed_out_tokens,
                    judge_lm_cfg=judge_lm_cfg)
     jc = "unknown (no judge prices)" if est["judge_cost_usd"] is None else f"${est['judge_cost_usd']:.4f}"
@@ -234,7 +228,7 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
             if item.get("answer") is not None:
                 row["exact_match"] = exact_match(a.text, item["answer"])
             rows.append(row)
-        return {"qid": qhash(item["query"]), "tiers_key": tiers_key(tiers), "query": item["query"],
+        return {"qid": query_sha256(item["query"]), "tiers_key": tiers_key(tiers), "query": item["query"],
                 "task": item["task"], "gold": item.get("answer"),
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tiers": rows}
 
@@ -255,8 +249,8 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
                 got.append((futs[fut], fut.result()))
             except Exception as e:
                 fail(futs[fut], e)
-        order = {qhash(q["query"]): i for i, q in enumerate(todo)}
-        got.sort(key=lambda x: order[qhash(x[0]["query"])])
+        order = {query_sha256(q["query"]): i for i, q in enumerate(todo)}
+        got.sort(key=lambda x: order[query_sha256(x[0]["query"])])
         futs = {pool.submit(rate, q, a): q for q, a in got}
         with open(prog_path, "a", encoding="utf-8") as prog:
             for fut in as_completed(futs):
@@ -274,7 +268,7 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
         pool.shutdown(wait=True, cancel_futures=True)
         caller.close()
 
-    recs = [done[qhash(q["query"])] for q in items if qhash(q["query"]) in done]
+    recs = [done[query_sha256(q["query"])] for q in items if query_sha256(q["query"]) in done]
     summary = _summary(recs, tiers, n_new, len(items) - len(todo), failures, caller, judge, time.time() - t0)
     echo(format_summary(summary))
     if not recs:

@@ -18,6 +18,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+from ..tiers import to_index
+
 # --- deadline passed from RouterLLM's worker thread to the engine -----------------
 _DEADLINE = threading.local()
 
@@ -488,8 +490,8 @@ class FakeRouterEngine:
         if FAKE_PROPOSALS[0] in messages[0]["content"]:  # follows the "prefer tier 1" instruction
             return self.labels[0]
         if self.mode == "policy" and (tier := fake_policy_tier(messages[0]["content"], query)):
-            return self.labels[tier - 1]
-        return self.labels[self.rule(query, len(self.labels)) - 1]
+            return self.labels[to_index(tier)]
+        return self.labels[to_index(self.rule(query, len(self.labels)))]
 
     def stream(self, request):
         from dspy.lm15 import response_to_events

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from route_switch.errors import ConfigError
@@ -57,13 +56,10 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
         model = cfg.get("model")
         if not isinstance(model, str) or not model:
             raise LMConfigError("lm config kind=openai needs 'model'")
-        key_env = cfg.get("api_key_env")
-        if key_env:
-            api_key = os.environ.get(key_env)
-            if not api_key:
-                raise LMConfigError(f"lm config: environment variable {key_env} (api_key_env) is not set")
-        else:
-            api_key = "none"  # local servers accept any key
+        from route_switch.tiers import api_key_from_env
+
+        # without api_key_env: local servers accept any key
+        api_key = api_key_from_env(cfg.get("api_key_env"), "lm config", LMConfigError) or "none"
         from route_switch.llm.openai_engine import OpenAIChatEngine
 
         engine = OpenAIChatEngine(model, cfg.get("api_base"), api_key, labels=labels,

@@ -39,9 +39,9 @@ class ModelFileError(RouteSwitchError, RuntimeError):
 
 def default_cache_dir() -> Path:
     """``$ROUTE_SWITCH_CACHE/models`` or ``~/.cache/route-switch/models``."""
-    root = os.environ.get("ROUTE_SWITCH_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "route-switch"
-    return base / "models"
+    from ..paths import cache_dir
+
+    return cache_dir() / "models"
 
 
 def find_parts() -> list[Path]:

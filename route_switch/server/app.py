@@ -31,6 +31,7 @@ from starlette.routing import Route
 from ..controller import Router
 from ..errors import ConfigError
 from ..knobs import check_knob
+from ..tiers import to_index, to_tier
 from .ratelimit import RateLimiter
 from .state import make_state
 from .upstream import AllTiersFailed, forward
@@ -416,7 +417,7 @@ class Proxy:
         """The ``route_switch`` body object and the ``X-Route-Switch-*`` headers."""
         d = ctx.decision
         t = ctx.router.tiers[index] if index is not None else None
-        body = {"request_id": ctx.id, "tier": index + 1 if t else None, "tier_name": t.name if t else None,
+        body = {"request_id": ctx.id, "tier": to_tier(index) if t else None, "tier_name": t.name if t else None,
                 "model": t.model if t else None, "routed_tier": d.tier, "path": d.path, "reason": d.reason,
                 "retried_from": ctx.failures, "predicted_quality": d.predicted_quality,
                 "route_latency_ms": d.latency_ms}
@@ -424,7 +425,7 @@ class Proxy:
                    "X-Route-Switch-Reason": _header(d.reason), "X-Route-Switch-Version": _header(ctx.router.version)}
         body["router_version"] = ctx.router.version
         if t is not None:
-            headers.update({"X-Route-Switch-Tier": str(index + 1), "X-Route-Switch-Tier-Name": _header(t.name),
+            headers.update({"X-Route-Switch-Tier": str(to_tier(index)), "X-Route-Switch-Tier-Name": _header(t.name),
                             "X-Route-Switch-Model": _header(t.model)})
         if ctx.cap_note:
             body["capped"] = ctx.cap_note
@@ -454,7 +455,7 @@ class Proxy:
         else:
             ctx.cap_note = None
         try:
-            f = await forward(self.client, tiers, start - 1, body, stream=stream, timeout_s=self.timeout)
+            f = await forward(self.client, tiers, to_index(start), body, stream=stream, timeout_s=self.timeout)
         except AllTiersFailed as e:
             ctx.failures = e.failures
             self._count_failures(ctx)
@@ -462,10 +463,10 @@ class Proxy:
             _, headers = self.info(ctx, None)
             raise ApiError(502, f"every tier from {d.tier} up failed: {e}", "upstream_error", "upstream_failed",
                            headers) from None
-        ctx.failures, ctx.answered = f.failures, f.index + 1
+        ctx.failures, ctx.answered = f.failures, to_tier(f.index)
         self._count_failures(ctx)
         self.metrics.inc("route_switch_tier_answered_total",
-                         {"tier": str(f.index + 1), "tier_name": ctx.router.tiers[f.index].name})
+                         {"tier": str(to_tier(f.index)), "tier_name": ctx.router.tiers[f.index].name})
         if f.response is None:  # non-streaming answer (or an upstream client error passed through)
             data = f.data if isinstance(f.data, dict) else {"data": f.data}
             if f.status == 200:
@@ -513,7 +514,7 @@ class Proxy:
                 (self.budgets.expected_output_tokens if self.budgets is not None else 256)
             ok = tiers_within(self.router.tiers, max_cost, n_in, n_out)
             k = 0  # tiers are cheapest first: allow the prefix within max_cost
-            while k < len(self.router.tiers) and (k + 1) in ok:
+            while k < len(self.router.tiers) and to_tier(k) in ok:
                 k += 1
             if k == 0:
                 c = self.router.tiers[0].cost(n_in, n_out) if self.router.tiers else 0.0
@@ -537,7 +538,7 @@ class Proxy:
         if cost is None:
             return
         ctx.cost = cost
-        self.metrics.inc("route_switch_spend_usd_total", {"tier": str(index + 1), "tier_name": tier.name}, cost)
+        self.metrics.inc("route_switch_spend_usd_total", {"tier": str(to_tier(index)), "tier_name": tier.name}, cost)
         if self.budgets is not None and ctx.plan is not None:
             ctx.spent = self.budgets.charge(ctx.plan, cost)
 

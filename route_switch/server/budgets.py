@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError
+from ..tiers import to_tier
 
 log = logging.getLogger("route_switch.server")
 PERIODS = ("day", "week", "month")
@@ -306,7 +307,7 @@ def expected_cost(tier, in_tokens: int, out_tokens: int) -> float | None:
 
 def tiers_within(tiers, max_cost: float, in_tokens: int, out_tokens: int) -> list[int]:
     """1-based tiers whose expected cost for this request is at most ``max_cost`` (unpriced tiers count as free)."""
-    return [i + 1 for i, t in enumerate(tiers) if (expected_cost(t, in_tokens, out_tokens) or 0.0) <= max_cost]
+    return [to_tier(i) for i, t in enumerate(tiers) if (expected_cost(t, in_tokens, out_tokens) or 0.0) <= max_cost]
 
 
 def usage_cost(tier, usage) -> float | None:

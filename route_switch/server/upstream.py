@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Sequence
 
 import httpx
 
-from ..spec import Tier
+from ..tiers import Tier, api_key_from_env, to_tier
 
 RETRY_STATUS = {401, 403, 404, 408, 409, 429}
 SSE_PREFIXES = (b"data:", b":", b"event:", b"id:", b"retry:")
@@ -47,10 +46,9 @@ def _request(tier: Tier, body: dict, stream: bool) -> tuple[str, dict, bytes]:
     if not tier.api_base:
         raise UpstreamFailure("tier has no api_base configured")
     headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
-    if tier.api_key_env:
-        key = os.environ.get(tier.api_key_env)
-        if key:
-            headers["authorization"] = f"Bearer {key}"
+    key = api_key_from_env(tier.api_key_env, f"tier '{tier.name}'", UpstreamFailure)
+    if key:
+        headers["authorization"] = f"Bearer {key}"
     payload = dict(body, model=tier.upstream_model or tier.model)
     return tier.api_base.rstrip("/") + "/chat/completions", headers, json.dumps(payload).encode()
 
@@ -150,5 +148,5 @@ async def forward(client: httpx.AsyncClient, tiers: Sequence[Tier], start: int, 
             f.index, f.failures = i, failures
             return f
         except (UpstreamFailure, httpx.HTTPError, asyncio.TimeoutError, OSError) as e:
-            failures.append({"tier": i + 1, "tier_name": tiers[i].name, "error": describe(e, timeout_s)})
+            failures.append({"tier": to_tier(i), "tier_name": tiers[i].name, "error": describe(e, timeout_s)})
     raise AllTiersFailed(failures)

@@ -1,4 +1,7 @@
-"""Routers that learn from an evalset: one small base class, one scoring method, a name registry.
+"""Offline baseline routers, compared by ``evaluate``: one small base class, one scoring method, a name registry.
+
+Not to be confused with :class:`route_switch.controller.Router` (the deployable facade behind
+``route()``) or :class:`route_switch.program.RouterLLM` (the router LLM program).
 
 Every router scores each candidate model for each prompt (``score -> n x m`` predicted quality);
 a selection rule from :mod:`route_switch.selection` turns scores into a choice. Routers that
