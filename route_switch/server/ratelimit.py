@@ -17,22 +17,22 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
         self._lock = threading.Lock()
 
+    def _tokens(self, key: str, now: float) -> float:
+        """Tokens in ``key``'s bucket at ``now`` (call with the lock held)."""
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
     def check(self, key: str, now: float | None = None) -> float:
         if not self.per_minute:
             return 0.0
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = (1.0 - tokens) / self.rate
+            tokens = self._tokens(key, now)
+            spend = 1.0 if tokens >= 1.0 else 0.0
+            self._buckets[key] = (tokens - spend, now)
             if len(self._buckets) > self.max_keys:  # bounded memory (e.g. per-IP keys without auth)
                 self._buckets.pop(next(iter(self._buckets)))
-        return wait
+        return 0.0 if spend else (1.0 - tokens) / self.rate
 
     def blocked(self, key: str, now: float | None = None) -> float:
         """Seconds until ``key`` may go again (0.0 if it may), without using up a request."""
@@ -40,8 +40,7 @@ class RateLimiter:
             return 0.0
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            tokens = self._tokens(key, now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     @staticmethod
