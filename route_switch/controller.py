@@ -77,6 +77,8 @@ class Router:
         # defaults to the estimator's knob.
         self.llm_tau, self.llm_lam = (llm_tau, llm_lam) if (llm_tau, llm_lam) != (None, None) else (tau, lam)
         self.default_tier = default_tier or max(len(self.tiers), 1)
+        # The bypass counts with the fixed estimate by default, never with a tokenizer that loads in the
+        # background: the same query gets the same decision from the first call on.
         self.count_tokens = count_tokens or estimate_tokens
         self.route_log = route_log  # opt-in: an object with write(query, decision), e.g. RouteLog
         self.sanitize = sanitize  # strip routing-directed sentences before scoring
@@ -117,10 +119,9 @@ class Router:
 
         cfg = load_config(path)
         est = QualityEstimator.load(cfg.estimator) if cfg.estimator else None
-        llm, timeout, count, fusion = None, 2.0, None, None
+        llm, timeout, fusion = None, 2.0, None
         if cfg.llm:
             from .artifacts import load_program
-            from .llm.tokens import count_tokens
             from .program import DEFAULT_QUERY_TOKENS, RouterLLM
 
             llm = RouterLLM(load_program(cfg.llm["program"]), cfg.llm.get("lm") or {"kind": "local"},
@@ -129,7 +130,7 @@ class Router:
                 from .fusion import TierFusion
 
                 fusion = TierFusion.load(cfg.llm["fusion"], n_tiers=len(cfg.tiers) or None)
-            timeout, count = float(cfg.llm.get("timeout_s", 2.0)), count_tokens
+            timeout = float(cfg.llm.get("timeout_s", 2.0))
             # Load the model and its prompt prefix in the background: until then queries fall
             # back to the estimator instead of waiting seconds for the first LLM call.
             threading.Thread(target=_quiet(llm.warmup), name="route-switch-warmup", daemon=True).start()
@@ -140,7 +141,7 @@ class Router:
             route_log = RouteLog(**cfg.route_log)
         r = cls(tiers=cfg.tiers, estimator=est, tau=cfg.tau, lam=cfg.lam, bypass_tokens=cfg.bypass_tokens,
                 llm=llm, llm_timeout_s=timeout, cache_size=cfg.cache_size, default_tier=cfg.default_tier,
-                count_tokens=count, route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
+                route_log=route_log, fusion=fusion, llm_tau=cfg.llm and cfg.llm.get("tau"),
                 llm_lam=cfg.llm and cfg.llm.get("lambda"), conversation=cfg.conversation, rule=cfg.rule)
         from .reload import config_version
 

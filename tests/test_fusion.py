@@ -145,3 +145,7 @@ def test_fit_with_program_writes_a_fused_router(tmp_path, monkeypatch, capsys):
     d = r.route("Prove that the sum of the first 12 odd numbers is a perfect square, step by step.")
     assert d.path == "llm" and "fused" in d.reason and len(d.tier_probs) == 3
     assert "router LLM fused" in capsys.readouterr().out
+    # the bypass counts tokens one way from the first call on, whether or not a model has loaded
+    from route_switch.llm.tokens import estimate_tokens
+
+    assert r.count_tokens is estimate_tokens
