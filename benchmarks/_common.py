@@ -55,3 +55,27 @@ def rss_mb(pid: int | str = "self") -> float:
 
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def free_port() -> int:
+    from route_switch.testing.upstreams import free_port as port
+
+    return port()
+
+
+def wait_http(url: str, proc, timeout_s: float = 60) -> None:
+    """Poll ``url`` until it answers; raise if ``proc`` exits or ``timeout_s`` passes."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)

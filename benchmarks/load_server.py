@@ -23,30 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fitted_router_dir, percentile, rss_mb  # noqa: E402
+from _common import ROOT, fitted_router_dir, free_port, percentile, rss_mb, wait_http  # noqa: E402
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 60):
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def _scenario(url: str, key: str, kind: str, clients: int, duration: float, queries: list[str]) -> dict:
@@ -118,11 +97,11 @@ def main(argv=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             url, key, proxy = a.url, a.key, None
             if url is None:
-                up_port, port, key = _free_port(), _free_port(), secrets.token_hex(16)
+                up_port, port, key = free_port(), free_port(), secrets.token_hex(16)
                 up = subprocess.Popen([sys.executable, "-m", "route_switch.testing.upstreams", "fake",
                                        "--port", str(up_port)], stdout=subprocess.DEVNULL)
                 procs.append(up)
-                _wait(f"http://127.0.0.1:{up_port}/v1/models", up)
+                wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
                 rdir = _router_for(f"http://127.0.0.1:{up_port}/v1", a.router, Path(tmp))
                 log = open(Path(tmp) / "access.log", "w")
                 proxy = subprocess.Popen([sys.executable, "-m", "route_switch.cli", "serve", "--router", str(rdir),
@@ -130,7 +109,7 @@ def main(argv=None) -> dict:
                                          env=os.environ | {"ROUTE_SWITCH_API_KEYS": key}, stderr=log, cwd=ROOT)
                 procs.append(proxy)
                 url = f"http://127.0.0.1:{port}"
-                _wait(f"{url}/health", proxy)
+                wait_http(f"{url}/health", proxy)
                 out["proxy_rss_mb"] = {"start": round(rss_mb(proxy.pid), 1)}
             for kind in a.scenarios.split(","):
                 out[kind] = asyncio.run(_scenario(url, key, kind, a.clients, a.duration, queries))

@@ -29,22 +29,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fitted_router_dir, percentile  # noqa: E402
+from _common import ROOT, fitted_router_dir, free_port, percentile, wait_http  # noqa: E402
 
-
-def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 180):
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1, trust_env=False)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def _serve(router_dir: Path, port: int, workers: int, rate: int, env: dict, watch_s: float = 2.0) -> subprocess.Popen:
@@ -94,10 +80,10 @@ def rate_limit_run(router_dir: Path, a, redis_url: str | None, tmp: Path) -> dic
     d = tmp / ("shared" if redis_url else "local")
     d.mkdir()
     dump_config(cfg, d / "router.yaml")
-    port, key = _free_port(), secrets.token_hex(8)
+    port, key = free_port(), secrets.token_hex(8)
     proc = _serve(d, port, a.workers, a.rate, {"ROUTE_SWITCH_API_KEYS": key, "BENCH_REDIS_URL": redis_url or ""})
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 180)
         time.sleep(2)  # every worker up
         codes, elapsed = asyncio.run(_overload(f"http://127.0.0.1:{port}", key, a.duration, burst=2 * a.rate,
                                                steady_rps=3 * a.rate / 60))
@@ -134,7 +120,7 @@ def reload_run(a, tmp: Path) -> dict:
         for t in cfg.tiers:
             t.api_base = up.url
         dump_config(cfg, prod / "router.yaml")
-        port, key = _free_port(), secrets.token_hex(8)
+        port, key = free_port(), secrets.token_hex(8)
         proc = _serve(prod, port, a.workers, 0, {"ROUTE_SWITCH_API_KEYS": key}, watch_s=a.watch_s)
         url = f"http://127.0.0.1:{port}"
         stop, seen, status, errors = threading.Event(), [], Counter(), Counter()
@@ -153,7 +139,7 @@ def reload_run(a, tmp: Path) -> dict:
                     except Exception as e:
                         errors[type(e).__name__] += 1
         try:
-            _wait(f"{url}/health", proc)
+            wait_http(f"{url}/health", proc, 180)
             time.sleep(2)
             threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(a.clients)]
             for t in threads:
@@ -194,11 +180,6 @@ def reload_run(a, tmp: Path) -> dict:
                 "s_to_all_workers": {"median": percentile(done, 50), "max": max(done) if done else None}})
     return out
 
-
-def _free_port() -> int:
-    from route_switch.testing.upstreams import free_port
-
-    return free_port()
 
 
 def main(argv=None) -> dict:

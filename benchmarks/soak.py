@@ -29,28 +29,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fitted_router_dir, percentile, rss_mb  # noqa: E402
+from _common import ROOT, fitted_router_dir, free_port, percentile, rss_mb, wait_http  # noqa: E402
 
 
-def _free_port() -> int:
-    from route_switch.testing.upstreams import free_port
-
-    return free_port()
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 60):
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1, trust_env=False)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def fds(pid: int) -> tuple[int, int]:
@@ -156,12 +137,12 @@ def main(argv=None) -> dict:
             from route_switch.testing.upstreams import FAULTS
 
             out["faults"] = FAULTS
-            up_port, port, key = _free_port(), _free_port(), secrets.token_hex(16)
+            up_port, port, key = free_port(), free_port(), secrets.token_hex(16)
             up = subprocess.Popen([sys.executable, "-m", "route_switch.testing.upstreams", "faulty", "--port", str(up_port),
                                    "--hang-s", str(a.upstream_timeout * 1.5), "--seed", str(a.seed)],
                                   stdout=subprocess.DEVNULL, cwd=ROOT)
             procs.append(up)
-            _wait(f"http://127.0.0.1:{up_port}/v1/models", up)
+            wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
             rdir, _ = fitted_router_dir(None)
             cfg = load_config(rdir)
             for t in cfg.tiers:
@@ -174,7 +155,7 @@ def main(argv=None) -> dict:
                                      env=os.environ | {"ROUTE_SWITCH_API_KEYS": key}, stderr=log, cwd=ROOT)
             procs.append(proxy)
             url = f"http://127.0.0.1:{port}"
-            _wait(f"{url}/health", proxy)
+            wait_http(f"{url}/health", proxy)
             samples = []
 
             def sample(label):
