@@ -102,7 +102,7 @@ def reload_run(a, tmp: Path) -> dict:
 
     from route_switch.config import dump_config, load_config
     from route_switch.fitting import fit
-    from route_switch.jobs.reoptimize import swap_in
+    from route_switch.jobs.promote import swap_in
     from route_switch.reload import config_version
     from route_switch.testing.synthetic import synthetic_evalset
     from route_switch.testing.upstreams import FakeUpstream

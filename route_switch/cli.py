@@ -284,7 +284,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_reoptimize(args) -> int:
-    from .jobs.reoptimize import JobLockedError, reoptimize
+    from .jobs.lock import JobLockedError
+    from .jobs.reoptimize import reoptimize
 
     try:
         res = reoptimize(args.job, dry_run=args.dry_run)

@@ -85,7 +85,7 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
 
     The directory is written as one unit (see the module docstring).
     """
-    from .jobs.reoptimize import JobLock
+    from .jobs.lock import JobLock
     from .knobs import check_knob
 
     check_knob("target_quality", target_quality)

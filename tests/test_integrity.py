@@ -175,7 +175,7 @@ def test_fit_killed_at_every_rename_leaves_a_loadable_router(tmp_path):
 
 
 def test_second_fit_into_a_locked_folder_fails_with_one_line(tmp_path):
-    from route_switch.jobs.reoptimize import JobLock
+    from route_switch.jobs.lock import JobLock
 
     spec = packaged_dir("evalsets") / "dcrouter-3tier.yaml"
     out = tmp_path / "router"

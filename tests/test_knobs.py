@@ -103,7 +103,7 @@ def test_proxy_refuses_nan_and_infinity_in_json(router):
 
 
 def test_weekly_job_refuses_a_non_finite_lambda(tmp_path):
-    from route_switch.jobs.reoptimize import load_job
+    from route_switch.jobs.job_config import load_job
 
     from pathlib import Path
 

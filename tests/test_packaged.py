@@ -69,7 +69,7 @@ def test_router_yaml_names_a_shipped_program(tmp_path, monkeypatch):
 def test_weekly_job_example_finds_shipped_programs():
     from pathlib import Path
 
-    from route_switch.jobs.reoptimize import load_job
+    from route_switch.jobs.job_config import load_job
 
     job = load_job(Path(__file__).resolve().parents[1] / "examples" / "weekly-job.yaml")
     assert job.start_program == packaged_dir("programs") / "default.yaml"

@@ -16,7 +16,7 @@ from servers import FakeUpstream, free_port, run_app, wait_http  # noqa: F401
 
 from route_switch.config import dump_config, load_config
 from route_switch.fitting import fit
-from route_switch.jobs.reoptimize import swap_in
+from route_switch.jobs.promote import swap_in
 from route_switch.paths import atomic_write_text
 from route_switch.reload import RouterReloader, config_version
 

@@ -21,7 +21,9 @@ from route_switch.paths import packaged_dir
 from route_switch.decision import Decision
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records, load_evalset, save_evalset
-from route_switch.jobs.reoptimize import JobLock, JobLockedError, load_job, reoptimize
+from route_switch.jobs.job_config import load_job
+from route_switch.jobs.lock import JobLock, JobLockedError
+from route_switch.jobs.reoptimize import reoptimize
 from route_switch.routelog import RouteLog
 
 NEW_QUERIES = [f"Prove that {n} has exactly two divisors, step by step." for n in (7, 11, 13)] + \
@@ -206,7 +208,7 @@ def test_lock_contention_in_process(tmp_path, upstream):
 def test_lock_held_by_another_process(tmp_path):
     lock = tmp_path / ".lock"
     code = ("import sys, time; sys.path.insert(0, %r)\n"
-            "from route_switch.jobs.reoptimize import JobLock\n"
+            "from route_switch.jobs.lock import JobLock\n"
             "l = JobLock(%r).acquire(); print('held', flush=True); time.sleep(30)") % (
         str(Path(__file__).resolve().parents[1]), str(lock))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -242,7 +244,7 @@ def test_drift_flags_a_shifted_period(synthetic):
 
 
 def test_sampling_respects_period_and_size(tmp_path, upstream):
-    from route_switch.jobs.reoptimize import sample_logged_queries
+    from route_switch.jobs.inputs import sample_logged_queries
 
     job_path = make_project(tmp_path, upstream.url, sample_size=5)
     job = load_job(job_path)

@@ -154,7 +154,7 @@ def test_four_workers_hold_one_limit(redis_url, fitted_router_dir, tmp_path):
 LOCKER = """
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from route_switch.jobs.reoptimize import JobLock, JobLockedError
+from route_switch.jobs.lock import JobLock, JobLockedError
 
 lock_path, journal, until = sys.argv[2], sys.argv[3], time.time() + float(sys.argv[4])
 fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
