@@ -77,7 +77,7 @@ def test_evaluate_uses_a_hand_edited_program(program, tmp_path, monkeypatch):
     """`evaluate --program` routes with the instruction exactly as a person left it (FAKE router LM)."""
     from route_switch.evalset import from_records
     from route_switch.evaluate_llm import evaluate_llm
-    from route_switch.llm.engines import FAKE_PROPOSALS
+    from route_switch.llm.fakes import FAKE_PROPOSALS
 
     from conftest import synthetic_records
 

@@ -12,7 +12,7 @@ from route_switch.artifacts import load_artifact, load_program
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records
 from route_switch.gepa import explain, feedback_metric
-from route_switch.llm.engines import FAKE_PROPOSALS
+from route_switch.llm.fakes import FAKE_PROPOSALS
 from route_switch.optimize import objective, optimize
 
 from conftest import synthetic_records

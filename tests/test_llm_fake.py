@@ -214,7 +214,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
 
 def test_imports_are_light():
-    code = ("import sys, route_switch.llm, route_switch.llm.lm, route_switch.llm.engines, "
+    code = ("import sys, route_switch.llm, route_switch.llm.lm, route_switch.llm.engines, route_switch.llm.fakes, "
             "route_switch.llm.tokens, route_switch.llm.model_files, route_switch.program\n"
             "heavy = [m for m in ('dspy', 'llama_cpp', 'litellm') if m in sys.modules]\n"
             "assert not heavy, heavy")

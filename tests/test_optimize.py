@@ -15,7 +15,7 @@ from route_switch.paths import packaged_dir
 from route_switch.artifacts import load_artifact, load_program
 from route_switch.errors import ConfigError
 from route_switch.evalset import from_records, save_evalset
-from route_switch.llm.engines import FAKE_PROPOSALS
+from route_switch.llm.fakes import FAKE_PROPOSALS
 from route_switch.optimize import expected_objective, objective, optimize
 
 from conftest import synthetic_records

@@ -9,7 +9,7 @@
         `openai` client (OpenAIChatEngine): it sends `max_tokens`, asks for logprobs to get a
         probability per tier, and degrades to the written label where an endpoint gives none.
         The API key is read only from the environment variable named by api_key_env.
-    {kind: fake, mode, fixed_label, delay_s}   FakeRouterEngine, for tests
+    {kind: fake, mode, fixed_label, delay_s}   FakeRouterEngine (route_switch.llm.fakes), for tests
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
         return dspy.LM("local/qwen2.5-coder-0.5b-instruct-q4_k_m", engine=engine, temperature=0.0,
                        max_tokens=int(cfg.get("max_tokens", 16)), cache=False, num_retries=0)
     if kind == "fake":
-        from route_switch.llm.engines import FakeRouterEngine
+        from route_switch.llm.fakes import FakeRouterEngine
 
         engine = FakeRouterEngine(labels=labels, mode=cfg.get("mode", "rule"), fixed_label=cfg.get("fixed_label"),
                                   delay_s=float(cfg.get("delay_s", 0.0)))
