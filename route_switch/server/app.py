@@ -18,7 +18,6 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
 
 import httpx
 from starlette.applications import Starlette
@@ -88,74 +87,89 @@ def _header(value) -> str:
 
 # ---------------------------------------------------------------------------------------- metrics
 class Metrics:
-    """A tiny thread-safe Prometheus registry: counters and histograms with labels."""
+    """The proxy's Prometheus metrics (``prometheus_client``) in a registry of its own, one per app:
+    several apps may live in one process (tests, embedding), so the global registry is not used.
+
+    ``budgets`` (optional :class:`~route_switch.server.budgets.Budgets`) adds the gauges
+    ``route_switch_budget_spent_usd`` / ``route_switch_budget_limit_usd{budget, period}``, read at
+    each scrape.
+    """
 
     BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-    HELP = {
-        "route_switch_requests_total": ("counter", "HTTP requests by endpoint and status"),
-        "route_switch_tier_chosen_total": ("counter", "routing decisions by tier"),
-        "route_switch_tier_answered_total": ("counter", "forwarded requests by the tier that answered"),
-        "route_switch_route_path_total": ("counter", "routing decisions by router path (cache, bypass, llm, estimator, default)"),
-        "route_switch_router_fallbacks_total": ("counter", "decisions where the router LLM could not decide and the estimator did"),
-        "route_switch_upstream_retries_total": ("counter", "failed upstream attempts retried on the next tier up, by failed tier"),
-        "route_switch_upstream_failures_total": ("counter", "requests for which every remaining tier failed"),
-        "route_switch_spend_usd_total": ("counter", "USD spent upstream (usage x tier prices) by answering tier"),
-        "route_switch_budget_capped_total": ("counter", "requests whose tier a budget or max_cost capped, by reason"),
-        "route_switch_request_duration_seconds": ("histogram", "request latency by endpoint (streams: until the last chunk)"),
-        "route_switch_route_duration_seconds": ("histogram", "routing decision latency"),
+    SPECS = {  # name: (kind, help, label names)
+        "route_switch_requests_total": ("counter", "HTTP requests by endpoint and status", ("endpoint", "status")),
+        "route_switch_tier_chosen_total": ("counter", "routing decisions by tier", ("tier", "tier_name")),
+        "route_switch_tier_answered_total": ("counter", "forwarded requests by the tier that answered", ("tier", "tier_name")),
+        "route_switch_route_path_total": ("counter", "routing decisions by router path (cache, bypass, llm, estimator, default)", ("path",)),
+        "route_switch_router_fallbacks_total": ("counter", "decisions where the router LLM could not decide and the estimator did", ()),
+        "route_switch_upstream_retries_total": ("counter", "failed upstream attempts retried on the next tier up, by failed tier", ("tier",)),
+        "route_switch_upstream_failures_total": ("counter", "requests for which every remaining tier failed", ()),
+        "route_switch_spend_usd_total": ("counter", "USD spent upstream (usage x tier prices) by answering tier", ("tier", "tier_name")),
+        "route_switch_budget_capped_total": ("counter", "requests whose tier a budget or max_cost capped, by reason", ("reason",)),
+        "route_switch_request_duration_seconds": ("histogram", "request latency by endpoint (streams: until the last chunk)", ("endpoint",)),
+        "route_switch_route_duration_seconds": ("histogram", "routing decision latency", ()),
     }
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counters: dict[tuple, float] = defaultdict(float)
-        self._hist: dict[tuple, list] = {}
+    def __init__(self, budgets=None):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    @staticmethod
-    def _key(name, labels):
-        return name, tuple(sorted((labels or {}).items()))
+        self.registry = CollectorRegistry()
+        self._metrics = {
+            name: (Counter(name, text, labels, registry=self.registry) if kind == "counter" else
+                   Histogram(name, text, labels, buckets=self.BUCKETS, registry=self.registry))
+            for name, (kind, text, labels) in self.SPECS.items()}
+        if budgets is not None:
+            self.registry.register(_BudgetGauges(budgets))
+
+    def _child(self, name: str, labels: dict | None):
+        m = self._metrics[name]
+        return m.labels(**labels) if labels else m
 
     def inc(self, name: str, labels: dict | None = None, value: float = 1.0):
-        with self._lock:
-            self._counters[self._key(name, labels)] += value
+        self._child(name, labels).inc(value)
 
     def observe(self, name: str, value: float, labels: dict | None = None):
-        k = self._key(name, labels)
-        with self._lock:
-            h = self._hist.setdefault(k, [[0] * len(self.BUCKETS), 0.0, 0])
-            for i, b in enumerate(self.BUCKETS):
-                if value <= b:
-                    h[0][i] += 1
-            h[1] += value
-            h[2] += 1
+        self._child(name, labels).observe(value)
 
-    def value(self, name: str, labels: dict | None = None) -> float:
-        with self._lock:
-            return self._counters.get(self._key(name, labels), 0.0)
+    def render(self) -> tuple[bytes, str]:
+        """(Prometheus text exposition, its content type)."""
+        import prometheus_client as pc
 
-    @staticmethod
-    def _fmt(labels, extra=()) -> str:
-        items = list(labels) + list(extra)
-        if not items:
-            return ""
-        esc = (str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for _, v in items)
-        return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(items, esc)) + "}"
+        return pc.generate_latest(_WithoutCreated(self.registry)), getattr(pc, "CONTENT_TYPE_PLAIN_0_0_4",
+                                                                           pc.CONTENT_TYPE_LATEST)
 
-    def render(self) -> str:
-        with self._lock:
-            counters, hist = dict(self._counters), {k: (list(v[0]), v[1], v[2]) for k, v in self._hist.items()}
-        out = []
-        for name, (kind, text) in self.HELP.items():
-            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            if kind == "counter":
-                out += [f"{name}{self._fmt(lab)} {v:g}" for (n, lab), v in sorted(counters.items()) if n == name]
-                continue
-            for (n, lab), (buckets, total, count) in sorted(hist.items()):
-                if n != name:
-                    continue
-                out += [f"{name}_bucket{self._fmt(lab, [('le', f'{b:g}')])} {c}" for b, c in zip(self.BUCKETS, buckets)]
-                out += [f"{name}_bucket{self._fmt(lab, [('le', '+Inf')])} {count}",
-                        f"{name}_sum{self._fmt(lab)} {total:.6f}", f"{name}_count{self._fmt(lab)} {count}"]
-        return "\n".join(out) + "\n"
+
+class _WithoutCreated:
+    """A registry's metrics without the ``*_created`` samples prometheus_client adds to counters and
+    histograms (per registry; ``disable_created_metrics`` would change the whole process)."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def collect(self):
+        for m in self.registry.collect():
+            m.samples = [s for s in m.samples if not s.name.endswith("_created")]
+            yield m
+
+
+class _BudgetGauges:
+    """Collector of the budget gauges: spend this period and limit of each named budget."""
+
+    def __init__(self, budgets):
+        self.budgets = budgets
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        spent = GaugeMetricFamily("route_switch_budget_spent_usd", "spend of each named budget in its current period",
+                                  labels=("budget", "period"))
+        limit = GaugeMetricFamily("route_switch_budget_limit_usd", "limit of each named budget per period",
+                                  labels=("budget", "period"))
+        for b, usd in self.budgets.snapshot():
+            spent.add_metric((b.subject, b.period), usd)
+            limit.add_metric((b.subject, b.period), b.limit_usd)
+        yield spent
+        yield limit
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -297,7 +311,7 @@ class Proxy:
         self.auth_failures = RateLimiter(auth_failures_per_min)
         self.timeout = upstream_timeout_s
         self.log_prompts = log_prompts
-        self.metrics = Metrics()
+        self.metrics = Metrics(budgets)
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -624,17 +638,8 @@ class Proxy:
                               **({"error": problem} if problem else {})}, 503 if problem else 200)
 
     async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
-        text = self.metrics.render()
-        if self.budgets is not None:
-            lines = ["# HELP route_switch_budget_spent_usd spend of each named budget in its current period",
-                     "# TYPE route_switch_budget_spent_usd gauge",
-                     "# HELP route_switch_budget_limit_usd limit of each named budget per period",
-                     "# TYPE route_switch_budget_limit_usd gauge"]
-            for b, spent in self.budgets.snapshot():
-                lab = Metrics._fmt([("budget", b.subject), ("period", b.period)])
-                lines += [f"route_switch_budget_spent_usd{lab} {spent:.8g}", f"route_switch_budget_limit_usd{lab} {b.limit_usd:g}"]
-            text += "\n".join(lines) + "\n"
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        body, content_type = self.metrics.render()
+        return Response(body, media_type=content_type)
 
 
 def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,
