@@ -160,6 +160,14 @@ def read_metrics(directory: str | Path) -> dict:
     return data
 
 
+def artifact_demo_ids(path: str | Path) -> set[str]:
+    """Evalset ids of an artifact's demos drawn from its evalset (metrics.json ``demos.ids``); empty otherwise."""
+    p = program_path(path)
+    demos = read_metrics(p).get("demos") if p.is_dir() else None
+    ids = demos.get("ids") if isinstance(demos, dict) else None
+    return {str(i) for i in ids} if isinstance(ids, list) else set()
+
+
 def instruction_sha256(text: str) -> str:
     import hashlib
 

@@ -220,16 +220,25 @@ def cmd_optimize(args) -> int:
 
         pool = load_demo_pool(args.demo_pool, n_tiers=len(start.tiers))
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
-                   evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                   num_candidates=args.candidates, num_trials=args.trials, seed=args.seed, demo_pool=pool,
-                   prompt_lm_cfg=prompt_lm_cfg, start_origin=instruction_origin(start_path), min_gain=args.min_gain,
-                   progress=not args.quiet, optimizer=args.optimizer)
+                   evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_gate=args.n_gate,
+                   n_test=args.n_test, num_candidates=args.candidates, num_trials=args.trials, seed=args.seed,
+                   demo_pool=pool, data_demos=not args.no_data_demos, mine=not args.no_mine,
+                   prompt_lm_cfg=prompt_lm_cfg, start_origin=instruction_origin(start_path),
+                   confidence=args.confidence, min_gain=args.min_gain, progress=not args.quiet,
+                   optimizer=args.optimizer)
     m = res.metrics
-    print(f"started from {start_path}; wrote {res.artifact} (instruction: {m['instruction_origin']})")
-    print(f"lambda {m['lambda']} ({m['lambda_source']}); held-out objective: start {m['seed_objective']:.4f} -> "
-          f"optimised {m['optimized_objective']:.4f} (quality {m['seed_quality']:.3f} -> {m['optimized_quality']:.3f}, "
-          f"cost share {m['seed_cost_share']:.3f} -> {m['optimized_cost_share']:.3f}, LLM-alone AIQ "
-          f"{m['seed_llm_aiq']:.4f} -> {m['optimized_llm_aiq']:.4f}; tier-1/top line {m['line_aiq']:.4f})")
+    from .significance import describe_gain
+
+    g = m["gate"]
+    print(f"started from {start_path}; wrote {res.artifact} (instruction: {m['instruction_origin']}, "
+          f"demos: {m['demos']['from']}, {m['minutes']:.1f} min)")
+    print("gate: " + (("passed, " if g["passed"] else "not passed, the start program is kept; ") + describe_gain(g)
+                      if "mean_gain" in g else g.get("why", "")))
+    print(f"lambda {m['lambda']} ({m['lambda_source']}); held-out objective: start {m['start_objective']:.4f} -> "
+          f"optimised {m['optimized_objective']:.4f} ({describe_gain(m['held_out_gain'])}; quality "
+          f"{m['start_quality']:.3f} -> {m['optimized_quality']:.3f}, cost share {m['start_cost_share']:.3f} -> "
+          f"{m['optimized_cost_share']:.3f}, LLM-alone AIQ {m['start_llm_aiq']:.4f} -> {m['optimized_llm_aiq']:.4f}; "
+          f"tier-1/top line {m['line_aiq']:.4f})")
     print(f"LM calls: {res.cache_misses} (cache hits {res.cache_hits})")
     return 0
 
@@ -364,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lambda", dest="lam", type=knob_arg("lambda"), default=None,
                    help="cost weight in score - lambda*cost/C (C: top tier's mean cost); default: the break-even "
                         "lambda at which all-tier-1 and all-top score the same")
-    o.add_argument("--min-gain", type=float, default=0.005,
-                   help="a new instruction must beat the starting one (same demos) on validation by this much")
+    o.add_argument("--min-gain", type=float, default=0.0,
+                   help="the gate's lower bound of the gain over the start program must exceed this (default 0)")
+    o.add_argument("--confidence", type=float, default=0.9, help="the gate's one-sided confidence (paired bootstrap)")
     o.add_argument("--name", default="default", help="artifact name: optimized/<name>/")
     o.add_argument("--start", help="starting program (default: optimized/<name> if present, else programs/default.yaml)")
     o.add_argument("--out-root", default="optimized")
@@ -375,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--demo-pool", help="YAML list of {query, tier} you wrote; MIPROv2 picks demos from it")
     o.add_argument("--n-train", type=int, default=150)
     o.add_argument("--n-val", type=int, default=60)
+    o.add_argument("--n-gate", type=int, default=120, help="training queries held out for the gate")
     o.add_argument("--n-test", type=int, default=150)
+    o.add_argument("--no-data-demos", action="store_true", help="keep the program's own demos (instruction only)")
+    o.add_argument("--no-mine", action="store_true", help="no instruction candidates made of mined policy lines")
     o.add_argument("--candidates", type=int, default=4, help="instruction candidates MIPROv2 proposes")
     o.add_argument("--trials", type=int, default=8, help="MIPROv2 search trials")
     o.add_argument("--seed", type=int, default=0)

@@ -31,6 +31,15 @@ def _curves(pred: np.ndarray, unit_cost: np.ndarray, sub: Evalset, ctx: dict) ->
     return {"points": pts, **_summary(pts, ctx), "lambda": {"points": lpts, **_summary(lpts, ctx)}}
 
 
+def drop_demo_queries(test: Evalset, program, ids: set, clip) -> tuple[Evalset, int]:
+    """``test`` without the queries that are the program's demos (by evalset id, or by the text the
+    router reads), and how many were dropped: a demo must never be scored as a test query."""
+    texts = {d["query"] for d in program.demos}
+    keep = [i for i, (qid, p) in enumerate(zip(test.queries["id"].astype(str), test.prompts))
+            if qid not in ids and clip(p) not in texts]
+    return (test if len(keep) == len(test) else test.subset(keep)), len(test) - len(keep)
+
+
 def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None = None, n: int = 150,
                  fit_n: int | None = None, estimator_params: dict | None = None, router_llm=None,
                  progress: bool = True) -> dict:
@@ -39,11 +48,13 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     ``program``: a RoutingProgram (or a path: ``programs/*.yaml`` or ``optimized/<name>``) with as
     many tiers as the evalset has models; tiers map to models in order of mean cost.
     """
-    from .artifacts import load_program
+    from .artifacts import artifact_demo_ids, load_program
     from .estimator import QualityEstimator
 
     t0 = time.time()
+    demo_ids: set = set()
     if not hasattr(program, "tiers"):
+        demo_ids = artifact_demo_ids(program)
         program = load_program(program)
     m = len(train.models)
     if len(program.tiers) != m:
@@ -57,9 +68,10 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     counter = getattr(router_llm.lm, "engine", None)
     misses0 = getattr(counter, "misses", 0)
 
+    test, n_demo = drop_demo_queries(test, program, demo_ids, router_llm.clip)
     params = estimator_params or {}
-    e_fit, p_fit, s_fit, _c, failed_fit = fusion_slice(train, router_llm, fit_n, params, progress)
-    fusion = TierFusion().fit(e_fit, p_fit, s_fit)
+    e_fit, p_fit, s_fit, c_fit, failed_fit = fusion_slice(train, router_llm, fit_n, params, progress)
+    fusion = TierFusion().fit(e_fit, p_fit, s_fit, c_fit)
 
     sub = test.subset(hash_sample(test.prompts, n))
     est_full = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
@@ -94,7 +106,7 @@ def evaluate_llm(train: Evalset, test: Evalset, program, *, lm_cfg: dict | None 
     orc = oracle_points(sub)[0]
     return {"routers": routers, "llm_eval": {
         "singles": singles, "oracle": {"cost": orc["cost"], "quality": orc["quality"]},
-        "program": program.name, "n": len(sub), "fit_n": len(s_fit) + failed_fit,
+        "program": program.name, "n": len(sub), "dropped_demo_queries": n_demo, "fit_n": len(s_fit) + failed_fit,
         "invalid_test": int((~ok_test).sum()), "invalid_fit": failed_fit, "line_aiq": line["aiq"],
         "distribution": "label" if np.all(np.nan_to_num(probs_test).max(axis=1) == 1) else "probabilities",
         "lm_calls": getattr(counter, "misses", 0) - misses0, "seconds": round(time.time() - t0, 1)}}

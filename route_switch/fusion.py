@@ -8,9 +8,10 @@ is a router with the same τ/λ knob as the estimator.
 :class:`TierFusion` combines the two per tier. Two methods, chosen by measurement
 (``benchmarks/llm_router.py``; README "Router LLM against the estimator"):
 
-* ``mix`` (default): ``fused_k = (1 − w) · estimator_k + w · llm_quality_k`` with ``w = 0.5``.
-  Nothing is fitted, so nothing is over-fitted to the small slice the LLM routed; it beat the
-  estimator alone on both 3-tier sets;
+* ``mix`` (default): ``fused_k = (1 − w) · estimator_k + w · llm_quality_k``. By default
+  (``w="cv"``) the weight is chosen from :data:`W_GRID` (estimator only … LLM only) by 5-fold
+  cross-validated AIQ on the fusion slice: which part deserves more weight depends on the data
+  (a fixed 0.5 lost to the LLM alone on one held-out split). A number fixes it;
 * ``stack``: per-tier logistic regression on ``logit(estimator_k)`` and ``logit(llm_quality_k)``,
   fitted on that slice (``C`` = 0.1). With a few hundred queries it recalibrates more than it
   learns, and lost to the estimator alone.
@@ -30,6 +31,7 @@ import numpy as np
 from .errors import ArtifactError
 
 EPS = 1e-3  # probabilities are clipped to [EPS, 1 − EPS] before the logit
+W_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the LLM's weight in the mix, from estimator only to LLM only
 
 
 def llm_quality(tier_probs: np.ndarray) -> np.ndarray:
@@ -45,12 +47,14 @@ def _logit(p) -> np.ndarray:
 class TierFusion:
     """Estimator predictions and the LLM's tier distribution -> quality per tier (see module docstring).
 
-    Hyper-parameters: ``method`` ("mix" or "stack"), ``w`` (the LLM's weight in the mix), ``C``
-    (inverse L2 strength of the stacking regressions). Learned by ``fit``: ``n_fit_`` and, for
-    "stack", ``coef_`` (n_tiers × 2: estimator, LLM) and ``intercept_`` (n_tiers).
+    Hyper-parameters: ``method`` ("mix" or "stack"), ``w`` (the LLM's weight in the mix, or "cv"
+    to choose it by cross-validation), ``C`` (inverse L2 strength of the stacking regressions).
+    Learned by ``fit``: ``n_fit_``, ``w_`` (the weight used) and ``cv_scores_`` (mean fold AIQ per
+    weight, with ``w="cv"``), and for "stack" ``coef_`` (n_tiers × 2: estimator, LLM) and
+    ``intercept_`` (n_tiers).
     """
 
-    def __init__(self, method: str = "mix", w: float = 0.5, C: float = 0.1):
+    def __init__(self, method: str = "mix", w: "float | str" = "cv", C: float = 0.1):
         self.method, self.w, self.C = method, w, C
 
     def get_params(self, deep: bool = True) -> dict:
@@ -65,17 +69,28 @@ class TierFusion:
     def _features(est_pred, tier_probs, k: int) -> np.ndarray:
         return np.column_stack([_logit(est_pred[:, k]), _logit(llm_quality(tier_probs)[:, k])])
 
-    def fit(self, est_pred: np.ndarray, tier_probs: np.ndarray, scores: np.ndarray) -> "TierFusion":
-        """Fit on a slice: estimator predictions, LLM tier probabilities and true scores (all n × n_tiers)."""
+    def fit(self, est_pred: np.ndarray, tier_probs: np.ndarray, scores: np.ndarray,
+            costs: np.ndarray | None = None) -> "TierFusion":
+        """Fit on a slice: estimator predictions, LLM tier probabilities, true scores and (for ``w="cv"``)
+        costs, all n × n_tiers in tier order."""
         from .estimator import fit_soft_logistic
 
-        if self.method not in ("mix", "stack") or not 0 <= self.w <= 1:
-            raise ValueError(f"fusion method must be 'mix' or 'stack' and w within [0, 1], got {self.method!r}, {self.w}")
+        cv = isinstance(self.w, str) and self.w == "cv"
+        if self.method not in ("mix", "stack") or not (cv or (isinstance(self.w, (int, float)) and 0 <= self.w <= 1)):
+            raise ValueError(f"fusion method must be 'mix' or 'stack' and w 'cv' or within [0, 1], got "
+                             f"{self.method!r}, {self.w!r}")
         est_pred, tier_probs, scores = (np.atleast_2d(np.asarray(a, float)) for a in (est_pred, tier_probs, scores))
         if not (est_pred.shape == tier_probs.shape == scores.shape) or len(scores) < 2:
             raise ValueError(f"fusion needs matching (n, tiers) arrays with n >= 2, got {est_pred.shape}, "
                              f"{tier_probs.shape}, {scores.shape}")
         self.n_fit_, self.n_tiers_ = len(scores), scores.shape[1]
+        self.w_, self.cv_scores_ = (0.5 if cv else float(self.w)), {}
+        if cv and self.method == "mix":
+            if costs is None:
+                raise ValueError("w='cv' chooses the weight by routing AIQ: pass costs to fit")
+            self.cv_scores_ = cv_weight_scores(est_pred, tier_probs, scores, np.asarray(costs, float))
+            # ties go to the weight nearest 0.5 (neither part ignored)
+            self.w_ = max(W_GRID, key=lambda w: (round(self.cv_scores_[w], 6), -abs(w - 0.5)))
         if self.method == "stack":
             fitted = [fit_soft_logistic(self._features(est_pred, tier_probs, k), scores[:, k], self.C)
                       for k in range(scores.shape[1])]
@@ -87,15 +102,17 @@ class TierFusion:
         """Fused predicted quality, shape (n, n_tiers)."""
         est_pred, tier_probs = np.atleast_2d(est_pred), np.atleast_2d(tier_probs)
         if self.method == "mix":
-            return (1 - self.w) * est_pred + self.w * llm_quality(tier_probs)
+            return (1 - self.w_) * est_pred + self.w_ * llm_quality(tier_probs)
         z = np.column_stack([self._features(est_pred, tier_probs, k) @ self.coef_[k] + self.intercept_[k]
                              for k in range(len(self.intercept_))])
         return 1.0 / (1.0 + np.exp(-z))
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
-        doc = {"format": "route-switch-fusion", "version": 2, "method": self.method, "w": self.w, "C": self.C,
+        doc = {"format": "route-switch-fusion", "version": 2, "method": self.method, "w": self.w_, "C": self.C,
                "n_fit": int(self.n_fit_), "n_tiers": int(self.n_tiers_)}
+        if self.cv_scores_:
+            doc["w_cv_aiq"] = {str(w): round(v, 5) for w, v in self.cv_scores_.items()}
         if self.method == "stack":
             doc.update(features=["logit(estimator quality)", "logit(LLM: P(needed tier <= k))"],
                        coef=self.coef_.round(6).tolist(), intercept=self.intercept_.round(6).tolist())
@@ -123,6 +140,7 @@ class TierFusion:
         if method not in ("mix", "stack") or isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
             raise ArtifactError("method must be mix or stack and w a number within [0, 1]", file=str(p), field="method")
         self = cls(method=method, w=float(w))  # C only matters when fitting
+        self.w_, self.cv_scores_ = float(w), {}
         try:
             self.n_fit_ = int(doc.get("n_fit", 0))
             if method == "stack":
@@ -141,6 +159,31 @@ class TierFusion:
         if method == "stack":
             self.coef_, self.intercept_ = coef, intercept
         return self
+
+
+def cv_weight_scores(est_pred, tier_probs, scores, costs, folds: int = 5) -> dict:
+    """Mean AIQ over ``folds`` folds of the τ-rule router on the mix, for each weight in :data:`W_GRID`."""
+    from .evaluate import _points, _summary, curve_context
+    from .selection import TAU_GRID
+
+    class _Fold:  # the two arrays _points reads from an evalset
+        def __init__(self, s, c):
+            self.scores, self.costs = s, c
+
+    unit_cost = costs.mean(axis=0)
+    fold = np.arange(len(scores)) % folds
+    out = {}
+    for w in W_GRID:
+        pred = (1 - w) * est_pred + w * llm_quality(tier_probs)
+        aiqs = []
+        for k in range(folds):
+            m = fold == k
+            if m.sum() < 2:
+                continue
+            part = _Fold(scores[m], costs[m])
+            aiqs.append(_summary(_points(pred[m], unit_cost, part, "tau", TAU_GRID), curve_context(part))["aiq"])
+        out[w] = float(np.mean(aiqs))
+    return out
 
 
 def hash_sample(prompts: list[str], n: int) -> np.ndarray:
@@ -210,7 +253,9 @@ def fit_fusion(train, program, *, lm_cfg: dict | None = None, n: int = 200, esti
     folds = np.arange(len(s)) % 5
     for k in range(5):
         tr = folds != k
-        oof[~tr] = TierFusion().fit(e[tr], p[tr], s[tr]).predict(e[~tr], p[~tr])
+        oof[~tr] = TierFusion().fit(e[tr], p[tr], s[tr], c[tr]).predict(e[~tr], p[~tr])
     unit_cost = np.sort(train.costs.mean(axis=0))
     tau = calibrate(oof, unit_cost, s, c, knob="tau", target_quality=target_quality)
-    return TierFusion().fit(e, p, s), float(tau), {"n": len(s) + failed, "usable": len(s), "tau": float(tau)}
+    fusion = TierFusion().fit(e, p, s, c)
+    return fusion, float(tau), {"n": len(s) + failed, "usable": len(s), "tau": float(tau), "w": fusion.w_,
+                                "w_cv_aiq": fusion.cv_scores_}

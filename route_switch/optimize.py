@@ -131,13 +131,19 @@ def make_metric(lam: float, unit: float, progress=None):
     return metric
 
 
-def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record: list):
-    """MIPROv2 whose instruction candidates are filtered for readability and extended with ``candidates``."""
+def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record: list, demo_sets=None):
+    """MIPROv2 whose instruction candidates are filtered for readability and extended with
+    ``candidates``, and whose demo-set candidates are ``demo_sets`` (when given)."""
     import dspy
 
     from .grounding import describes_tiers
 
     class RoutingMIPROv2(dspy.MIPROv2):
+        def _bootstrap_fewshot_examples(self, program, *args, **kwargs):
+            if demo_sets is None:
+                return super()._bootstrap_fewshot_examples(program, *args, **kwargs)
+            return {i: [list(s) for s in demo_sets] for i, _ in enumerate(program.predictors())}
+
         def _propose_instructions(self, program, *args, **kwargs):
             proposed = super()._propose_instructions(program, *args, **kwargs)
             for i, texts in proposed.items():
@@ -157,40 +163,96 @@ def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record:
     return RoutingMIPROv2
 
 
+def demo_sets_from(ev: Evalset, clip, start_demos: list[dict], n_sets: int, per_tier: int = 1,
+                   seed: int = 0) -> list[list]:
+    """Demo-set candidates for the search: the program's own demos, then ``n_sets − 1`` sets of
+    ``per_tier`` labelled training queries per tier.
+
+    Clear cases only: a query no tier answered (its "needed tier" is tier 1 only because all
+    failed) would teach the wrong thing. Equal numbers per tier stop the search from copying the
+    split's majority tier (the failure of unbalanced demo sets: 92% tier-1 labels).
+    """
+    import dspy
+
+    from .grounding import needed_tier
+
+    need = needed_tier(ev.scores, ev.costs)
+    clear = ev.scores.max(axis=1) >= 0.5
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(clear & (need == t))).tolist() for t in range(ev.scores.shape[1])]
+    sets = [[dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in start_demos]]
+    for _ in range(n_sets - 1):
+        rows = [pool.pop() for pool in pools for _ in range(per_tier) if pool]
+        if not rows:
+            break
+        rows = rng.permutation(rows).tolist()  # tiers interleaved, not in label order
+        sets.append(to_examples(ev.subset(rows), clip))
+    return sets
+
+
+def _splits(train: Evalset, test: Evalset, n_train: int, n_val: int, n_gate: int, n_test: int, seed: int):
+    """Disjoint slices of the train split (demos, MIPROv2's validation, the gate) and a test sample."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(train))
+    n_gate = min(n_gate, max(0, len(train) - n_train - n_val))
+    parts = idx[:n_train], idx[n_train:n_train + n_val], idx[n_train + n_val:n_train + n_val + n_gate]
+    return (*(train.subset(np.sort(p)) for p in parts), test.subset(np.sort(rng.permutation(len(test))[:n_test])))
+
+
+def _per_query(votes, ev: Evalset, lam: float, unit: float) -> list[float]:
+    return [expected_objective(v, ev.scores[i], ev.costs[i], lam, unit) for i, v in enumerate(votes)]
+
+
+def _shared_path(train: Evalset) -> tuple[bool, str]:
+    from .paths import data_dir
+
+    src = Path(train.source)
+    in_shared = str(src.resolve()).startswith(str(data_dir().resolve()))
+    return in_shared, (str(src.resolve().relative_to(data_dir().resolve())) if in_shared else src.name)
+
+
 def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float | None = None,
              lm_cfg: dict | None = None, name: str = "default", out_root: str | Path = "optimized",
-             evalset_name: str = "", n_train: int = 150, n_val: int = 60, n_test: int = 150, num_candidates: int = 4,
-             num_trials: int = 8, seed: int = 0, cache_dir: str | Path | None = None, data_demos: bool = False,
-             demo_pool: list[dict] | None = None, prompt_lm_cfg: dict | None = None, start_origin: str = "start",
-             min_gain: float = 0.005, grounded: bool = True, progress: bool = True,
+             evalset_name: str = "", n_train: int = 150, n_val: int = 60, n_gate: int = 120, n_test: int = 150,
+             num_candidates: int = 4, num_trials: int = 8, seed: int = 0, cache_dir: str | Path | None = None,
+             data_demos: bool = True, demo_pool: list[dict] | None = None, mine: bool = True,
+             prompt_lm_cfg: dict | None = None, start_origin: str = "start", confidence: float = 0.9,
+             min_gain: float = 0.0, grounded: bool = True, progress: bool = True,
              optimizer: str = "mipro") -> OptimizeResult:
-    """Run MIPROv2 from ``start`` and write ``out_root/name`` (see module docstring).
+    """Search instruction × demos from ``start`` and write ``out_root/name`` (see module docstring).
 
-    ``lam``: the cost weight (None: break-even λ of ``train``). ``prompt_lm_cfg``: a (usually
-    stronger) LM that writes instruction proposals; by default the router LM proposes its own.
-    ``start_origin``: where the starting instruction came from (recorded if it is kept).
-    ``optimizer="gepa"`` runs ``dspy.GEPA`` instead (:mod:`route_switch.gepa`, instruction only)
-    on the same splits, objective, budget of routing calls and readability gate.
+    ``lam``: the cost weight (None: break-even λ of ``train``). Slices of ``train``: ``n_train``
+    (demo candidates and mined policies come from the train split), ``n_val`` (MIPROv2's
+    validation), ``n_gate`` (the promotion gate: the winner is kept only when the one-sided
+    paired-bootstrap lower bound of its gain over ``start`` exceeds ``min_gain`` at
+    ``confidence``). ``data_demos``: demos drawn from the evalset (ids recorded); ``demo_pool``:
+    demos people wrote instead. ``mine``: add instruction candidates made of mined policy lines.
+    ``prompt_lm_cfg``: a (usually stronger) LM that writes proposals; by default the router LM.
+    ``optimizer="gepa"`` runs ``dspy.GEPA`` (instruction only) on the same slices and gate.
     """
+    import time
+
     import dspy
     from tqdm import tqdm
 
     from .artifacts import instruction_sha256, save_artifact
     from .grounding import grounded_instruction
     from .llm.cache import cached_lm, lm_identity
-    from .paths import cache_dir as default_cache, data_dir
+    from .mining import mine_policies, policy_candidates
+    from .paths import cache_dir as default_cache
     from .program import RouterLLM, build_module, program_from_module
     from .selection import break_even_lambda, cost_unit
+    from .significance import paired_gain
 
+    t0 = time.time()
     if optimizer not in ("mipro", "gepa"):
         raise ConfigError(f"unknown optimizer {optimizer!r}; expected mipro or gepa", field="optimizer")
     if len(train.models) != len(start.tiers):
         raise ConfigError(f"the evalset has {len(train.models)} tiers ({train.models}) but the program has "
                           f"{len(start.tiers)}", field="tiers")
-    in_shared = str(Path(train.source).resolve()).startswith(str(data_dir().resolve()))
-    if data_demos and in_shared:
-        raise ConfigError("demos drawn from the shared data directory must not go into an artifact; "
-                          "optimise instruction-only (the default) or use your own evalset", field="data_demos")
+    if optimizer == "gepa" and demo_pool:
+        raise ConfigError("GEPA optimises the instruction only: drop the demo pool", field="optimizer")
+    choose_demos = optimizer == "mipro" and (bool(demo_pool) or data_demos)
     # Tiers are the evalset's models in cost order.
     order = np.argsort(train.costs.mean(axis=0), kind="stable")
     train, test = (ev._replace(models=[ev.models[j] for j in order], scores=ev.scores[:, order],
@@ -202,10 +264,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     lm_cfg = dict(lm_cfg or {"kind": "local"})
     if not progress:
         logging.getLogger("dspy").setLevel(logging.WARNING)  # MIPROv2 logs every trial at INFO
-    rng = np.random.default_rng(seed)
-    tr_idx = rng.permutation(len(train))[: n_train + n_val]
-    fit_ev, val_ev = train.subset(tr_idx[:n_train]), train.subset(tr_idx[n_train:])
-    test_ev = test.subset(np.sort(rng.permutation(len(test))[:n_test]))
+    fit_ev, val_ev, gate_ev, test_ev = _splits(train, test, n_train, n_val, n_gate, n_test, seed)
 
     cdir = Path(cache_dir) if cache_dir else default_cache() / "lm"
     task_lm, task_cache = cached_lm(lm_cfg, start.labels, cdir)
@@ -214,79 +273,112 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
                                         max_tokens=int(proposer_cfg.get("proposal_max_tokens", 300)))
     reader = RouterLLM(start, lm=task_lm)
     clip = reader.clip  # the optimiser sees queries exactly as the router reads them
-    test_q, val_q = [clip(q) for q in test_ev.prompts], [clip(q) for q in val_ev.prompts]
 
-    extra = []
+    extra, mined = [], []
     if grounded:
         extra.append((grounded_instruction(train.prompts, train.scores, train.costs, start.tiers), "data-grounded"))
+    if mine:
+        mined = mine_policies(fit_ev.prompts, fit_ev.scores, fit_ev.costs, lam=lam, unit=unit, seed=seed)
+        extra += policy_candidates(start.instruction, mined)
     record: list[dict] = []
-    bar = tqdm(total=2 * len(test_ev) + (num_trials + 3) * len(val_ev), desc=f"optimize {name}",
+    bar = tqdm(total=2 * (len(test_ev) + len(gate_ev)) + (num_trials + 1) * len(val_ev), desc=f"optimize {name}",
                disable=not progress, unit="eval")
     with dspy.context(lm=task_lm):
-        seed_votes = program_votes(build_module(start, task_lm), test_q, bar)
-        pool = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in demo_pool or []]
-        trainset = to_examples(fit_ev, clip) if data_demos or not pool else pool
-        choose_demos = data_demos or bool(pool)
         student = build_module(start, task_lm)
-        if optimizer == "gepa":  # the same splits and objective; GEPA's budget = MIPROv2's routing calls
+        valset = to_examples(val_ev, clip)
+        if optimizer == "gepa":  # the same slices and objective; GEPA's budget = MIPROv2's routing calls
             from .gepa import compile_gepa, feedback_metric
 
-            if choose_demos:
-                raise ConfigError("GEPA optimises the instruction only: drop the demo pool", field="optimizer")
-            compiled = compile_gepa(student, to_examples(fit_ev, clip), to_examples(val_ev, clip),
+            compiled = compile_gepa(student, to_examples(fit_ev, clip), valset,
                                     metric=feedback_metric(start, lam, unit, bar), reflection_lm=prompt_lm, seed=seed,
                                     budget=num_trials * len(val_ev) + len(val_ev), failure_score=-lam)
         else:
-            opt = _routing_mipro(extra, start.tiers, record)(
-                metric=make_metric(lam, unit, bar), prompt_model=prompt_lm, task_model=task_lm, auto=None,
-                num_candidates=num_candidates,
-                # >= 1 whenever demos are chosen: MIPROv2 draws a random bootstrap size in [1, max];
-                # pool examples score 0, so none is ever bootstrapped from them
-                max_bootstrapped_demos=1 if choose_demos else 0, max_labeled_demos=4 if choose_demos else 0,
-                num_threads=1, seed=seed, verbose=False)
-            compiled = opt.compile(student, trainset=trainset, valset=to_examples(val_ev, clip),
-                                   num_trials=num_trials, minibatch=len(val_ev) > 35,
-                                   minibatch_size=min(35, len(val_ev)), program_aware_proposer=False,
-                                   data_aware_proposer=False, fewshot_aware_proposer=choose_demos)
+            trainset = to_examples(fit_ev, clip)
+            demo_sets = None
+            if demo_pool:
+                trainset = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in demo_pool]
+            elif data_demos:
+                demo_sets = demo_sets_from(fit_ev, clip, start.demos, num_candidates, seed=seed)
+            compiled = _compile_mipro(extra, start.tiers, record, make_metric(lam, unit, bar), prompt_lm, task_lm,
+                                      student, trainset, valset, num_candidates, num_trials, seed, choose_demos,
+                                      demo_sets)
         best = program_from_module(compiled, start)
         if not choose_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos
-        # Readability gate: a new instruction must beat the starting one with the same demos.
-        origins = {text: origin for text, origin in extra}
-        origin, gate = start_origin, {"min_gain": min_gain}
-        if best.instruction.strip() != start.instruction.strip():
-            same_demos = RoutingProgram(start.name, start.tiers, start.instruction, best.demos)
-            v_new = outcomes(program_votes(build_module(best, task_lm), val_q, bar), val_ev, lam, unit)["objective"]
-            v_old = outcomes(program_votes(build_module(same_demos, task_lm), val_q, bar), val_ev, lam, unit)["objective"]
-            gate.update(val_objective_new=v_new, val_objective_start=v_old, kept=v_new >= v_old + min_gain)
-            if gate["kept"]:
-                origin = origins.get(best.instruction, "proposed")
-            else:
-                best.instruction = start.instruction
+        # The gate: a changed program must beat the start on queries neither has been chosen on.
+        gate: dict = {"confidence": confidence, "min_gain": min_gain, "n": len(gate_ev)}
+        changed = best.instruction.strip() != start.instruction.strip() or best.demos != start.demos
+        if changed and len(gate_ev):
+            gate_q = [clip(q) for q in gate_ev.prompts]
+            g_old = _per_query(program_votes(build_module(start, task_lm), gate_q, bar), gate_ev, lam, unit)
+            g_new = _per_query(program_votes(build_module(best, task_lm), gate_q, bar), gate_ev, lam, unit)
+            gate.update(paired_gain(g_new, g_old, confidence=confidence, seed=seed))
+            gate["passed"] = gate["lower"] > min_gain
+        else:
+            gate.update(passed=False, why="the search returned the start program" if not changed else "no gate slice")
+        if not gate["passed"]:
+            best = RoutingProgram(start.name, [dict(t) for t in start.tiers], start.instruction, list(start.demos))
+        test_q = [clip(q) for q in test_ev.prompts]
+        start_votes = program_votes(build_module(start, task_lm), test_q, bar)
         opt_votes = program_votes(build_module(best, task_lm), test_q, bar)
     bar.close()
-    seed_scores, opt_scores = outcomes(seed_votes, test_ev, lam, unit), outcomes(opt_votes, test_ev, lam, unit)
-
-    src = Path(train.source)
-    rel = str(src.resolve().relative_to(data_dir().resolve())) if in_shared else src.name
+    origins = dict(extra)
+    origin = start_origin if best.instruction.strip() == start.instruction.strip() else \
+        origins.get(best.instruction, "proposed")
+    in_shared, rel = _shared_path(train)
+    demo_ids = _demo_ids(best.demos, fit_ev, clip) if choose_demos and not demo_pool else []
     metrics = {
         "lambda": lam, "lambda_source": lam_source, "objective": OBJECTIVE, "cost_unit": unit,
         "evalset": {"name": evalset_name, "path": rel, "relative_to": "data root" if in_shared else "",
                     "hash": train.content_hash(), "tiers": list(train.models), "n_train": len(fit_ev),
-                    "n_val": len(val_ev), "n_test": len(test_ev)},
+                    "n_val": len(val_ev), "n_gate": len(gate_ev), "n_test": len(test_ev)},
         "lm": lm_identity(lm_cfg), "prompt_lm": lm_identity(proposer_cfg), "dspy_version": dspy.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "start_program": start.name, "instruction_origin": origin, "optimizer": optimizer,
-        "instruction_sha256": instruction_sha256(best.instruction), "readability_gate": gate,
-        "candidates": record, "demos_from": "evalset" if data_demos else ("pool" if pool else "program"),
+        "instruction_sha256": instruction_sha256(best.instruction), "gate": gate,
+        "candidates": record, "mined_policies": [m.to_dict() for m in mined],
+        "demos": {"from": "pool" if demo_pool else ("evalset" if choose_demos and best.demos != start.demos
+                                                    else "program"),
+                  "ids": demo_ids, "evalset_hash": train.content_hash()},
         "num_candidates": num_candidates, "num_trials": num_trials, "seed": seed,
-        "max_query_tokens": reader.max_query_tokens,
+        "max_query_tokens": reader.max_query_tokens, "minutes": round((time.time() - t0) / 60, 2),
     }
-    for key in ("objective", "label_objective", "quality", "cost_share", "tier_shares", "invalid", "llm_aiq"):
-        metrics[f"seed_{key}"], metrics[f"optimized_{key}"] = seed_scores[key], opt_scores[key]
-    metrics["line_aiq"] = opt_scores["line_aiq"]
+    metrics.update(_held_out(start_votes, opt_votes, test_ev, lam, unit, confidence, seed))
     best.name = name
     path = save_artifact(Path(out_root) / name, best, metrics)
     hits = sum(c.hits for c in (task_cache, prompt_cache) if c)
     misses = sum(c.misses for c in (task_cache, prompt_cache) if c)
     return OptimizeResult(path, dict(metrics, lm_calls=misses, cache_hits=hits), hits, misses)
+
+
+def _compile_mipro(extra, tiers, record, metric, prompt_lm, task_lm, student, trainset, valset,
+                   num_candidates, num_trials, seed, choose_demos, demo_sets):
+    opt = _routing_mipro(extra, tiers, record, demo_sets)(
+        metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto=None, num_candidates=num_candidates,
+        # >= 1 whenever demos are chosen from a pool: MIPROv2 draws a bootstrap size in [1, max];
+        # pool examples score 0, so none is ever bootstrapped from them
+        max_bootstrapped_demos=1 if choose_demos else 0, max_labeled_demos=4 if choose_demos else 0,
+        num_threads=1, seed=seed, verbose=False)
+    return opt.compile(student, trainset=trainset, valset=valset, num_trials=num_trials,
+                       minibatch=len(valset) > 35, minibatch_size=min(35, len(valset)),
+                       program_aware_proposer=False, data_aware_proposer=False, fewshot_aware_proposer=False)
+
+
+def _demo_ids(demos: list[dict], ev: Evalset, clip) -> list[str]:
+    """Evalset ids of the demos (matched on the query as the router reads it)."""
+    by_text = {clip(p): str(i) for p, i in zip(ev.prompts, ev.queries["id"])}
+    return [by_text[d["query"]] for d in demos if d["query"] in by_text]
+
+
+def _held_out(start_votes, opt_votes, ev: Evalset, lam: float, unit: float, confidence: float, seed: int) -> dict:
+    """``start_*`` / ``optimized_*`` figures on the test sample and the paired gain between them."""
+    from .significance import paired_gain
+
+    a, b = outcomes(start_votes, ev, lam, unit), outcomes(opt_votes, ev, lam, unit)
+    out = {}
+    for key in ("objective", "label_objective", "quality", "cost_share", "tier_shares", "invalid", "llm_aiq"):
+        out[f"start_{key}"], out[f"optimized_{key}"] = a[key], b[key]
+    out["line_aiq"] = b["line_aiq"]
+    out["held_out_gain"] = paired_gain(_per_query(opt_votes, ev, lam, unit), _per_query(start_votes, ev, lam, unit),
+                                       confidence=confidence, seed=seed)
+    return out

@@ -27,6 +27,23 @@ def _signals(n=600, seed=0):
     return est, llm, scores
 
 
+COSTS = np.array([1.0, 3.0, 10.0])
+
+
+def test_cv_weight_follows_the_informative_signal():
+    est, llm, scores = _signals()
+    costs = np.tile(COSTS, (len(scores), 1))
+    sharp = TierFusion().fit(est, llm, scores, costs)  # the LLM is sharp, the estimator weak
+    assert sharp.w_ >= 0.75 and set(sharp.cv_scores_) == {0.0, 0.25, 0.5, 0.75, 1.0}
+    good = np.clip(0.5 + 0.45 * (scores - 0.5) + np.random.default_rng(2).normal(0, 0.05, scores.shape), 0.01, 0.99)
+    noise = np.random.default_rng(1).dirichlet([1, 1, 1], len(est))
+    quiet = TierFusion().fit(good, noise, scores, costs)  # a sharp estimator, an LLM that is noise
+    assert quiet.w_ <= 0.25 and quiet.cv_scores_[quiet.w_] == max(quiet.cv_scores_.values())
+    assert TierFusion().fit(est, llm, scores, costs).to_dict()["w"] == sharp.w_
+    with pytest.raises(ValueError, match="costs"):
+        TierFusion().fit(est, llm, scores)
+
+
 def test_llm_quality_is_the_cumulative_distribution():
     q = llm_quality([[0.2, 0.5, 0.3]])
     assert np.allclose(q, [[0.2, 0.7, 1.0]])
@@ -37,7 +54,7 @@ def test_fusion_learns_from_the_informative_signal():
     est, llm, scores = _signals()
     brier = lambda p: float(((p - scores[400:]) ** 2).mean())  # noqa: E731
     for method in ("mix", "stack"):
-        f = TierFusion(method=method).fit(est[:400], llm[:400], scores[:400])
+        f = TierFusion(method=method, w=0.5).fit(est[:400], llm[:400], scores[:400])
         assert brier(f.predict(est[400:], llm[400:])) < brier(est[400:]) - 0.02, method
     f = TierFusion(method="stack").fit(est[:400], llm[:400], scores[:400])
     assert f.coef_.shape == (3, 2) and np.all(f.coef_[:2, 1] > 0)  # the LLM column carries weight
@@ -55,7 +72,7 @@ def test_fusion_learns_from_the_informative_signal():
 @pytest.mark.parametrize("method", ["mix", "stack"])
 def test_fusion_roundtrip_and_bad_files(tmp_path, method):
     est, llm, scores = _signals(100)
-    f = TierFusion(method=method).fit(est, llm, scores)
+    f = TierFusion(method=method).fit(est, llm, scores, np.tile(COSTS, (len(scores), 1)))
     p = f.save(tmp_path / "fusion.json")
     g = TierFusion.load(p, n_tiers=3)
     assert np.allclose(g.predict(est, llm), f.predict(est, llm), atol=1e-5) and g.method == method
@@ -102,7 +119,7 @@ def test_fused_path_uses_both_and_falls_back(estimator, synthetic):
     est_pred = estimator.predict(synthetic.prompts)
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([1, 1, 1], len(synthetic))
-    fusion = TierFusion().fit(est_pred, probs, synthetic.scores)
+    fusion = TierFusion().fit(est_pred, probs, synthetic.scores, synthetic.costs)
     r = Router(TIERS, estimator, llm=FakeVoter([0.1, 0.1, 0.8]), fusion=fusion, cache_size=0, tau=0.05)
     d = r.route("Prove that sqrt(2) is irrational.")
     expect = fusion.predict(estimator.predict(["Prove that sqrt(2) is irrational."]), np.array([[0.1, 0.1, 0.8]]))[0]

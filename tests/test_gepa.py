@@ -68,7 +68,7 @@ def test_gepa_optimize_improves_objective_and_writes_artifact(split, start, tmp_
     m = res.metrics
     # at lambda=2 cost dominates; the fake follows "prefer tier 1", which GEPA's proposals must find
     assert m["optimizer"] == "gepa"
-    assert m["optimized_objective"] > m["seed_objective"]
+    assert m["optimized_objective"] > m["start_objective"]
     assert FAKE_PROPOSALS[0] in (res.artifact / "instruction.txt").read_text()
     assert load_artifact(res.artifact).demos == start.demos  # instruction only
     assert json.loads((res.artifact / "metrics.json").read_text())["optimizer"] == "gepa"

@@ -48,14 +48,16 @@ def test_objective():
 
 def test_optimize_improves_objective_and_writes_artifact(split, start, tmp_path):
     train, test = split
-    res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
+    res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="t", out_root=tmp_path, cache_dir=tmp_path / "c",
+                   data_demos=False, **SMALL)
     m = res.metrics
     # at lambda=2 cost dominates: the fake follows "prefer tier 1", which MIPROv2 must find
-    assert m["optimized_objective"] > m["seed_objective"]
+    assert m["optimized_objective"] > m["start_objective"]
+    assert m["gate"]["passed"] and m["gate"]["lower"] > 0 and m["held_out_gain"]["mean_gain"] > 0
     assert FAKE_PROPOSALS[0] in (res.artifact / "instruction.txt").read_text()
     saved = json.loads((res.artifact / "metrics.json").read_text())
-    for key in ("lambda", "evalset", "lm", "dspy_version", "created", "seed_objective", "optimized_objective",
-                "seed_quality", "optimized_quality", "seed_cost_share", "optimized_cost_share"):
+    for key in ("lambda", "evalset", "lm", "dspy_version", "created", "start_objective", "optimized_objective",
+                "start_quality", "optimized_quality", "start_cost_share", "optimized_cost_share", "mined_policies"):
         assert key in saved
     assert saved["evalset"]["hash"] == train.content_hash()
     # instruction-only: the demos are the program's own, never evalset prompts
@@ -83,16 +85,35 @@ def test_hand_edited_instruction_is_the_next_starting_point(split, start, tmp_pa
     assert nxt.metrics["start_program"] == edited.name
 
 
-def test_tier_mismatch_and_shared_data_demos_are_refused(split, start, tmp_path, monkeypatch):
+def test_tier_mismatch_is_refused(split, start, tmp_path):
     train, test = split
     with pytest.raises(ConfigError, match="tiers"):
         optimize(train.select_models(["small", "large"]), test.select_models(["small", "large"]), start, lam=0.5,
                  lm_cfg=FAKE, out_root=tmp_path, cache_dir=tmp_path / "c", **SMALL)
-    monkeypatch.setenv("ROUTE_SWITCH_DATA", str(tmp_path))
+
+
+def test_data_demos_record_their_ids_and_evaluation_drops_them(split, start, tmp_path, monkeypatch):
+    from route_switch.artifacts import artifact_demo_ids
+    from route_switch.evaluate_llm import drop_demo_queries
+    from route_switch.program import clip_query
+
+    train, test = split
+    monkeypatch.setenv("ROUTE_SWITCH_DATA", str(tmp_path))  # demos from "shared data" are allowed, with ids
     shared = train._replace(source=str(tmp_path / "x.parquet"))
-    with pytest.raises(ConfigError, match="shared data"):
-        optimize(shared, test, start, lam=0.5, lm_cfg=FAKE, out_root=tmp_path, cache_dir=tmp_path / "c",
-                 data_demos=True, **SMALL)
+    # the FAKE copies its demos' majority tier: the demo search matters, and the start's demos are not best
+    res = optimize(shared, test, start, lam=0.5, lm_cfg={"kind": "fake", "mode": "demos"}, out_root=tmp_path,
+                   name="d", cache_dir=tmp_path / "c", min_gain=-10.0, mine=False, grounded=False,
+                   **(SMALL | {"num_candidates": 6}))
+    m, prog = res.metrics, load_artifact(res.artifact)
+    assert m["demos"]["from"] == "evalset" and m["demos"]["evalset_hash"] == train.content_hash()
+    ids = artifact_demo_ids(res.artifact)
+    assert prog.demos and len(ids) == len(prog.demos) and ids <= set(train.queries["id"].astype(str))
+    assert m["evalset"]["relative_to"] == "data root"
+    # an evaluation whose test split holds the demo queries drops them, by id and by text
+    dropped, n = drop_demo_queries(train, prog, ids, lambda q: clip_query(q, 256))
+    assert n == len(ids) and not ids & set(dropped.queries["id"].astype(str))
+    _, n_text = drop_demo_queries(train, prog, set(), lambda q: q)
+    assert n_text == len(ids)
 
 
 def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
@@ -156,9 +177,10 @@ def test_candidates_are_screened_grounded_and_gated(split, start, tmp_path):
     assert rejected and all(c["why_not"] for c in rejected)  # the "please provide ..." proposal never ran
     # break-even lambda by default: all-tier-1 and all-top have the same objective on the training split
     assert m["lambda_source"] == "break-even" and m["lambda"] > 0
-    if m["instruction_origin"] != "start":  # a new instruction had to beat the start (same demos) by min_gain
-        g = m["readability_gate"]
-        assert g["kept"] and g["val_objective_new"] >= g["val_objective_start"] + g["min_gain"]
+    if m["instruction_origin"] != "start":  # a new program had to pass the paired gate
+        assert m["gate"]["passed"] and m["gate"]["lower"] > m["gate"]["min_gain"]
+    else:
+        assert not m["gate"]["passed"]
     assert instruction_origin(res.artifact) == m["instruction_origin"]
     (res.artifact / "instruction.txt").write_text("Tier 1 for facts, tier 3 for proofs, tier 2 otherwise.\n")
     assert instruction_origin(res.artifact) == "hand-edited" and "origin: hand-edited" in show(res.artifact)
@@ -170,7 +192,8 @@ def test_gate_keeps_the_start_when_nothing_beats_it(split, start, tmp_path):
     res = optimize(train, test, start, lam=2.0, lm_cfg=FAKE, name="k", out_root=tmp_path, cache_dir=tmp_path / "c",
                    min_gain=10.0, **SMALL)
     assert load_artifact(res.artifact).instruction == start.instruction
-    assert res.metrics["instruction_origin"] == "start" and res.metrics["readability_gate"].get("kept") is False
+    assert res.metrics["instruction_origin"] == "start" and res.metrics["gate"]["passed"] is False
+    assert load_artifact(res.artifact).demos == start.demos
 
 
 def test_break_even_lambda_ties_the_static_routers():

@@ -60,10 +60,28 @@ def misroute_changes(ev, cur, cand, limit: int = 20) -> dict:
             "fixed": [a[i] for i in a if i not in b][:limit], "new": [b[i] for i in b if i not in a][:limit]}
 
 
-def gate(cur: dict | None, cand: dict, min_delta: float) -> tuple[bool, float | None, str]:
-    if cur is None:
-        return True, None, "no usable current version: the candidate is promoted"
-    delta = cand["objective"] - cur["objective"]
-    ok = delta >= min_delta
-    return ok, delta, (f"objective delta {delta:+.4f} {'>=' if ok else '<'} gate {min_delta:+.4f}")
+def per_query(choice, ev, lam) -> np.ndarray:
+    """Objective of each held-out query under per-query tier choices (None: as if no valid tier)."""
+    from ..optimize import objective
+    from ..selection import cost_unit
 
+    unit = cost_unit(ev.costs.mean(axis=0))
+    return np.array([objective(k, ev.scores[i], ev.costs[i], lam, unit) for i, k in enumerate(choice)])
+
+
+def gate(cur_choice, cand_choice, ev, lam, *, min_gain: float = 0.0, confidence: float = 0.9,
+         seed: int = 0) -> tuple[bool, dict, str]:
+    """Promote only a real gain: the paired-bootstrap lower bound of candidate − current on the held-out
+    queries must exceed ``min_gain`` (:func:`~route_switch.significance.paired_gain`).
+
+    Returns ``(passed, gain, one line saying why)``; without a usable current version the candidate passes.
+    """
+    from ..significance import describe_gain, paired_gain
+
+    if cur_choice is None:
+        return True, {}, "no deployed version yet: the candidate is promoted"
+    g = paired_gain(per_query(cand_choice, ev, lam), per_query(cur_choice, ev, lam), confidence=confidence, seed=seed)
+    ok = g["lower"] > min_gain
+    why = describe_gain(g) + (f" > {min_gain:+.4f}: promote" if ok else
+                              f" does not show a gain above {min_gain:+.4f}: keep the current version")
+    return ok, g, why

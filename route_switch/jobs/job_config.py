@@ -38,7 +38,8 @@ class Job:
     optimize: dict = field(default_factory=dict)
     labeling: dict = field(default_factory=dict)
     target_quality: float = 0.95
-    min_objective_delta: float = 0.0
+    min_objective_delta: float = 0.0  # the paired gain's lower bound must exceed this
+    gate_confidence: float = 0.9
     holdout_share: float = 0.3
     drift_threshold: float = 0.1
     confidence_threshold: float = 0.1
@@ -157,7 +158,7 @@ def load_job(path) -> Job:
         lab["timeout_s"] = check_number(lab, "timeout_s", f, 0.1, None, float, required=True, where="labeling.")
     if "max_tokens" in lab and not isinstance(lab["max_tokens"], (int, dict)):
         _err(f, "labeling.max_tokens", "must be an integer or {tier_name: integer}")
-    gate = _mapping(raw, "gate", f, {"min_objective_delta"})
+    gate = _mapping(raw, "gate", f, {"min_objective_delta", "confidence"})
     drift = _mapping(raw, "drift", f, {"threshold", "confidence_threshold"})
     fit_cfg = _mapping(raw, "fit", f, {"target_quality"})
     return Job(
@@ -171,6 +172,7 @@ def load_job(path) -> Job:
         seed=check_number(raw, "seed", f, 0, None, int, default=0, required=True), judge_program=program_of("judge_program"),
         optimize=opt, labeling=lab, target_quality=check_number(fit_cfg, "target_quality", f, 0, 1, where="fit.", default=0.95, required=True),
         min_objective_delta=check_number(gate, "min_objective_delta", f, where="gate.", default=0.0, required=True),
+        gate_confidence=check_number(gate, "confidence", f, 0.5, 0.999, where="gate.", default=0.9, required=True),
         holdout_share=check_number(raw, "holdout_share", f, 0.05, 0.9, default=0.3, required=True),
         drift_threshold=check_number(drift, "threshold", f, 0, where="drift.", default=0.1, required=True),
         confidence_threshold=check_number(drift, "confidence_threshold", f, 0, where="drift.", default=0.1, required=True),

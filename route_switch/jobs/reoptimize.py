@@ -10,7 +10,9 @@
    refit the estimator into another;
 6. score current vs candidate on the held-out slice with the optimiser's metric
    (quality − λ·cost/top-tier cost): the router program and the estimator are gated separately;
-7. promote what passes ``gate.min_objective_delta`` by an atomic folder swap (the previous version
+7. promote only a real gain: the one-sided paired-bootstrap lower bound of candidate − current on
+   the held-out slice (``gate.confidence``, default 90%) must exceed ``gate.min_objective_delta``
+   (default 0, so a run on unchanged data promotes nothing); by an atomic folder swap (the previous version
    stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report.
 
 The steps live in small modules beside this one: ``job_config`` (the job file), ``lock``, ``inputs``
@@ -138,10 +140,13 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     cur_ch, cand_ch = program_choices(start, job.router_lm, hold, lmc), program_choices(cand, job.router_lm, hold, lmc)
     lam = r.metrics["lambda"]  # the one optimize used (given, or break-even on the training part)
     p_cur, p_cand = objectives(cur_ch, hold, lam), objectives(cand_ch, hold, lam)
-    ok, delta, why = gate(p_cur, p_cand, job.min_objective_delta)
-    res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "pass": ok, "gate": why,
+    gate_kw = dict(min_gain=job.min_objective_delta, confidence=job.gate_confidence, seed=job.seed)
+    # no artifact yet: the first run deploys one (from the start program when nothing beat it)
+    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold, lam, **gate_kw)
+    delta = p_cand["objective"] - p_cur["objective"]
+    res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "gain": gain, "pass": ok, "gate": why,
                       "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
-                          "seed_objective", "optimized_objective", "lm_calls", "cache_hits")},
+                          "start_objective", "optimized_objective", "gate", "lm_calls", "cache_hits")},
                       "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold, cur_ch, cand_ch)}
     clock("evaluate_program")
 
@@ -153,15 +158,17 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
     e_cur = objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
     e_cand = objectives(e_cand_ch, hold, lam)
-    eok, edelta, ewhy = gate(e_cur, e_cand, job.min_objective_delta)
-    res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "pass": eok, "gate": ewhy,
+    eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
+    edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
+    res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok, "gate": ewhy,
                         "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
     clock("fit_and_evaluate_estimator")
 
     # promotion: everything above succeeded; each swap is atomic for readers
     if ok:
         m = read_metrics(r.artifact)
-        m["reoptimize"] = {"job": job.file, "holdout": p_cand, "previous": p_cur, "delta": delta, "gate": why}
+        m["reoptimize"] = {"job": job.file, "holdout": p_cand, "previous": p_cur, "delta": delta, "gain": gain,
+                          "gate": why}
         from ..paths import atomic_write_text
 
         atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")

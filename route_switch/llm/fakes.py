@@ -49,13 +49,27 @@ def fake_policy_tier(system: str, query: str) -> int | None:
     return None
 
 
+def _nearest_demo(messages: list[dict], query: str) -> str | None:
+    """FAKE demo copying: the label of the demo (user/assistant pair) sharing most 4+-letter words with the query."""
+    words = lambda text: set(re.findall(r"[a-z]{4,}", text.lower()))  # noqa: E731
+    best, label = 0, None
+    for user, reply in zip(messages[1:-1:2], messages[2:-1:2]):
+        q = re.search(r"\[\[ ## query ## \]\]\n(.*)", user["content"], re.S)
+        t = re.search(r"\[\[ ## tier ## \]\]\n(\S+)", reply["content"])
+        if q and t and len(words(q.group(1)) & words(query)) > best:
+            best, label = len(words(q.group(1)) & words(query)), t.group(1)
+    return label
+
+
 class FakeRouterEngine:
     """FAKE engine for unit tests: deterministic answers, no model.
 
     mode: "rule" (keyword rule on the query), "fixed" (always `fixed_label`),
     "fail" (raises), "timeout" (sleeps `delay_s`, default 5 s, then answers by rule),
     "garbage" (unparseable text), "out_of_range" (a label not in `labels`), "policy" (the rule,
-    overridden by a matching policy line of the system prompt, see ``fake_policy_tier``).
+    overridden by a matching policy line of the system prompt, see ``fake_policy_tier``),
+    "demos" (the rule, but a query it sends to a middle tier gets the label of the demo sharing
+    most words with it, when any does: a FAKE of a small model copying its demos).
     Any mode sleeps `delay_s` first when it is set. A system prompt containing
     FAKE_PROPOSALS[0] ("prefer tier 1") makes the rule answer tier 1, so an optimiser
     has a better instruction to find; other one-field requests (instruction proposals)
@@ -133,7 +147,10 @@ class FakeRouterEngine:
             return self.labels[0]
         if self.mode == "policy" and (tier := fake_policy_tier(messages[0]["content"], query)):
             return self.labels[to_index(tier)]
-        return self.labels[to_index(self.rule(query, len(self.labels)))]
+        tier = self.rule(query, len(self.labels))
+        if self.mode == "demos" and 1 < tier < len(self.labels) and (copied := _nearest_demo(messages, query)):
+            return copied if copied in self.labels else self.labels[to_index(tier)]
+        return self.labels[to_index(tier)]
 
     def stream(self, request):
         from dspy.lm15 import response_to_events
