@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--lm-config", help="YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
     o.add_argument("--prompt-lm-config", help="YAML LM config of a stronger model to propose instructions")
     o.add_argument("--demo-pool", help="YAML list of {query, tier} you wrote; MIPROv2 picks demos from it")
-    o.add_argument("--n-train", type=int, default=150)
+    o.add_argument("--n-train", type=int, default=None,
+                   help="training queries demos and mined policies come from (default: all not held out)")
     o.add_argument("--n-val", type=int, default=60)
     o.add_argument("--n-gate", type=int, default=120, help="training queries held out for the gate")
     o.add_argument("--n-test", type=int, default=150)

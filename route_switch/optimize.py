@@ -190,13 +190,17 @@ def demo_sets_from(ev: Evalset, clip, start_demos: list[dict], n_sets: int, per_
     return sets
 
 
-def _splits(train: Evalset, test: Evalset, n_train: int, n_val: int, n_gate: int, n_test: int, seed: int):
-    """Disjoint slices of the train split (demos, MIPROv2's validation, the gate) and a test sample."""
+def _splits(train: Evalset, test: Evalset, n_train: int | None, n_val: int, n_gate: int, n_test: int, seed: int):
+    """Disjoint slices of the train split — MIPROv2's validation, the gate, and the rest (at most
+    ``n_train``) for demos and mined policies — and a sample of the test split."""
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(train))
-    n_gate = min(n_gate, max(0, len(train) - n_train - n_val))
-    parts = idx[:n_train], idx[n_train:n_train + n_val], idx[n_train + n_val:n_train + n_val + n_gate]
-    return (*(train.subset(np.sort(p)) for p in parts), test.subset(np.sort(rng.permutation(len(test))[:n_test])))
+    n_val = min(n_val, len(train) // 2)
+    n_gate = min(n_gate, (len(train) - n_val) // 2)  # a small split keeps half of the rest for demos
+    val, gate, rest = idx[:n_val], idx[n_val:n_val + n_gate], idx[n_val + n_gate:]
+    rest = rest[:n_train] if n_train else rest
+    return (*(train.subset(np.sort(p)) for p in (rest, val, gate)),
+            test.subset(np.sort(rng.permutation(len(test))[:n_test])))
 
 
 def _per_query(votes, ev: Evalset, lam: float, unit: float) -> list[float]:
@@ -213,7 +217,7 @@ def _shared_path(train: Evalset) -> tuple[bool, str]:
 
 def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float | None = None,
              lm_cfg: dict | None = None, name: str = "default", out_root: str | Path = "optimized",
-             evalset_name: str = "", n_train: int = 150, n_val: int = 60, n_gate: int = 120, n_test: int = 150,
+             evalset_name: str = "", n_train: int | None = None, n_val: int = 60, n_gate: int = 120, n_test: int = 150,
              num_candidates: int = 4, num_trials: int = 8, seed: int = 0, cache_dir: str | Path | None = None,
              data_demos: bool = True, demo_pool: list[dict] | None = None, mine: bool = True,
              prompt_lm_cfg: dict | None = None, start_origin: str = "start", confidence: float = 0.9,
@@ -221,11 +225,11 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
              optimizer: str = "mipro") -> OptimizeResult:
     """Search instruction × demos from ``start`` and write ``out_root/name`` (see module docstring).
 
-    ``lam``: the cost weight (None: break-even λ of ``train``). Slices of ``train``: ``n_train``
-    (demo candidates and mined policies come from the train split), ``n_val`` (MIPROv2's
-    validation), ``n_gate`` (the promotion gate: the winner is kept only when the one-sided
+    ``lam``: the cost weight (None: break-even λ of ``train``). Disjoint slices of ``train``:
+    ``n_val`` (MIPROv2's validation), ``n_gate`` (the gate: the winner is kept only when the one-sided
     paired-bootstrap lower bound of its gain over ``start`` exceeds ``min_gain`` at
-    ``confidence``). ``data_demos``: demos drawn from the evalset (ids recorded); ``demo_pool``:
+    ``confidence``) and the rest, at most ``n_train`` (None: all), where demo candidates and mined
+    policy lines come from. ``data_demos``: demos drawn from the evalset (ids recorded); ``demo_pool``:
     demos people wrote instead. ``mine``: add instruction candidates made of mined policy lines.
     ``prompt_lm_cfg``: a (usually stronger) LM that writes proposals; by default the router LM.
     ``optimizer="gepa"`` runs ``dspy.GEPA`` (instruction only) on the same slices and gate.
@@ -278,7 +282,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     if grounded:
         extra.append((grounded_instruction(train.prompts, train.scores, train.costs, start.tiers), "data-grounded"))
     if mine:
-        mined = mine_policies(fit_ev.prompts, fit_ev.scores, fit_ev.costs, lam=lam, unit=unit, seed=seed)
+        mined = mine_policies(fit_ev.prompts, fit_ev.scores, fit_ev.costs, lam=lam, unit=unit, seed=seed,
+                              tasks=fit_ev.queries["task"].tolist() if "task" in fit_ev.queries else None)
         extra += policy_candidates(start.instruction, mined)
     record: list[dict] = []
     bar = tqdm(total=2 * (len(test_ev) + len(gate_ev)) + (num_trials + 1) * len(val_ev), desc=f"optimize {name}",

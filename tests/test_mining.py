@@ -33,11 +33,12 @@ def _split(n_per=40, seed=0):
 
 def test_mined_lines_are_policies_backed_by_the_data():
     prompts, scores, costs = _split()
-    mined = mine_policies(prompts, scores, costs, lam=0.3, unit=10.0, min_support=10)
+    tasks = [i // 40 for i in range(len(prompts))]
+    mined = mine_policies(prompts, scores, costs, lam=0.3, unit=10.0, min_support=10, tasks=tasks)
     assert mined, "clear topics must yield lines"
     for m in mined:
         assert Policy.parse(m.policy.render()) == m.policy  # exactly the format people edit
-        assert m.support >= 10 and m.precision >= max(0.6, m.base_rate + 0.15)
+        assert m.support >= 10 and m.advantage >= 0.05 and 0 < m.precision <= 1
         assert not any(m.policy.topic == p for p in prompts)  # words, not a copied query
     by_tier = {m.policy.tier for m in mined}
     assert 3 in by_tier  # the calculus group needs the top tier, against a 1/4 base rate
@@ -52,8 +53,9 @@ def test_no_lines_from_noise_or_tiny_data():
     prompts = [" ".join(rng.choice(list("abcdefghij"), 5)) * 3 for _ in range(10)]
     assert mine_policies(prompts, np.ones((10, 3)), np.ones((10, 3)), lam=0.1, unit=1.0) == []
     prompts, scores, costs = _split()
-    flat = np.ones_like(scores)  # every tier answers everything: no group stands out from the base rate
-    assert mine_policies(prompts, flat, costs, lam=0.3, unit=10.0) == []
+    rng = np.random.default_rng(2)
+    noise = (rng.random(scores.shape) < 0.5).astype(float)  # outcomes unrelated to the words
+    assert mine_policies(prompts, noise, np.ones_like(costs), lam=0.3, unit=10.0) == []
 
 
 def test_candidates_keep_hand_policies_first():

@@ -100,10 +100,12 @@ def test_data_demos_record_their_ids_and_evaluation_drops_them(split, start, tmp
     train, test = split
     monkeypatch.setenv("ROUTE_SWITCH_DATA", str(tmp_path))  # demos from "shared data" are allowed, with ids
     shared = train._replace(source=str(tmp_path / "x.parquet"))
-    # the FAKE copies its demos' majority tier: the demo search matters, and the start's demos are not best
-    res = optimize(shared, test, start, lam=0.5, lm_cfg={"kind": "fake", "mode": "demos"}, out_root=tmp_path,
-                   name="d", cache_dir=tmp_path / "c", min_gain=-10.0, mine=False, grounded=False,
-                   **(SMALL | {"num_candidates": 6}))
+    # the FAKE copies the demo nearest in words: the demo search matters; the start has no demos
+    start.demos = []
+    res = optimize(shared, test, start, lam=2.0, lm_cfg={"kind": "fake", "mode": "demos"}, out_root=tmp_path,
+                   name="d", cache_dir=tmp_path / "c", mine=False, grounded=False,
+                   **(SMALL | {"num_candidates": 6, "num_trials": 8}))
+    assert res.metrics["gate"]["passed"] and res.metrics["held_out_gain"]["mean_gain"] > 0
     m, prog = res.metrics, load_artifact(res.artifact)
     assert m["demos"]["from"] == "evalset" and m["demos"]["evalset_hash"] == train.content_hash()
     ids = artifact_demo_ids(res.artifact)
