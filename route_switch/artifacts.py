@@ -200,8 +200,18 @@ def show(directory: str | Path) -> str:
              f"## instruction (origin: {instruction_origin(d)})", prog.instruction, "", "## tiers"]
     lines += [f"{i}. {t['name']}: {t['description']}" for i, t in enumerate(prog.tiers, 1)]
     lines += ["", f"## demos ({len(prog.demos)})"] + [f"- tier {x['tier']}: {x['query']}" for x in prog.demos]
+    mined = metrics.get("mined_policies") or []
+    if mined:
+        from .mining import mined_lines_in
+
+        used = {m["line"] for m in mined_lines_in(prog.instruction, mined)}
+        lines += ["", f"## policy lines mined from the training split ({len(used)} of {len(mined)} in the instruction)"]
+        lines += [f"{'*' if m['line'] in used else ' '} {m['line'].lstrip('- ')}  [support {m['support']}, "
+                  f"precision {m['precision']:.2f}, advantage {m.get('advantage', 0):+.3f}]" for m in mined]
     if metrics:
-        lines += ["", "## metrics"] + [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in metrics.items()]
+        skip = {"mined_policies", "candidates"}
+        lines += ["", "## metrics"] + [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in metrics.items()
+                                       if k not in skip]
     return "\n".join(lines)
 
 

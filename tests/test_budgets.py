@@ -226,3 +226,27 @@ def test_per_key_budgets_need_a_stable_key_id_secret(fitted_router_dir, tmp_path
     assert key_hash(KEY) != KID  # the id depends on the secret
     app = build_app(fitted_router_dir, budgets_path=p, watch_s=0, sighup_reload=False)
     app.state.proxy.reloader.stop()
+
+
+def test_reload_during_a_stream_charges_the_router_that_routed_it(fitted_router_dir, tmp_path):
+    """One request sees one router: a hot reload while the upstream is still answering must not
+    charge the new router's prices or index its (shorter) tier list."""
+    import threading
+
+    with FakeUpstream("slow", delay=1.5) as up:
+        cfg = f"keys: {{{KID}: {{limit_usd: 5}}}}\nexpected_output_tokens: 100\n"
+        app = make_app(fitted_router_dir, up, write_budgets(tmp_path, cfg))
+        proxy = app.state.proxy
+        old = proxy.router
+        cheap = Router(tiers=tiers_at(up.url)[:1], estimator=None, tau=old.tau)  # one tier, other prices
+        swap = threading.Timer(0.7, lambda: setattr(proxy, "router", cheap))  # while the upstream sleeps
+        with run_app(app) as base:
+            swap.start()
+            chunks = list(client(base).chat.completions.create(model="router", stream=True,
+                                                               messages=[{"role": "user", "content": HARD}]))
+            swap.join()
+            assert chunks and proxy.router is cheap
+            metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        # charged at the large tier of the router that routed the request (an estimate: no usage streamed)
+        assert sample(metrics, 'route_switch_spend_usd_total{tier="3",tier_name="large"}') > 100 * 6.0 / 1e6
+        assert 'tier_name="small"' not in metrics.split("route_switch_spend_usd_total", 1)[1].split("# HELP")[0]

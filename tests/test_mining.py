@@ -80,3 +80,17 @@ def test_paired_gain():
     assert not noisy["passed"] and noisy["lower"] < 0
     with pytest.raises(ValueError):
         paired_gain([1.0, 2.0], [1.0])
+
+
+def test_show_prints_mined_lines_with_support(tmp_path):
+    from route_switch.artifacts import save_artifact, show
+    from route_switch.program import RoutingProgram
+
+    prompts, scores, costs = _split()
+    mined = mine_policies(prompts, scores, costs, lam=0.3, unit=10.0, min_support=10)
+    text, _ = policy_candidates("Route requests by difficulty; tier 1 is cheapest, tier 3 largest.", mined, sizes=(1,))[0]
+    prog = RoutingProgram("p", [{"name": n, "description": n} for n in ("small", "medium", "large")], text)
+    out = show(save_artifact(tmp_path / "p", prog, {"mined_policies": [m.to_dict() for m in mined]}))
+    assert f"(1 of {len(mined)} in the instruction)" in out
+    first = mined[0].policy.render().lstrip("- ")
+    assert f"* {first}  [support {mined[0].support}, precision" in out

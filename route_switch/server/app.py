@@ -382,6 +382,7 @@ class Proxy:
     def endpoint(self, name: str, handler, *, auth: bool = True, limit: bool = True):
         async def run(request: Request) -> Response:
             ctx = _Ctx(request, name)
+            ctx.router = self.router  # one router per request, pinned here: a hot reload swaps it between requests
             status = 500
             try:
                 if auth:
@@ -411,12 +412,13 @@ class Proxy:
         return run
 
     # -- routing
-    def _messages_text(self, messages) -> str:
-        return query_from_messages(messages, self.router.conversation, self.router.count_tokens)
+    @staticmethod
+    def _messages_text(ctx: _Ctx, messages) -> str:
+        return query_from_messages(messages, ctx.router.conversation, ctx.router.count_tokens)
 
     async def decide(self, ctx: _Ctx, text: str, tau, lam, session: str | None = None):
         ctx.query = text
-        ctx.router = self.router  # one router per request: a hot reload swaps it between requests only
+        ctx.router = ctx.router or self.router
         d = await run_in_threadpool(ctx.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
         m = self.metrics
@@ -452,7 +454,7 @@ class Proxy:
     async def chat(self, request: Request, ctx: _Ctx) -> Response:
         body = await read_json(request, self.max_body)
         tau, lam = parse_model(body.get("model"))
-        text = self._messages_text(body.get("messages"))
+        text = self._messages_text(ctx, body.get("messages"))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
@@ -521,21 +523,21 @@ class Proxy:
                 max_cost = -1.0
             if isinstance(raw, bool) or not max_cost >= 0 or max_cost == float("inf"):
                 raise ApiError(400, f"max_cost must be a number of USD >= 0, got {str(raw)[:50]!r}", code="invalid_max_cost")
-            n_in = sum(self.router.count_tokens(content_text(m.get("content"), "messages"))
+            n_in = sum(ctx.router.count_tokens(content_text(m.get("content"), "messages"))
                        for m in body.get("messages") or [] if isinstance(m, dict))
             n_out = body.get("max_completion_tokens") or body.get("max_tokens")
             n_out = n_out if isinstance(n_out, int) and not isinstance(n_out, bool) and n_out > 0 else \
                 (self.budgets.expected_output_tokens if self.budgets is not None else 256)
-            ok = tiers_within(self.router.tiers, max_cost, n_in, n_out)
+            ok = tiers_within(ctx.router.tiers, max_cost, n_in, n_out)
             k = 0  # tiers are cheapest first: allow the prefix within max_cost
-            while k < len(self.router.tiers) and to_tier(k) in ok:
+            while k < len(ctx.router.tiers) and to_tier(k) in ok:
                 k += 1
             if k == 0:
-                c = self.router.tiers[0].cost(n_in, n_out) if self.router.tiers else 0.0
+                c = ctx.router.tiers[0].cost(n_in, n_out) if ctx.router.tiers else 0.0
                 raise ApiError(400, f"max_cost ${max_cost:g} is below the expected cost of every tier "
                                     f"(tier 1: ${c:.6f} for ~{n_in} input and {n_out} output tokens)",
                                code="max_cost_too_low")
-            if k < len(self.router.tiers):
+            if k < len(ctx.router.tiers):
                 caps.append((k, "max_cost"))
                 notes.append(f"max_cost ${max_cost:g} excludes tiers above {k}")
         ctx.cap_note = "; ".join(notes) or None
@@ -545,10 +547,10 @@ class Proxy:
         """Record what this answer cost (usage x the tier's prices; estimated without usage)."""
         from .budgets import usage_cost
 
-        tier = self.router.tiers[index]
+        tier = ctx.router.tiers[index]
         cost = usage_cost(tier, usage)
         if cost is None and tier.price_in is not None:  # no usage reported: estimate from the text
-            cost = tier.cost(self.router.count_tokens(text), estimate_out)
+            cost = tier.cost(ctx.router.count_tokens(text), estimate_out)
         if cost is None:
             return
         ctx.cost = cost
@@ -596,7 +598,7 @@ class Proxy:
                 raise ApiError(400, "'query' must be a string", code="invalid_query")
             text = body["query"]
         elif "messages" in body:
-            text = self._messages_text(body["messages"])
+            text = self._messages_text(ctx, body["messages"])
         else:
             raise ApiError(400, "send {\"query\": \"...\"} or {\"messages\": [...]}", code="invalid_query")
         tau, lam = parse_model(body.get("model", "router"))
