@@ -222,7 +222,7 @@ def cmd_optimize(args) -> int:
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
                    evalset_name=spec.name, n_train=args.n_train, n_val=args.n_val, n_gate=args.n_gate,
                    n_test=args.n_test, num_candidates=args.candidates, num_trials=args.trials, seed=args.seed,
-                   demo_pool=pool, data_demos=not args.no_data_demos, mine=not args.no_mine,
+                   demo_pool=pool, data_demos=not args.no_data_demos, mine=not args.no_mine, fused=not args.llm_alone,
                    prompt_lm_cfg=prompt_lm_cfg, start_origin=instruction_origin(start_path),
                    confidence=args.confidence, min_gain=args.min_gain, progress=not args.quiet,
                    optimizer=args.optimizer)
@@ -239,6 +239,10 @@ def cmd_optimize(args) -> int:
           f"{m['start_quality']:.3f} -> {m['optimized_quality']:.3f}, cost share {m['start_cost_share']:.3f} -> "
           f"{m['optimized_cost_share']:.3f}, LLM-alone AIQ {m['start_llm_aiq']:.4f} -> {m['optimized_llm_aiq']:.4f}; "
           f"tier-1/top line {m['line_aiq']:.4f})")
+    if "optimized_fused_aiq" in m:
+        print(f"fused with the estimator (as route() runs it): AIQ {m['start_fused_aiq']:.4f} -> "
+              f"{m['optimized_fused_aiq']:.4f}, estimator alone {m['estimator_aiq']:.4f}; "
+              f"{describe_gain(m['held_out_fused_gain'])}")
     print(f"LM calls: {res.cache_misses} (cache hits {res.cache_hits})")
     return 0
 
@@ -390,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--n-test", type=int, default=150)
     o.add_argument("--no-data-demos", action="store_true", help="keep the program's own demos (instruction only)")
     o.add_argument("--no-mine", action="store_true", help="no instruction candidates made of mined policy lines")
+    o.add_argument("--llm-alone", action="store_true",
+                   help="gate on the LLM alone, not on the LLM fused with an estimator as route() runs it")
     o.add_argument("--candidates", type=int, default=4, help="instruction candidates MIPROv2 proposes")
     o.add_argument("--trials", type=int, default=8, help="MIPROv2 search trials")
     o.add_argument("--seed", type=int, default=0)

@@ -219,7 +219,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
              lm_cfg: dict | None = None, name: str = "default", out_root: str | Path = "optimized",
              evalset_name: str = "", n_train: int | None = None, n_val: int = 60, n_gate: int = 120, n_test: int = 150,
              num_candidates: int = 4, num_trials: int = 8, seed: int = 0, cache_dir: str | Path | None = None,
-             data_demos: bool = True, demo_pool: list[dict] | None = None, mine: bool = True,
+             data_demos: bool = True, demo_pool: list[dict] | None = None, mine: bool = True, fused: bool = True,
              prompt_lm_cfg: dict | None = None, start_origin: str = "start", confidence: float = 0.9,
              min_gain: float = 0.0, grounded: bool = True, progress: bool = True,
              optimizer: str = "mipro") -> OptimizeResult:
@@ -231,6 +231,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     ``confidence``) and the rest, at most ``n_train`` (None: all), where demo candidates and mined
     policy lines come from. ``data_demos``: demos drawn from the evalset (ids recorded); ``demo_pool``:
     demos people wrote instead. ``mine``: add instruction candidates made of mined policy lines.
+    ``fused``: gate and report the program as ``route()`` runs it, fused with an estimator fitted on
+    the rest (:mod:`route_switch.deployed`); the LLM-alone figures are recorded beside.
     ``prompt_lm_cfg``: a (usually stronger) LM that writes proposals; by default the router LM.
     ``optimizer="gepa"`` runs ``dspy.GEPA`` (instruction only) on the same slices and gate.
     """
@@ -240,6 +242,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     from tqdm import tqdm
 
     from .artifacts import instruction_sha256, save_artifact
+    from .deployed import FusedScorer
     from .grounding import grounded_instruction
     from .llm.cache import cached_lm, lm_identity
     from .mining import mine_policies, policy_candidates
@@ -310,22 +313,33 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         best = program_from_module(compiled, start)
         if not choose_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos
-        # The gate: a changed program must beat the start on queries neither has been chosen on.
+        # The gate: a changed program must beat the start on queries neither has been chosen on,
+        # scored as route() runs it (fused with the estimator) when an estimator can be fitted.
+        scorer = FusedScorer(fit_ev, lam, unit) if fused and len(fit_ev) >= 20 else None
+        votes = lambda prog, ev: program_votes(build_module(prog, task_lm), [clip(q) for q in ev.prompts], bar)  # noqa: E731
+        fusions = {}
+        if scorer is not None:  # each program's fusion weight, chosen on the validation slice (cached calls)
+            fusions["start"] = scorer.fusion_for(val_ev, votes(start, val_ev))
         gate: dict = {"confidence": confidence, "min_gain": min_gain, "n": len(gate_ev)}
         changed = best.instruction.strip() != start.instruction.strip() or best.demos != start.demos
         if changed and len(gate_ev):
-            gate_q = [clip(q) for q in gate_ev.prompts]
-            g_old = _per_query(program_votes(build_module(start, task_lm), gate_q, bar), gate_ev, lam, unit)
-            g_new = _per_query(program_votes(build_module(best, task_lm), gate_q, bar), gate_ev, lam, unit)
-            gate.update(paired_gain(g_new, g_old, confidence=confidence, seed=seed))
+            v_old, v_new = votes(start, gate_ev), votes(best, gate_ev)
+            llm_gain = paired_gain(_per_query(v_new, gate_ev, lam, unit), _per_query(v_old, gate_ev, lam, unit),
+                                   confidence=confidence, seed=seed)
+            if scorer is not None:
+                fusions["best"] = scorer.fusion_for(val_ev, votes(best, val_ev))
+                gate.update(paired_gain(scorer.per_query(fusions["best"], gate_ev, v_new),
+                                        scorer.per_query(fusions["start"], gate_ev, v_old),
+                                        confidence=confidence, seed=seed), scored="fused", llm_alone=llm_gain)
+            else:
+                gate.update(llm_gain, scored="llm")
             gate["passed"] = gate["lower"] > min_gain
         else:
             gate.update(passed=False, why="the search returned the start program" if not changed else "no gate slice")
         if not gate["passed"]:
             best = RoutingProgram(start.name, [dict(t) for t in start.tiers], start.instruction, list(start.demos))
-        test_q = [clip(q) for q in test_ev.prompts]
-        start_votes = program_votes(build_module(start, task_lm), test_q, bar)
-        opt_votes = program_votes(build_module(best, task_lm), test_q, bar)
+            fusions["best"] = fusions.get("start")
+        start_votes, opt_votes = votes(start, test_ev), votes(best, test_ev)
     bar.close()
     origins = dict(extra)
     origin = start_origin if best.instruction.strip() == start.instruction.strip() else \
@@ -349,6 +363,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         "max_query_tokens": reader.max_query_tokens, "minutes": round((time.time() - t0) / 60, 2),
     }
     metrics.update(_held_out(start_votes, opt_votes, test_ev, lam, unit, confidence, seed))
+    if scorer is not None:
+        metrics.update(_held_out_fused(scorer, fusions, start_votes, opt_votes, test_ev, confidence, seed))
     best.name = name
     path = save_artifact(Path(out_root) / name, best, metrics)
     hits = sum(c.hits for c in (task_cache, prompt_cache) if c)
@@ -373,6 +389,18 @@ def _demo_ids(demos: list[dict], ev: Evalset, clip) -> list[str]:
     """Evalset ids of the demos (matched on the query as the router reads it)."""
     by_text = {clip(p): str(i) for p, i in zip(ev.prompts, ev.queries["id"])}
     return [by_text[d["query"]] for d in demos if d["query"] in by_text]
+
+
+def _held_out_fused(scorer, fusions: dict, start_votes, opt_votes, ev: Evalset, confidence: float, seed: int) -> dict:
+    """The fused router's held-out AIQ for the start and the kept program, the estimator's, and the paired gain."""
+    from .significance import paired_gain
+
+    a, b = scorer.aiq(fusions["start"], ev, start_votes), scorer.aiq(fusions["best"], ev, opt_votes)
+    return {"start_fused_aiq": a["fused_aiq"], "optimized_fused_aiq": b["fused_aiq"],
+            "estimator_aiq": a["estimator_aiq"], "start_fusion_w": a["fusion_w"], "optimized_fusion_w": b["fusion_w"],
+            "held_out_fused_gain": paired_gain(scorer.per_query(fusions["best"], ev, opt_votes),
+                                               scorer.per_query(fusions["start"], ev, start_votes),
+                                               confidence=confidence, seed=seed)}
 
 
 def _held_out(start_votes, opt_votes, ev: Evalset, lam: float, unit: float, confidence: float, seed: int) -> dict:
