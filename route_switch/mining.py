@@ -34,6 +34,7 @@ class MinedPolicy:
     precision: float  # share of them on which the policy's tier answers as well as any tier
     advantage: float  # mean objective of the policy's tier minus the best other tier's, in the group
     terms: tuple[str, ...]
+    examples: tuple[int, ...] = ()  # rows of the mined split most typical of the group, where its tier is good
 
     def to_dict(self) -> dict:
         return {"line": self.policy.render(), "tier": self.policy.tier, "support": self.support,
@@ -49,6 +50,16 @@ def _describe(X, members: np.ndarray, words: np.ndarray, n_terms: int) -> list[s
     score = inside * np.log((inside + 0.01) / (outside + 0.01))
     top = [j for j in np.argsort(-score) if inside[j] >= 0.2 and inside[j] > 2 * outside[j]][:n_terms]
     return [str(words[j]) for j in top]
+
+
+def _typical(X, members: np.ndarray, k: int = 2) -> tuple[int, ...]:
+    """The ``k`` member rows closest (cosine) to the members' mean vector: the group's most typical queries."""
+    rows = np.flatnonzero(members)
+    if not len(rows):
+        return ()
+    centre = np.asarray(X[rows].mean(axis=0)).ravel()
+    sims = X[rows] @ centre  # TF-IDF rows are L2-normalised
+    return tuple(int(rows[j]) for j in np.argsort(-np.asarray(sims).ravel())[:k])
 
 
 def _topic(terms: list[str]) -> str:
@@ -117,7 +128,8 @@ def mine_policies(prompts: list[str], scores: np.ndarray, costs: np.ndarray, *, 
         terms = _describe(X, members, words, n_terms)
         if len(terms) < 2:  # a group one word describes is too vague to state as a rule
             continue
-        mp = MinedPolicy(Policy(_topic(terms), t + 1), size, float(good[members, t].mean()), advantage, tuple(terms))
+        mp = MinedPolicy(Policy(_topic(terms), t + 1), size, float(good[members, t].mean()), advantage, tuple(terms),
+                         _typical(X, members & good[:, t]))
         found.append((size * advantage, mp))
     found.sort(key=lambda x: -x[0])
     kept: list[MinedPolicy] = []

@@ -164,9 +164,11 @@ def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record:
 
 
 def demo_sets_from(ev: Evalset, clip, start_demos: list[dict], n_sets: int, per_tier: int = 1,
-                   seed: int = 0) -> list[list]:
-    """Demo-set candidates for the search: the program's own demos, then ``n_sets − 1`` sets of
-    ``per_tier`` labelled training queries per tier.
+                   seed: int = 0, mined=()) -> list[list]:
+    """Demo-set candidates for the search: the program's own demos; with ``mined`` policies, the most
+    typical query of each (labelled with the policy's tier: what the group needs, not what one
+    noisy query scored), alone and after the program's demos; then sets of ``per_tier`` labelled
+    training queries per tier, up to ``n_sets`` sets in all.
 
     Clear cases only: a query no tier answered (its "needed tier" is tier 1 only because all
     failed) would teach the wrong thing. Equal numbers per tier stop the search from copying the
@@ -181,7 +183,11 @@ def demo_sets_from(ev: Evalset, clip, start_demos: list[dict], n_sets: int, per_
     rng = np.random.default_rng(seed)
     pools = [rng.permutation(np.flatnonzero(clear & (need == t))).tolist() for t in range(ev.scores.shape[1])]
     sets = [[dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in start_demos]]
-    for _ in range(n_sets - 1):
+    typical = [dspy.Example(query=clip(ev.prompts[m.examples[0]]), tier=str(m.policy.tier)).with_inputs("query")
+               for m in list(mined)[:2 * ev.scores.shape[1]] if m.examples]
+    if typical:
+        sets += [typical, sets[0] + typical]
+    while len(sets) < n_sets:
         rows = [pool.pop() for pool in pools for _ in range(per_tier) if pool]
         if not rows:
             break
@@ -306,7 +312,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
             if demo_pool:
                 trainset = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query") for d in demo_pool]
             elif data_demos:
-                demo_sets = demo_sets_from(fit_ev, clip, start.demos, num_candidates, seed=seed)
+                demo_sets = demo_sets_from(fit_ev, clip, start.demos, num_candidates + 2, seed=seed, mined=mined)
             compiled = _compile_mipro(extra, start.tiers, record, make_metric(lam, unit, bar), prompt_lm, task_lm,
                                       student, trainset, valset, num_candidates, num_trials, seed, choose_demos,
                                       demo_sets)
@@ -355,7 +361,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "start_program": start.name, "instruction_origin": origin, "optimizer": optimizer,
         "instruction_sha256": instruction_sha256(best.instruction), "gate": gate,
-        "candidates": record, "mined_policies": [m.to_dict() for m in mined],
+        "candidates": record, "mined_policies": [m.to_dict() | {"example_ids": [str(fit_ev.queries["id"].iloc[r])
+                                                                          for r in m.examples]} for m in mined],
         "demos": {"from": "pool" if demo_pool else ("evalset" if choose_demos and best.demos != start.demos
                                                     else "program"),
                   "ids": demo_ids, "evalset_hash": train.content_hash()},
