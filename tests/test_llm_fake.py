@@ -163,16 +163,18 @@ def test_count_tokens_with_tokenizers():
     assert count_tokens("a b c", lambda s: s.split()) == 3
 
 
-def _fake_parts(tmp_path, monkeypatch, data=(b"part-one", b"part-two")):
+def _fake_parts(tmp_path, monkeypatch, data=(b"GGUF-part-one", b"part-two")):
     parts = []
     for i, blob in enumerate(data, 1):
         p = tmp_path / f"part0{i}.bin"
         p.write_bytes(blob)
         parts.append(p)
     joined = b"".join(data)
-    monkeypatch.setattr(model_files, "find_parts", lambda: parts)
-    monkeypatch.setattr(model_files, "MODEL_SHA256", hashlib.sha256(joined).hexdigest())
-    monkeypatch.setattr(model_files, "MODEL_SIZE", len(joined))
+    spec = model_files.MODELS[model_files.DEFAULT_MODEL]
+    fake = model_files.ModelSpec(spec.title, spec.filename, hashlib.sha256(joined).hexdigest(), len(joined),
+                                 spec.dists, spec.version)
+    monkeypatch.setitem(model_files.MODELS, model_files.DEFAULT_MODEL, fake)
+    monkeypatch.setattr(model_files, "find_parts", lambda spec=None: parts)
     return parts, joined
 
 
@@ -202,10 +204,20 @@ def test_ensure_local_model_bad_parts(tmp_path, monkeypatch):
     assert not list((tmp_path / "c").glob("*"))
 
 
-def test_missing_parts_say_what_to_install(monkeypatch):
-    monkeypatch.setattr(model_files, "PART_DISTS", ["route-switch-no-such-dist-part1"])
+def test_missing_parts_say_what_to_install():
+    spec = model_files.ModelSpec("x", "x.gguf", "0" * 64, 1, ("route-switch-no-such-dist-part1",), "0.9.0")
     with pytest.raises(model_files.ModelFileError, match="pip install route-switch-no-such-dist-part1==0.9.0"):
-        model_files.find_parts()
+        model_files.find_parts(spec)
+    with pytest.raises(model_files.ModelFileError, match="qwen2.5-coder-1.5b"):
+        model_files.model_spec("gpt-17")
+    big = model_files.model_spec("qwen2.5-coder-1.5b")  # the opt-in proposer: 22 parts, pinned size and hash
+    assert len(big.dists) == 22 and big.size == 1_117_320_768 and big.sha256.startswith("cc324af0")
+
+
+def test_joined_file_must_be_a_gguf(tmp_path, monkeypatch):
+    _fake_parts(tmp_path, monkeypatch, data=(b"not-a-model", b"part-two"))
+    with pytest.raises(model_files.ModelFileError, match="not a GGUF"):
+        model_files.ensure_local_model(tmp_path / "c")
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):

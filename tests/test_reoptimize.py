@@ -95,7 +95,9 @@ def test_full_run_promotes_and_reports(tmp_path, upstream):
     assert upstream.hits == 3 * len(NEW_QUERIES)
     assert res2["route_log"]["already_labelled"] == len(NEW_QUERIES)
     assert res2["program"]["current"] is not None and res2["estimator"]["current"] is not None
-    assert res2["status"] in ("promoted", "not_promoted")
+    # unchanged data: whatever the search returns cannot show a gain over what it just promoted
+    assert res2["promoted"] == {"program": False, "estimator": False}, (res2["program"]["gate"], res2["estimator"]["gate"])
+    assert "keep the current version" in res2["program"]["gate"]
 
 
 def test_gate_blocks_promotion(tmp_path, upstream):

@@ -116,9 +116,9 @@ class CachedEngine:
 def lm_identity(lm_cfg: dict) -> str:
     kind = lm_cfg.get("kind", "local")
     if kind == "local":
-        from .model_files import MODEL_SHA256
+        from .model_files import model_spec
 
-        return f"local:{lm_cfg.get('model_path') or MODEL_SHA256[:16]}"
+        return f"local:{lm_cfg.get('model_path') or model_spec(lm_cfg.get('model')).sha256[:16]}"
     return f"{kind}:{lm_cfg.get('model')}@{lm_cfg.get('api_base', '')}:{lm_cfg.get('mode', '')}"
 
 

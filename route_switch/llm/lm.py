@@ -35,7 +35,7 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
 
         from route_switch.llm.model_files import default_cache_dir
 
-        path = cfg.get("model_path") or ensure_local_model(cfg.get("cache_dir"))
+        path = cfg.get("model_path") or ensure_local_model(cfg.get("cache_dir"), cfg.get("model"))
         kv_dir = None
         if cfg.get("prefix_state", True):
             kv_dir = str((Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir())
