@@ -77,6 +77,8 @@ def rate_limit_run(router_dir: Path, a, redis_url: str | None, tmp: Path) -> dic
 
     cfg = load_config(router_dir)
     cfg.state = {"redis_url_env": "BENCH_REDIS_URL", "prefix": f"bench-{secrets.token_hex(4)}"} if redis_url else None
+    for t in cfg.tiers:  # serve needs an endpoint; this run only asks /v1/route, so nothing listens there
+        t.api_base = "http://127.0.0.1:9/v1"
     d = tmp / ("shared" if redis_url else "local")
     d.mkdir()
     dump_config(cfg, d / "router.yaml")

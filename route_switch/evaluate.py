@@ -20,6 +20,11 @@ from .selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, cali
                         select_lambda, select_tau, sweep)
 
 BASELINES = ("tfidf-lr", "static-rules", "random")
+# Printed under the router LLM's rows: what each row is.
+LLM_LEGEND = ["  llm: the router LLM alone (its tier probabilities swept with tau); route-switch+llm: the LLM fused "
+              "with the estimator;",
+              "  route-switch@llm: the estimator alone on these queries; tier-1/top line: the AIQ of only mixing "
+              "the cheapest and the top tier."]
 
 
 def _points(pred, unit_cost, test: Evalset, knob: str, grid) -> list[dict]:
@@ -232,7 +237,7 @@ def format_report(res: dict) -> str:
         e = res["llm_eval"]
         lines += ["", f"router LLM ({e['program']}, tier {e['distribution']}) on the same {e['n']} test queries "
                       f"(fusion fitted on {e['fit_n']} training queries; invalid answers {e['invalid_test']}):"]
-        lines += sweep_rows(llm_names) + [f"{'tier-1/top line':<28} {e['line_aiq']:>7.4f}"]
+        lines += sweep_rows(llm_names) + [f"{'tier-1/top line':<28} {e['line_aiq']:>7.4f}"] + LLM_LEGEND
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
     return "\n".join(lines)

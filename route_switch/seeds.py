@@ -56,15 +56,19 @@ def evaluate_seeds(run: Callable[[int], dict], seeds: Iterable[int]) -> dict:
     """Run ``run(seed) -> evaluate() result`` for every seed; summarise the headline metrics.
 
     Returns ``{"seeds", "per_seed": [{seed, metric: value}], "summary": {metric: describe()}}``;
-    with a risk block, ``summary["risk.violated"]["mean"]`` is the violation rate.
+    with a risk block, ``summary["risk.violated"]["mean"]`` is the violation rate. When the runs
+    bootstrap (``evaluate(bootstrap=N)``), ``"bootstrap"`` lists route-switch's intervals per split.
     """
     seeds = list(seeds)
-    rows = []
+    rows, boots = [], []
     first = None
     for s in seeds:
         res = run(s)
         first = first or res
         rows.append({"seed": s, **headline(res)})
+        b = res["routers"].get("route-switch", {}).get("bootstrap")
+        if b:
+            boots.append({"seed": s, **b})
     keys = [k for k in rows[0] if k != "seed"] if rows else []
     out = {"evalset": first["evalset"] if first else None, "n_train": first and first["n_train"],
            "n_test": first and first["n_test"], "seeds": seeds, "per_seed": rows,
@@ -73,6 +77,8 @@ def evaluate_seeds(run: Callable[[int], dict], seeds: Iterable[int]) -> dict:
         v = [r["risk.violated"] for r in rows]
         out["risk"] = {"max_quality_loss": first["risk"]["epsilon"], "confidence": 1 - first["risk"]["delta"],
                        "violations": int(sum(v)), "splits": len(v), "violation_rate": float(np.mean(v))}
+    if boots:
+        out["bootstrap"] = boots
     return out
 
 
@@ -105,6 +111,9 @@ def format_seeds(res: dict) -> str:
         lines += ["", f"guarantee 'quality loss <= {r['max_quality_loss']}' with confidence {r['confidence']}: "
                       f"violated on {r['violations']} of {r['splits']} test splits ({r['violation_rate']:.1%}; "
                       f"allowed {1 - r['confidence']:.0%})"]
+    if res.get("bootstrap"):
+        lines += ["", "route-switch, resampling each split's test queries:"]
+        lines += [f"seed {b['seed']}:\n{format_bootstrap(b)}" for b in res["bootstrap"]]
     return "\n".join(lines)
 
 

@@ -178,14 +178,18 @@ def _fake_parts(tmp_path, monkeypatch, data=(b"GGUF-part-one", b"part-two")):
     return parts, joined
 
 
-def test_ensure_local_model_joins_verifies_and_caches(tmp_path, monkeypatch):
+def test_ensure_local_model_joins_verifies_and_caches(tmp_path, monkeypatch, caplog):
     parts, joined = _fake_parts(tmp_path, monkeypatch)
     cache = tmp_path / "cache"
-    path = model_files.ensure_local_model(cache)
+    with caplog.at_level("WARNING", logger="route_switch"):
+        path = model_files.ensure_local_model(cache)
     assert path.read_bytes() == joined and path.parent == cache
+    assert [r.getMessage() for r in caplog.records if "assembling the Qwen2.5-Coder" in r.getMessage()]  # not silent
+    caplog.clear()
     calls = []
     monkeypatch.setattr(model_files, "sha256_file", lambda p: calls.append(p) or "x")
     assert model_files.ensure_local_model(cache) == path and calls == []  # marker: no re-hash
+    assert not caplog.records  # and no message once it is assembled
     assert not list(cache.glob("*.tmp"))
 
 

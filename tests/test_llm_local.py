@@ -13,6 +13,9 @@ from route_switch.program import RouterLLM, RoutingProgram  # noqa: E402
 
 pytestmark = pytest.mark.local_llm
 DEFAULT = packaged_dir("programs") / "default.yaml"
+# Where the timeout is not what a test checks, there is none: a slow or busy machine must not fail it.
+NO_TIMEOUT = None
+SERVER_TIMEOUT_S = 3600  # the HTTP engine needs a number; an hour is "no timeout" for one call
 
 QUERIES = [
     "What is the capital of Japan?",
@@ -32,7 +35,7 @@ def test_local_routes_and_reuses_prefix(router):
     engine = router.lm.engine
     stats = []
     for q in QUERIES:
-        index, raw = router.predict(q, timeout_s=30)
+        index, raw = router.predict(q, timeout_s=NO_TIMEOUT)
         assert raw in router.program.labels and index == int(raw) - 1
         stats.append(dict(engine.last_stats))
     for s in stats[1:]:  # the system prompt + demos prefix comes from llama.cpp's KV cache
@@ -46,10 +49,10 @@ def test_prefix_state_survives_a_new_process(router, tmp_path):
     engine.prefix_state_dir = str(tmp_path)
     try:
         engine.llm.reset()  # as in a fresh process: nothing in the KV cache
-        first = router.predict("Sort a list of 10 numbers.", timeout_s=60)
+        first = router.predict("Sort a list of 10 numbers.", timeout_s=NO_TIMEOUT)
         assert engine.last_stats["prefix_source"] == "built" and list(tmp_path.glob("prefix-*.npz"))
         engine.llm.reset()
-        assert router.predict("Sort a list of 10 numbers.", timeout_s=60) == first
+        assert router.predict("Sort a list of 10 numbers.", timeout_s=NO_TIMEOUT) == first
         assert engine.last_stats["prefix_source"] == "disk"
         assert engine.last_stats["evaluated_tokens"] < 80
     finally:
@@ -65,8 +68,8 @@ def test_local_timeout_is_reported(router):
 
 def test_local_tier_distribution(router):
     """One forward pass gives a probability per tier; a proof leans further to the top tier than a lookup."""
-    easy = router.vote("What is the capital of Japan?", timeout_s=60)
-    hard = router.vote("Prove that there are infinitely many primes of the form 4k + 3.", timeout_s=60)
+    easy = router.vote("What is the capital of Japan?", timeout_s=NO_TIMEOUT)
+    hard = router.vote("Prove that there are infinitely many primes of the form 4k + 3.", timeout_s=NO_TIMEOUT)
     for v in (easy, hard):
         assert v.source == "distribution" and abs(sum(v.probs) - 1) < 1e-6 and min(v.probs) > 0
     assert hard.probs[2] > easy.probs[2]
@@ -79,6 +82,7 @@ def test_llama_server_logprobs():
 
     program = RoutingProgram.from_yaml(DEFAULT)
     with llama_server() as url:
-        r = RouterLLM(program, {"kind": "openai", "model": "qwen-0.5b", "api_base": url, "timeout_s": 300})
+        r = RouterLLM(program, {"kind": "openai", "model": "qwen-0.5b", "api_base": url,
+                                "timeout_s": SERVER_TIMEOUT_S})
         v = r.vote("Prove that the square root of 3 is irrational.")
         assert v.source == "distribution" and abs(sum(v.probs) - 1) < 1e-6 and r.lm.engine.logprobs_supported

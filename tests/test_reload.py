@@ -130,7 +130,7 @@ def test_proxy_serves_through_ten_reloads_without_a_failure(estimators, tmp_path
 
 
 def test_sighup_reloads_a_running_serve(estimators, tmp_path):
-    prod = deploy(estimators, tmp_path / "prod")
+    prod = deploy(estimators, tmp_path / "prod", "http://127.0.0.1:9/v1")  # serve needs an endpoint; none is called
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "route_switch.cli", "serve", "--router", str(prod), "--port",
                              str(port), "--watch-s", "0", "--log-level", "warning"],

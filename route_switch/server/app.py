@@ -635,13 +635,24 @@ class Proxy:
     async def health(self, request: Request, ctx: _Ctx) -> Response:
         r = self.router
         problem = await run_in_threadpool(r.check)  # proves the router can score a query, not just that we run
-        return json_response({"status": "error" if problem else "ok", "tiers": [t.name for t in r.tiers],
+        status = "error" if problem else "ok"
+        if not problem and endpoint_problem(r):  # it routes, but cannot forward a chat anywhere
+            status, problem = "not_ready", endpoint_problem(r)
+        return json_response({"status": status, "tiers": [t.name for t in r.tiers],
                               "estimator": r.estimator is not None, "llm": r.llm is not None, "version": r.version,
                               **({"error": problem} if problem else {})}, 503 if problem else 200)
 
     async def metrics_text(self, request: Request, ctx: _Ctx) -> Response:
         body, content_type = self.metrics.render()
         return Response(body, media_type=content_type)
+
+
+def endpoint_problem(router: Router) -> str | None:
+    """Why no chat completion can be forwarded (no tier has an ``api_base``), or None."""
+    if any(t.api_base for t in router.tiers):
+        return None
+    return ("no tier has an api_base, so every chat completion would fail: set api_base (and api_key_env) "
+            "of the tiers in router.yaml, or try the proxy with stand-in upstreams: route-switch serve --demo")
 
 
 def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int = 1_000_000,

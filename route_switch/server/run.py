@@ -20,10 +20,12 @@ log = logging.getLogger("route_switch.server")
 
 def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: int = 1_000_000,
               rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0, log_prompts: bool = False,
-              log_level: str = "info", watch_s: float = 2.0, sighup_reload: bool = True, budgets_path=None):
+              log_level: str = "info", watch_s: float = 2.0, sighup_reload: bool = True, budgets_path=None,
+              demo_api_base: str | None = None):
     """The proxy app for a router config path, reloading it when its files change (``watch_s`` > 0).
 
-    ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`)."""
+    ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`).
+    ``demo_api_base``: serve every tier there, at every (re)load (``serve --demo``)."""
     from ..reload import RouterReloader
     from .app import KEY_ID_SECRET_ENV, KEYS_ENV, _setup_logging, create_app, keys_from_env
 
@@ -31,7 +33,13 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
     if not keys and not insecure_no_auth:
         raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
                           "(or pass --insecure-no-auth explicitly)")
-    reloader = RouterReloader(config_path)
+    build = None
+    if demo_api_base:
+        from ..controller import Router
+        from .demo import point_tiers_at
+
+        build = lambda path: point_tiers_at(Router.from_config(path), demo_api_base)  # noqa: E731
+    reloader = RouterReloader(config_path, build=build)
     problem = reloader.current.check()  # a router that loads but cannot score a query never serves
     if problem:
         raise ConfigError(problem, file=str(config_path))
@@ -56,24 +64,54 @@ def app_from_env():
     return build_app(**json.loads(os.environ[OPTIONS_ENV]))
 
 
+def _checked_app(options: dict):
+    """``build_app(**options)``, refused when no tier has an ``api_base`` (no chat could be forwarded)."""
+    from pathlib import Path
+
+    from .app import endpoint_problem
+
+    app = build_app(**options)
+    problem = endpoint_problem(app.state.proxy.router)
+    if problem:
+        app.state.proxy.reloader.stop()
+        path = Path(options["config_path"])
+        raise ConfigError(problem, file=str(path / "router.yaml" if path.is_dir() else path))
+    return app
+
+
 def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, insecure_no_auth: bool = False,
           max_body_bytes: int = 1_000_000, rate_limit_per_min: float | None = 600, upstream_timeout_s: float = 60.0,
-          log_prompts: bool = False, log_level: str = "info", watch_s: float = 2.0, budgets_path=None) -> None:
+          log_prompts: bool = False, log_level: str = "info", watch_s: float = 2.0, budgets_path=None,
+          demo: bool = False) -> None:
     """Run the proxy with uvicorn until interrupted. Keys come from ``$ROUTE_SWITCH_API_KEYS``.
 
-    Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, or when the
-    router config is invalid.
+    Raises ``ConfigError`` (before binding) without a key unless ``insecure_no_auth``, when the
+    router config is invalid, or when no tier has an ``api_base``. ``demo``: every tier is served
+    by a stand-in upstream on loopback (:mod:`route_switch.server.demo`), not by a real model.
     """
     import uvicorn
 
     from .app import KEY_ID_SECRET_ENV, LOOPBACK
 
+    upstream = None
+    if demo:
+        from .demo import DemoUpstream
+
+        upstream = DemoUpstream().start()
     options = dict(config_path=str(config_path), insecure_no_auth=insecure_no_auth, max_body_bytes=max_body_bytes,
                    rate_limit_per_min=rate_limit_per_min, upstream_timeout_s=upstream_timeout_s,
                    log_prompts=log_prompts, log_level=log_level, watch_s=watch_s,
-                   budgets_path=str(budgets_path) if budgets_path else None)
-    app = build_app(**options)  # also in the supervisor: a bad config or a missing key fails here, before binding
+                   budgets_path=str(budgets_path) if budgets_path else None,
+                   demo_api_base=upstream.url if upstream else None)
+    try:  # also in the supervisor: a bad config, a missing key or no endpoint fails here, before binding
+        app = _checked_app(options)
+    except BaseException:
+        if upstream is not None:
+            upstream.stop()
+        raise
     proxy = app.state.proxy
+    if upstream is not None:
+        log.warning("demo: every tier is answered by a stand-in upstream at %s, not by a real model", upstream.url)
     if host not in LOOPBACK:
         log.warning("listening on %s: reachable from other machines%s", host,
                     " WITHOUT authentication" if insecure_no_auth else "")
