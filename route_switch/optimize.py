@@ -8,22 +8,26 @@ cost per query on the training split — the same unit λ has in ``route()``. By
 all-tier-1 and all-top score the same: the objective is then the height above the straight line
 between those two static routers, and "always the cheapest" cannot win it.
 
-**Candidates.** MIPROv2 chooses among the starting instruction, the proposer LLM's proposals
-that read as routing instructions (:func:`~route_switch.grounding.describes_tiers`; the others
-are rejected before scoring), and an instruction written from the labelled training split
-(:func:`~route_switch.grounding.grounded_instruction`). The winner is kept only if it beats the
-starting instruction *with the same demos* on the validation slice by ``min_gain``; otherwise
-the starting instruction stays. ``metrics.json`` records where the instruction came from.
+**Candidates.** MIPROv2 searches instruction × demo set. Instructions: the starting one, the
+proposer LLM's proposals that read as routing instructions
+(:func:`~route_switch.grounding.describes_tiers`; the others are rejected before scoring), one
+written from the labelled training split (:func:`~route_switch.grounding.grounded_instruction`)
+and the start text plus the best mined policy lines (:mod:`route_switch.mining`). Demo sets
+(:func:`demo_sets_from`): the program's own, the mined lines' typical queries, and balanced sets of
+clear training queries; their evalset ids are recorded, and evaluations drop them from test sets.
 
-**Data.** The evalset's train split feeds MIPROv2 (train + validation) and the grounded
-instruction, its test split gives the held-out figures of the starting and the optimised
-program. Every LM call goes through a disk cache keyed by the request, so a re-run with
-unchanged inputs makes zero model calls, and an interrupted run resumes by replaying them.
+**The gate.** MIPROv2 picks its winner on the validation slice; the winner is kept only if, on a
+separate gate slice, the one-sided paired-bootstrap lower bound of its per-query objective gain
+over the start program is above ``min_gain`` (:mod:`route_switch.significance`), scored as
+``route()`` runs it: fused with an estimator fitted on the remaining training queries
+(:mod:`route_switch.deployed`). Otherwise the start program is written unchanged.
+``metrics.json`` records where the instruction came from, the gate's interval, and the held-out
+figures (LLM alone and fused) of the start and the kept program.
 
-**Demos.** By default MIPROv2 changes the instruction only and the program keeps its own demos.
-``demo_pool`` (examples the authors wrote) lets it also choose demos. ``data_demos=True`` lets it
-pick demos from the evalset itself — refused when the evalset lives in the shared data
-directory, whose prompts must never end up in a committed artifact.
+**Data.** The evalset's train split gives the validation slice, the gate slice and the rest
+(demo candidates, mined lines, the estimator); its test split gives the held-out figures. Every
+LM call goes through a disk cache keyed by the request, so a re-run with unchanged inputs makes
+zero model calls, and an interrupted run resumes by replaying them.
 """
 from __future__ import annotations
 
