@@ -55,6 +55,17 @@ def test_redactor_masks_credentials():
     assert "10.0.0.1:8000/v1/chat/completions" in out
 
 
+@pytest.mark.parametrize("url", ["http://sk-upstream-TOKEN1234@10.0.0.1:8000/v1/chat/completions",
+                                 "https://sk-upstream-TOKEN1234@api.example.com/v1/chat/completions",
+                                 "HTTP Request: POST http://sk-upstream-TOKEN1234@h:1/v1 \"HTTP/1.1 200 OK\""])
+def test_redactor_masks_a_token_given_as_the_url_user_name(url):
+    out = Redactor().redact(url)
+    assert "sk-upstream-TOKEN1234" not in out and "***@" in out, out
+    assert "/v1" in out
+    for kept in ("http://10.0.0.1:8000/v1/models?user=a@b.c", "mailto:alice@example.com", "see https://x.org/a@b"):
+        assert Redactor().redact(kept) == kept
+
+
 def test_serve_stderr_is_json_and_holds_no_secret(fitted_router_dir, tmp_path):
     """A real ``route-switch serve`` with a tier URL holding credentials, at debug level: scan every stderr line."""
     with FakeUpstream("ok") as up:
