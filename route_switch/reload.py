@@ -24,22 +24,26 @@ from pathlib import Path
 log = logging.getLogger("route_switch")
 
 
+ESTIMATOR_FILES = ("estimator.json", "arrays.npz")  # what QualityEstimator.load reads from its folder
+ARTIFACT_FILES = ("instruction.txt", "tiers.yaml", "demos.yaml")  # what load_artifact reads from its folder
+
+
 def config_files(path: str | Path) -> list[Path]:
-    """Every file a router built from ``path`` reads: the YAML, the estimator's files, the program's."""
+    """Every file a router built from ``path`` reads: the YAML, the estimator's files, the program's,
+    the fusion. Nothing else: a route log or a backup written into the same folder is no change."""
     from .config import load_config
 
     p = Path(path)
     yaml_path = p / "router.yaml" if p.is_dir() else p
     cfg = load_config(yaml_path)
+    llm = cfg.llm or {}
     files = [yaml_path]
-    for extra in (cfg.estimator, (cfg.llm or {}).get("program")):
+    for extra, names in ((cfg.estimator, ESTIMATOR_FILES), (llm.get("program"), ARTIFACT_FILES),
+                         (llm.get("fusion"), ())):
         if not extra:
             continue
         e = Path(extra)
-        if e.is_dir():
-            files += sorted(f for f in e.iterdir() if f.is_file() and not f.name.startswith("."))
-        else:
-            files.append(e)
+        files += [e / n for n in names] if e.is_dir() else [e]
     return files
 
 
