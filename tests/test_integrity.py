@@ -288,3 +288,18 @@ def test_evalset_silent_loss_is_an_error(tmp_path, case, row, field):
     with pytest.raises(EvalsetError) as e:
         load_evalset(f)
     assert e.value.row == row and e.value.field == field and str(f) in str(e.value)
+
+
+# ------------------------------------------------------------------------------- router.yaml values
+@pytest.mark.parametrize("key, value", [("price_in", ".nan"), ("price_in", ".inf"), ("price_out", "-.inf"),
+                                        ("price_out", ".NaN"), ("price_in", "true")])
+def test_non_finite_tier_price_is_refused_naming_the_field(tmp_path, key, value):
+    from route_switch.config import load_config
+
+    other = "price_out" if key == "price_in" else "price_in"
+    f = tmp_path / "router.yaml"
+    f.write_text(f"tiers:\n  - {{name: a, model: m1, {key}: {value}, {other}: 1.0}}\n"
+                 "  - {name: b, model: m2, price_in: 2.0, price_out: 2.0}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert e.value.field == f"tiers[0].{key}" and str(f) in str(e.value) and "finite" in str(e.value)
