@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -64,12 +65,24 @@ def config_version(path: str | Path) -> str:
     h = hashlib.sha256()
     for f in config_files(path):
         h.update(f.name.encode() + b"\0")
-        try:
-            h.update(f.read_bytes())
-        except FileNotFoundError:
-            h.update(b"<missing>")
+        _hash_file(h, f)
         h.update(b"\0")
     return h.hexdigest()[:12]
+
+
+def _hash_file(h, f: Path) -> None:
+    """Feed a regular file to ``h`` in chunks; a missing file or a device (a symlink to /dev/zero) as a marker."""
+    import stat
+
+    try:
+        with os.fdopen(os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb", buffering=0) as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                h.update(b"<not a regular file>")
+                return
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        h.update(b"<missing>")
 
 
 class RouterReloader:
