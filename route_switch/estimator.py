@@ -172,6 +172,20 @@ def _npy_bytes(fh) -> int | None:
     return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
+def _check_encoder(doc: dict, jf: str) -> None:
+    """Raise ArtifactError naming the field unless ``encoder`` is a known name with valid parameters."""
+    from .encoders import check_params
+
+    enc = doc.get("encoder")
+    if not isinstance(enc, dict) or not isinstance(enc.get("name"), str):
+        raise ArtifactError("must be a mapping {name, params}", file=jf, field="encoder")
+    if enc["name"] not in ENCODERS:
+        raise ArtifactError(f"unknown encoder '{enc['name']}' (known: {sorted(ENCODERS)})", file=jf, field="encoder.name")
+    bad = check_params(enc["name"], enc.get("params", {}))
+    if bad:
+        raise ArtifactError(bad[1], file=jf, field=f"encoder.params{'.' + bad[0] if bad[0] else ''}")
+
+
 class QualityEstimator:
     """Predicts each model's quality for a query.
 
@@ -388,6 +402,7 @@ class QualityEstimator:
         except Exception as e:
             raise ArtifactError(f"unreadable numpy archive: {e}", file=str(af)) from None
         validate(arrays, doc, str(af), str(jf))
+        _check_encoder(doc, str(jf))
         try:
             est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], **doc["hyperparameters"])
             est.k = int(est.k)

@@ -61,6 +61,12 @@ def _hyper(key, value):
     return change
 
 
+def _enc_param(key, value):
+    def change(doc):
+        doc["encoder"]["params"][key] = value
+    return change
+
+
 CORRUPTIONS = {
     "indices_out_of_range": (_set("bank.indices", lambda x: x + 10**6), None, "bank.indices"),
     "indices_negative": (_set("bank.indices", lambda x: -x - 1), None, "bank.indices"),
@@ -81,6 +87,14 @@ CORRUPTIONS = {
     "w_out_of_range": (None, _hyper("w", 5), "hyperparameters.w"),
     "C_is_nan": (None, _hyper("C", float("nan")), "hyperparameters.C"),
     "models_duplicated": (None, lambda d: d.__setitem__("models", [d["models"][0]] * len(d["models"])), "models"),
+    "max_chars_is_text": (None, _enc_param("max_chars", "abc"), "encoder.params.max_chars"),
+    "max_chars_is_fractional": (None, _enc_param("max_chars", 10.5), "encoder.params.max_chars"),
+    "max_chars_negative": (None, _enc_param("max_chars", -1), "encoder.params.max_chars"),
+    "min_df_is_bool": (None, _enc_param("min_df", True), "encoder.params.min_df"),
+    "min_df_zero": (None, _enc_param("min_df", 0), "encoder.params.min_df"),
+    "encoder_param_unknown": (None, _enc_param("ngrams", 3), "encoder.params.ngrams"),
+    "encoder_params_not_a_mapping": (None, lambda d: d["encoder"].__setitem__("params", [1]), "encoder.params"),
+    "encoder_unknown": (None, lambda d: d["encoder"].__setitem__("name", "bert"), "encoder.name"),
 }
 
 
@@ -378,3 +392,13 @@ def test_huge_artifact_file_is_refused_naming_it(fitted_router_dir, tmp_path, mo
     with pytest.raises((ArtifactError, ConfigError)) as e:
         TierFusion.load(d / name) if name == "fusion.json" else Router.from_config(d)
     assert "more than the 1,048,576 bytes allowed" in str(e.value) and str(d / name) in str(e.value)
+
+
+def test_encoder_params_are_checked_at_fit_time_too():
+    from route_switch.encoders import make_encoder
+
+    for params, fld in (({"max_chars": "abc"}, "max_chars"), ({"min_df": 2.5}, "min_df"), ({"nope": 1}, "nope")):
+        with pytest.raises(ConfigError) as e:
+            make_encoder("tfidf", **params)
+        assert e.value.field == f"encoder_params.{fld}"
+    assert make_encoder("tfidf", max_chars=0, min_df=1).max_chars == 0
