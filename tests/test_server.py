@@ -296,3 +296,14 @@ def test_stream_broken_mid_way_ends_with_error_event(fitted_router_dir):
                 assert r.status_code == 200
                 body = b"".join(r.iter_raw()).decode()
             assert body.startswith("data: ") and '"upstream_stream_error"' in body
+
+
+@pytest.mark.parametrize("raw", ["1" + "0" * 400, "-" + "9" * 400, "1e400", '"1e400"', '"' + "9" * 400 + '"'])
+def test_huge_max_cost_is_400_not_500(fake_proxy, raw):
+    body = '{"model": "router", "messages": [{"role": "user", "content": "hi"}], "max_cost": %s}' % raw
+    r = httpx.post(f"{fake_proxy}/v1/chat/completions", content=body,
+                   headers=AUTH | {"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "max_cost must be" in r.json()["error"]["message"], r.text
+    r = httpx.post(f"{fake_proxy}/v1/chat/completions", json={"model": "router", "messages": [{"role": "user",
+                   "content": "hi"}]}, headers=AUTH | {"X-Route-Switch-Max-Cost": "9" * 400}, timeout=30)
+    assert r.status_code == 400, r.text  # a header is text: float() gives inf there

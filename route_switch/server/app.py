@@ -519,7 +519,7 @@ class Proxy:
         if raw is not None:
             try:
                 max_cost = float(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
                 max_cost = -1.0
             if isinstance(raw, bool) or not max_cost >= 0 or max_cost == float("inf"):
                 raise ApiError(400, f"max_cost must be a number of USD >= 0, got {str(raw)[:50]!r}", code="invalid_max_cost")
