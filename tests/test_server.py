@@ -307,3 +307,24 @@ def test_huge_max_cost_is_400_not_500(fake_proxy, raw):
     r = httpx.post(f"{fake_proxy}/v1/chat/completions", json={"model": "router", "messages": [{"role": "user",
                    "content": "hi"}]}, headers=AUTH | {"X-Route-Switch-Max-Cost": "9" * 400}, timeout=30)
     assert r.status_code == 400, r.text  # a header is text: float() gives inf there
+
+
+def test_client_disconnect_mid_body_is_no_internal_error(fake_proxy, caplog):
+    """A client that closes its connection half-way through the body: a 499 access line, no traceback."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(fake_proxy)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+                      b'{"model": "router", "messages": [')
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any('"status": 499' in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    assert any('"status": 499' in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if "internal error" in r.getMessage() or r.exc_info]
+    assert httpx.get(f"{fake_proxy}/health").status_code == 200

@@ -23,7 +23,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -178,12 +178,15 @@ async def read_json(request: Request, limit: int) -> dict:
     too_big = ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
     cl = request.headers.get("content-length", "")
     buf, n = bytearray(), 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n <= limit:
-            buf += chunk
-        elif n > _DRAIN_LIMIT or (cl.isdigit() and int(cl) > _DRAIN_LIMIT):
-            raise too_big
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n <= limit:
+                buf += chunk
+            elif n > _DRAIN_LIMIT or (cl.isdigit() and int(cl) > _DRAIN_LIMIT):
+                raise too_big
+    except ClientDisconnect:  # nobody is left to answer: logged as 499 (nginx's "client closed request")
+        raise ApiError(499, "the client disconnected before sending the whole body", code="client_closed_request") from None
     if n > limit:
         raise too_big
     if not buf.strip():
