@@ -328,3 +328,27 @@ def test_client_disconnect_mid_body_is_no_internal_error(fake_proxy, caplog):
     assert any('"status": 499' in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert not [r for r in caplog.records if "internal error" in r.getMessage() or r.exc_info]
     assert httpx.get(f"{fake_proxy}/health").status_code == 200
+
+
+def test_slow_body_gets_408_and_the_connection_back(fake_proxy, monkeypatch):
+    """Slow loris: a client that sends its body a byte now and then is cut off after BODY_TIMEOUT_S."""
+    import socket
+    from urllib.parse import urlparse
+
+    import route_switch.server.app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 0.5, raising=False)
+    u = urlparse(fake_proxy)
+    t0 = time.monotonic()
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 5000\r\n\r\n{")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - t0 < 5
+    assert httpx.post(f"{fake_proxy}/v1/route", json={"query": "hi"}, headers=AUTH).status_code == 200
