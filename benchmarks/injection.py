@@ -128,6 +128,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--kinds", help="only these directive kinds (comma-separated)")
     ap.add_argument("--heldout", action="store_true",
                     help="use the held-out directives (written after tuning the sanitiser) instead")
+    ap.add_argument("--unicode", action="store_true",
+                    help="use the held-out Unicode disguises (zero-width, full-width, no-break spaces) instead")
     ap.add_argument("--skip-before", action="store_true", help="measure only with the sanitiser on")
     ap.add_argument("--llm-timeout", type=float, help="override the router LLM's timeout (s), so slow calls still count")
     a = ap.parse_args(argv)
@@ -135,7 +137,7 @@ def main(argv=None) -> dict:
     from route_switch.sanitize import strip_routing_directives
 
     corpus = load_corpus()
-    pick = corpus["heldout"] if a.heldout else corpus["directives"]
+    pick = corpus["heldout_unicode"] if a.unicode else corpus["heldout"] if a.heldout else corpus["directives"]
     directives = [d for d in pick if not a.kinds or d["kind"] in a.kinds.split(",")]
     d, queries = fitted_router_dir(None if a.synthetic else a.evalset)
     rng = np.random.default_rng(a.seed)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import yaml
 
-from .paths import atomic_write_text, find_shipped, read_yaml
+from .paths import atomic_write_text, find_shipped, read_capped, read_yaml
 from .program import ProgramError, RoutingProgram
 
 FILES = ("instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json")
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    data = read_capped(path, ProgramError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

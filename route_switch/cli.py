@@ -118,17 +118,19 @@ def _lengths(text: str) -> list[int]:
     return vals
 
 
-def _number(kind=float, lo: float = 0.0, strict: bool = False):
-    """An argparse type: a finite number >= lo (> lo when ``strict``)."""
+def _number(kind=float, lo: float = 0.0, strict: bool = False, hi: float | None = None):
+    """An argparse type: a finite number >= lo (> lo when ``strict``) and <= hi."""
     import math
 
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
         if not math.isfinite(v) or v < lo or (strict and v == lo):
             raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {lo:g}, got {text}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi:g}, got {text}")
         return v
     return parse
 
@@ -496,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer every tier from a stand-in upstream on loopback (canned text, no model): "
                         "try the proxy before configuring endpoints")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    v.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    v.add_argument("--port", type=_number(int, 0, hi=65535), default=8000, help="TCP port to listen on")
     v.add_argument("--insecure-no-auth", action="store_true", help="allow running without API keys (never in production)")
     v.add_argument("--max-body-bytes", type=_number(int, 0, strict=True), default=1_000_000,
                    help="larger request bodies get HTTP 413")
@@ -507,8 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="level of the JSON log lines on stderr")
     v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
-    v.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (share limits via state.redis_url)")
-    v.add_argument("--watch-s", type=float, default=2.0,
+    v.add_argument("--workers", type=_number(int, 1), default=1, help="uvicorn worker processes (share limits via state.redis_url)")
+    v.add_argument("--watch-s", type=_number(float), default=2.0,
                    help="seconds between checks of the router's files for a hot reload (0: only SIGHUP, /admin/reload)")
     v.set_defaults(func=cmd_serve)
     return p

@@ -134,6 +134,28 @@ def redis_url(state: dict | None) -> str | None:
     return url
 
 
+ROUTER_KEYS = ("tiers", "estimator", "selection", "bypass", "llm", "cache_size", "default_tier", "route_log",
+               "conversation", "state")
+
+
+def unknown_key_error(key, known, file: str, where: str = "") -> ConfigError:
+    """A ConfigError for an unknown key, suggesting the closest known one ("did you mean 'selection'?")."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    return ConfigError(f"unknown key: {hint}", file=file, field=f"{where}{key}")
+
+
+def _check_keys(raw: dict, f: str) -> None:
+    for key in raw:
+        if key not in ROUTER_KEYS:
+            raise unknown_key_error(key, ROUTER_KEYS, f)
+    est = raw.get("estimator")
+    if est is not None and not (isinstance(est, str) and est.strip()):
+        raise ConfigError(f"must be the path of an estimator folder, got {est!r}", file=f, field="estimator")
+
+
 def load_config(path: str | Path) -> RouterConfig:
     """Read a router YAML (``yaml.safe_load``); relative paths inside resolve against its folder."""
     p = Path(path)
@@ -141,10 +163,13 @@ def load_config(path: str | Path) -> RouterConfig:
         p = p / "router.yaml"
     if not p.exists():
         raise ConfigError("router config not found", file=str(p))
-    raw = read_yaml(p, ConfigError) or {}
+    raw = read_yaml(p, ConfigError)
+    if raw is None:
+        raise ConfigError("is empty: a router config needs at least 'tiers' and 'estimator'", file=str(p))
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=str(p))
     f = str(p)
+    _check_keys(raw, f)
     tiers = tiers_from_list(raw["tiers"], file=f) if "tiers" in raw else []
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict):

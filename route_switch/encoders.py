@@ -32,9 +32,12 @@ def register(name: str):
 
 
 class Encoder:
-    """Base class: ``fit(prompts)``, ``transform(prompts) -> csr_matrix``; state via get/from_state."""
+    """Base class: ``fit(prompts)``, ``transform(prompts) -> csr_matrix``; state via get/from_state.
+
+    ``PARAMS``: each parameter's least value (all are integers); :func:`check_params` enforces it."""
 
     name = "base"
+    PARAMS: dict[str, int] = {}
 
     def fit(self, prompts: list[str]) -> "Encoder":
         return self
@@ -69,6 +72,8 @@ class TfidfEncoder(Encoder):
     n-gram in plain Python + numpy, which is several times faster than the vectorizer's
     per-call overhead for the one-query case that ``route()`` serves.
     """
+
+    PARAMS = {"min_df": 1, "max_chars": 0}  # max_chars 0: read the whole query
 
     def __init__(self, min_df: int = 2, max_chars: int = 1_000):
         self.min_df, self.max_chars = min_df, max_chars
@@ -165,6 +170,7 @@ class MiniLMEncoder(Encoder):
     """
 
     dim = 384
+    PARAMS = {"max_len": 1, "max_chars": 0, "batch": 1}
 
     def __init__(self, max_len: int = 256, max_chars: int = 1_000, batch: int = 32):
         self.max_len, self.max_chars, self.batch = max_len, max_chars, batch
@@ -227,9 +233,26 @@ class MiniLMEncoder(Encoder):
         return cls(**params)
 
 
-def make_encoder(name: str, **params) -> Encoder:
-    if name not in ENCODERS:
-        from .errors import ConfigError
+def check_params(name: str, params) -> tuple[str, str] | None:
+    """``(parameter, problem)`` for the first bad parameter of encoder ``name`` (unknown, not an
+    integer, below its least value), or None when all are fine."""
+    if not isinstance(params, dict):
+        return "", f"must be a mapping of parameters, got {type(params).__name__}"
+    known = ENCODERS[name].PARAMS
+    for key, v in params.items():
+        if key not in known:
+            return str(key), f"unknown parameter of encoder '{name}' (known: {sorted(known)})"
+        if isinstance(v, bool) or not isinstance(v, int) or v < known[key]:
+            return key, f"must be an integer >= {known[key]}, got {v!r}"
+    return None
 
+
+def make_encoder(name: str, **params) -> Encoder:
+    from .errors import ConfigError
+
+    if name not in ENCODERS:
         raise ConfigError(f"unknown encoder '{name}' (known: {sorted(ENCODERS)})", field="encoder")
+    bad = check_params(name, params)
+    if bad:
+        raise ConfigError(bad[1], field=f"encoder_params.{bad[0]}")
     return ENCODERS[name](**params)

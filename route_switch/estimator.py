@@ -29,6 +29,7 @@ import numpy as np
 
 from .encoders import ENCODERS, make_encoder
 from .errors import ArtifactError
+from .paths import read_capped
 
 FORMAT_VERSION = 2
 
@@ -121,6 +122,68 @@ def validate(arrays: dict, doc: dict, af: str, jf: str) -> None:
     if checksum(arrays, models) != stored:
         raise ArtifactError(f"checksum mismatch: {af} or the model list was changed after fit; refit",
                             file=jf, field="checksum")
+
+
+MAX_ARRAY_BYTES = 2 * 2**30  # all arrays of arrays.npz together, uncompressed
+MAX_NPZ_BYTES = 2 * 2**30    # arrays.npz itself
+
+
+def check_npz(af: Path, limit: int | None = None) -> None:
+    """Refuse an ``arrays.npz`` whose arrays would inflate beyond ``limit`` bytes, before inflating
+    them: each member's size from the zip directory must match its ``.npy`` header (shape × dtype)."""
+    import stat
+    import zipfile
+
+    limit = MAX_ARRAY_BYTES if limit is None else limit
+    try:
+        st = af.stat()
+    except OSError as e:
+        raise ArtifactError(f"cannot read: {e.strerror or e}", file=str(af)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ArtifactError("not a regular file (a device, pipe or folder?)", file=str(af))
+    if st.st_size > MAX_NPZ_BYTES:
+        raise ArtifactError(f"is {st.st_size:,} bytes, more than the {MAX_NPZ_BYTES:,} allowed", file=str(af))
+    try:
+        with zipfile.ZipFile(af) as zf:
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > limit:
+                raise ArtifactError(f"its arrays hold {total:,} bytes uncompressed, more than the {limit:,} allowed",
+                                    file=str(af))
+            for info in infos:
+                with zf.open(info) as fh:
+                    size = _npy_bytes(fh)
+                if size is None or size > info.file_size:
+                    raise ArtifactError(f"member '{info.filename}' declares more data than it holds "
+                                        f"({size} > {info.file_size} bytes)", file=str(af))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ArtifactError(f"unreadable numpy archive: {e}", file=str(af)) from None
+
+
+def _npy_bytes(fh) -> int | None:
+    """Bytes of the array a ``.npy`` stream declares in its header (None for object arrays)."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(fh)
+    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0  # 3.0: 2.0 in UTF-8
+    shape, _, dtype = read(fh)
+    if dtype.hasobject:
+        return None
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def _check_encoder(doc: dict, jf: str) -> None:
+    """Raise ArtifactError naming the field unless ``encoder`` is a known name with valid parameters."""
+    from .encoders import check_params
+
+    enc = doc.get("encoder")
+    if not isinstance(enc, dict) or not isinstance(enc.get("name"), str):
+        raise ArtifactError("must be a mapping {name, params}", file=jf, field="encoder")
+    if enc["name"] not in ENCODERS:
+        raise ArtifactError(f"unknown encoder '{enc['name']}' (known: {sorted(ENCODERS)})", file=jf, field="encoder.name")
+    bad = check_params(enc["name"], enc.get("params", {}))
+    if bad:
+        raise ArtifactError(bad[1], file=jf, field=f"encoder.params{'.' + bad[0] if bad[0] else ''}")
 
 
 class QualityEstimator:
@@ -324,7 +387,7 @@ class QualityEstimator:
             if not f.exists():
                 raise ArtifactError("missing (fit an estimator first: route-switch fit ...)", file=str(f))
         try:
-            doc = json.loads(jf.read_text(encoding="utf-8"))
+            doc = json.loads(read_capped(jf, ArtifactError).decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"not valid JSON: {e}", file=str(jf)) from None
         if not isinstance(doc, dict) or doc.get("format") != "route-switch-estimator":
@@ -332,12 +395,14 @@ class QualityEstimator:
         if doc.get("version") != FORMAT_VERSION:
             raise ArtifactError(f"format version {doc.get('version')} (this release reads {FORMAT_VERSION}); "
                                 "refit with route-switch fit", file=str(jf), field="version")
+        check_npz(af)
         try:
             with np.load(af, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:
             raise ArtifactError(f"unreadable numpy archive: {e}", file=str(af)) from None
         validate(arrays, doc, str(af), str(jf))
+        _check_encoder(doc, str(jf))
         try:
             est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], **doc["hyperparameters"])
             est.k = int(est.k)

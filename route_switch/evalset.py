@@ -11,15 +11,17 @@ matrices, ``scores`` and ``costs``. On disk route-switch reads
   ``<model>|total_cost``; as ``.pkl`` is NOT accepted (pickles are never loaded) — convert it
   to parquet/CSV/JSONL first.
 
-Duplicate prompts (same text after whitespace/case normalisation) are collapsed to their first
-occurrence, so the same question can never sit on both sides of a train/test split; the number
-dropped is kept in ``Evalset.n_duplicates_dropped``.
+Duplicate prompts (same text after Unicode (NFKC, zero-width characters dropped), whitespace
+and case normalisation) are collapsed to their first occurrence, so the same question can never
+sit on both sides of a train/test split; the number dropped is kept in
+``Evalset.n_duplicates_dropped``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -110,8 +112,13 @@ class Evalset:
 
 
 def normalise_prompt(text: str) -> str:
-    """Key for duplicate detection: case-folded, whitespace collapsed."""
-    return re.sub(r"\s+", " ", str(text)).strip().casefold()
+    """Key for duplicate detection: NFKC (full-width letters, no-break spaces), format characters
+    (category Cf: zero-width spaces, joiners, BOM) dropped, whitespace collapsed, case-folded."""
+    text = str(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf") if not text.isascii() else text
+    return re.sub(r"\s+", " ", text).strip().casefold()
 
 
 # ----------------------------------------------------------------------------- reading files

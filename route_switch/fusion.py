@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError
+from .paths import read_capped
 
 EPS = 1e-3  # probabilities are clipped to [EPS, 1 − EPS] before the logit
 W_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the LLM's weight in the mix, from estimator only to LLM only
@@ -128,10 +129,10 @@ class TierFusion:
     def load(cls, path: str | Path, n_tiers: int | None = None) -> "TierFusion":
         """Read ``fusion.json``; a malformed file raises ArtifactError naming it."""
         p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise ArtifactError("missing (fit with --program to create it)", file=str(p))
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArtifactError("missing (fit with --program to create it)", file=str(p)) from None
+            doc = json.loads(read_capped(p, ArtifactError).decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"not valid JSON: {e}", file=str(p)) from None
         if not isinstance(doc, dict) or doc.get("format") != "route-switch-fusion":

@@ -80,6 +80,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+MAX_TEXT_BYTES = 50 * 2**20  # router.yaml, estimator.json, fusion.json, programs: far larger is no config
+
+
+def read_capped(path: str | os.PathLike, error=None, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; a device, pipe or folder (a symlink to
+    /dev/zero) or a larger file raises ``error`` naming the file, before anything is read."""
+    import stat
+
+    from .errors import ConfigError
+
+    error, limit = error or ConfigError, MAX_TEXT_BYTES if limit is None else limit
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"cannot read: {e.strerror or e}", file=str(p)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error("not a regular file (a device, pipe or folder?)", file=str(p))
+        if st.st_size > limit:
+            raise error(f"is {st.st_size:,} bytes, more than the {limit:,} bytes allowed", file=str(p))
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise error(f"is more than the {limit:,} bytes allowed", file=str(p))
+    return data
+
+
 def read_yaml(path: str | os.PathLike, error=None):
     """``yaml.safe_load`` a file; unreadable, non-UTF-8 or invalid YAML raises ``error`` with file and line."""
     import yaml
@@ -88,10 +116,7 @@ def read_yaml(path: str | os.PathLike, error=None):
 
     error = error or ConfigError
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise error(f"cannot read: {e.strerror or e}", file=str(p)) from None
+    data = read_capped(p, error)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

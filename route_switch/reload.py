@@ -18,28 +18,33 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 
 log = logging.getLogger("route_switch")
 
 
+ESTIMATOR_FILES = ("estimator.json", "arrays.npz")  # what QualityEstimator.load reads from its folder
+ARTIFACT_FILES = ("instruction.txt", "tiers.yaml", "demos.yaml")  # what load_artifact reads from its folder
+
+
 def config_files(path: str | Path) -> list[Path]:
-    """Every file a router built from ``path`` reads: the YAML, the estimator's files, the program's."""
+    """Every file a router built from ``path`` reads: the YAML, the estimator's files, the program's,
+    the fusion. Nothing else: a route log or a backup written into the same folder is no change."""
     from .config import load_config
 
     p = Path(path)
     yaml_path = p / "router.yaml" if p.is_dir() else p
     cfg = load_config(yaml_path)
+    llm = cfg.llm or {}
     files = [yaml_path]
-    for extra in (cfg.estimator, (cfg.llm or {}).get("program")):
+    for extra, names in ((cfg.estimator, ESTIMATOR_FILES), (llm.get("program"), ARTIFACT_FILES),
+                         (llm.get("fusion"), ())):
         if not extra:
             continue
         e = Path(extra)
-        if e.is_dir():
-            files += sorted(f for f in e.iterdir() if f.is_file() and not f.name.startswith("."))
-        else:
-            files.append(e)
+        files += [e / n for n in names] if e.is_dir() else [e]
     return files
 
 
@@ -60,12 +65,24 @@ def config_version(path: str | Path) -> str:
     h = hashlib.sha256()
     for f in config_files(path):
         h.update(f.name.encode() + b"\0")
-        try:
-            h.update(f.read_bytes())
-        except FileNotFoundError:
-            h.update(b"<missing>")
+        _hash_file(h, f)
         h.update(b"\0")
     return h.hexdigest()[:12]
+
+
+def _hash_file(h, f: Path) -> None:
+    """Feed a regular file to ``h`` in chunks; a missing file or a device (a symlink to /dev/zero) as a marker."""
+    import stat
+
+    try:
+        with os.fdopen(os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb", buffering=0) as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                h.update(b"<not a regular file>")
+                return
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        h.update(b"<missing>")
 
 
 class RouterReloader:

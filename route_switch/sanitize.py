@@ -7,6 +7,9 @@ the text that is *scored* drops them; the text that is *forwarded* is unchanged.
 
 The detector is a lexicon plus structure, not a list of whole sentences:
 
+- the text is first folded as it reads (NFKC: full-width and styled letters become plain ones;
+  zero-width and other format characters, category Cf, dropped): spans found in the folded text
+  are mapped back, so ``Ig\u200bnore your instructions`` is caught like the plain words;
 - the text is cut into short segments (sentences, clauses after ``;``, lines, markup comments and
   tags), and each segment is normalised (leetspeak, s p a c e d and d.o.t.t.e.d letters,
   ``snake_case``, embedded base64) before it is looked at;
@@ -30,6 +33,7 @@ import base64
 import binascii
 import functools
 import re
+import unicodedata
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
@@ -316,9 +320,80 @@ def _pieces(seg: str, start: int, names=_CUES) -> list[tuple[int, int]]:
     return bad if len(pieces) > 1 else []
 
 
+_NON_ASCII_RUN = re.compile(r"[\x00-\x7f]?[^\x00-\x7f]+")  # with the character a combining mark may follow
+
+
+def _odd(head: str) -> bool:
+    """Does folding change ``head``? (Not NFKC-normal, or holds a format character.)"""
+    if head.isascii():
+        return False
+    return not unicodedata.is_normalized("NFKC", head) or any(
+        unicodedata.category(c) == "Cf" for c in set(head) if c > "\x7f")
+
+
+def _clusters(run: str):
+    """``(start, end)`` of each base character with the combining marks after it."""
+    start = 0
+    for i in range(1, len(run) + 1):
+        if i == len(run) or not unicodedata.combining(run[i]):
+            yield start, i
+            start = i
+
+
+def fold(head: str) -> tuple[str, list[int] | None, list[int] | None]:
+    """``head`` as the detector reads it (NFKC, format characters dropped) and, when that differs,
+    for each folded character the start and end of the original characters it comes from."""
+    if not _odd(head):
+        return head, None, None
+    out, starts, ends, at = [], [], [], 0
+    for m in _NON_ASCII_RUN.finditer(head):
+        out.append(head[at:m.start()])
+        starts += range(at, m.start())
+        ends += range(at + 1, m.start() + 1)
+        for a, b in _clusters(m.group(0)):
+            piece = "".join(c for c in m.group(0)[a:b] if unicodedata.category(c) != "Cf")
+            piece = unicodedata.normalize("NFKC", piece)
+            out.append(piece)
+            starts += [m.start() + a] * len(piece)
+            ends += [m.start() + b] * len(piece)
+        at = m.end()
+    out.append(head[at:])
+    starts += range(at, len(head))
+    ends += range(at + 1, len(head) + 1)
+    return "".join(out), starts, ends
+
+
+def _unfold(spans, head: str, starts: list[int], ends: list[int]) -> list[tuple[int, int]]:
+    """Spans of the folded text as spans of ``head``, widened over the dropped characters at their edges."""
+    def dropped(c):
+        return unicodedata.category(c) == "Cf"
+
+    out = []
+    for a, b in spans:
+        if a >= b:
+            continue
+        x, y = starts[a], ends[b - 1]
+        while x > 0 and dropped(head[x - 1]):
+            x -= 1
+        while y < len(head) and dropped(head[y]):
+            y += 1
+        out.append((x, y))
+    return out
+
+
 def directive_spans(text: str, max_chars: int = 100_000) -> list[tuple[int, int]]:
     """``(start, end)`` character spans of ``text`` that the sanitiser removes (may be empty)."""
     head = text[:max_chars]
+    if not head:
+        return []
+    folded, starts, ends = fold(head)
+    if starts is None:
+        return _directive_spans(head)
+    return _unfold(_directive_spans(folded), head, starts, ends)
+
+
+def _directive_spans(head: str) -> list[tuple[int, int]]:
+    """:func:`directive_spans` of text already folded."""
     if not head:
         return []
     parts = _segments(head)

@@ -5,6 +5,7 @@ Tier *numbers* are 1-based wherever people see them (Decision, CLI, HTTP, YAML);
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -70,8 +71,9 @@ def tiers_from_list(items, file: str = "") -> list[Tier]:
         prices = {}
         for k in ("price_in", "price_out"):
             v = t.get(k)
-            if v is not None and (not isinstance(v, (int, float)) or v < 0):
-                raise ConfigError(f"must be a non-negative number, got {v!r}", file=file, field=f"{where}.{k}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or v < 0):
+                raise ConfigError(f"must be a finite non-negative number, got {v!r}", file=file, field=f"{where}.{k}")
             prices[k] = None if v is None else float(v)
         if "api_key" in t:
             raise ConfigError("API keys never go in files: name an environment variable with api_key_env",

@@ -19,6 +19,11 @@ from route_switch.spec import load_spec
     ("tiers: [{model: a}]\nselection: {tau: 2}\n", "tau", None),
     ("tiers: [{model: a}]\nselection: [1]\n", "selection", None),
     ("tiers: [{model: a}\n  bad", None, 2),
+    ("tiers: [{model: a}]\nselction: {tau: 0.2}\n", "selction", None),
+    ("tiers: [{model: a}]\nestimator: 5\n", "estimator", None),
+    ("tiers: [{model: a}]\nestimator: [a, b]\n", "estimator", None),
+    ("", None, None),
+    ("# only a comment\n", None, None),
 ])
 def test_router_yaml_errors(tmp_path, text, field, line):
     p = tmp_path / "router.yaml"
@@ -132,3 +137,36 @@ def test_package_names_have_one_meaning():
     assert callable(route_switch.fit) and route_switch.TierFusion.__name__ == "TierFusion"
     with pytest.raises(AttributeError):
         route_switch.no_such_thing
+
+
+def test_router_yaml_unknown_key_suggests_the_closest(tmp_path):
+    p = tmp_path / "router.yaml"
+    p.write_text("tiers: [{model: a}]\nselction: {tau: 0.2}\n")
+    with pytest.raises(ConfigError, match="did you mean 'selection'"):
+        load_config(p)
+    p.write_text("tiers: [{model: a}]\nzzzz: 1\n")
+    with pytest.raises(ConfigError, match="known keys: tiers, estimator"):
+        load_config(p)
+    p.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("option, value", [("--workers", "0"), ("--workers", "-3"), ("--workers", "1.5"),
+                                           ("--watch-s", "nan"), ("--watch-s", "-1"), ("--watch-s", "inf"),
+                                           ("--port", "99999"), ("--port", "-1"), ("--port", "http")])
+def test_serve_options_are_checked_before_anything_starts(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--router", str(tmp_path), option, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {option}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("kw, field", [({"workers": 0}, "workers"), ({"watch_s": float("nan")}, "watch_s"),
+                                       ({"watch_s": -1}, "watch_s"), ({"port": 99999}, "port")])
+def test_serve_api_refuses_bad_options(tmp_path, kw, field):
+    from route_switch.server import serve
+
+    with pytest.raises(ConfigError) as e:
+        serve(tmp_path, **kw)
+    assert e.value.field == field

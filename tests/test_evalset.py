@@ -111,3 +111,20 @@ def test_split_is_reproducible_and_disjoint(synthetic):
     assert a_te.prompts == b_te.prompts
     assert not set(a_tr.prompts) & set(a_te.prompts)
     assert len(a_tr) + len(a_te) == len(synthetic)
+
+
+@pytest.mark.parametrize("variant", [lambda p: p.replace(" ", " \u200b", 1), lambda p: "\ufeff" + p,
+                                     lambda p: p.replace(" ", "\u00a0"), lambda p: p.replace("e", "e\u200d"),
+                                     lambda p: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in p),
+                                     lambda p: p.replace(" ", "\u2060 \u00ad")])
+def test_duplicate_prompts_with_invisible_or_wide_characters_are_collapsed(tmp_path, variant):
+    from route_switch.evalset import normalise_prompt
+
+    df = _long_df(6)
+    dup = df[df.id == "q1"].copy()
+    dup["id"] = "q1-again"
+    dup["prompt"] = dup["prompt"].map(variant)
+    assert (dup["prompt"] != df[df.id == "q1"]["prompt"].to_numpy()).all()
+    ev = load_evalset(_write(tmp_path, pd.concat([df, dup])))
+    assert len(ev) == 6 and ev.n_duplicates_dropped == 1 and "q1-again" not in set(ev.queries["id"])
+    assert normalise_prompt("Café au lait") != normalise_prompt("Cafe au lait")  # accents still count

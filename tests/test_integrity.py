@@ -61,6 +61,12 @@ def _hyper(key, value):
     return change
 
 
+def _enc_param(key, value):
+    def change(doc):
+        doc["encoder"]["params"][key] = value
+    return change
+
+
 CORRUPTIONS = {
     "indices_out_of_range": (_set("bank.indices", lambda x: x + 10**6), None, "bank.indices"),
     "indices_negative": (_set("bank.indices", lambda x: -x - 1), None, "bank.indices"),
@@ -81,6 +87,14 @@ CORRUPTIONS = {
     "w_out_of_range": (None, _hyper("w", 5), "hyperparameters.w"),
     "C_is_nan": (None, _hyper("C", float("nan")), "hyperparameters.C"),
     "models_duplicated": (None, lambda d: d.__setitem__("models", [d["models"][0]] * len(d["models"])), "models"),
+    "max_chars_is_text": (None, _enc_param("max_chars", "abc"), "encoder.params.max_chars"),
+    "max_chars_is_fractional": (None, _enc_param("max_chars", 10.5), "encoder.params.max_chars"),
+    "max_chars_negative": (None, _enc_param("max_chars", -1), "encoder.params.max_chars"),
+    "min_df_is_bool": (None, _enc_param("min_df", True), "encoder.params.min_df"),
+    "min_df_zero": (None, _enc_param("min_df", 0), "encoder.params.min_df"),
+    "encoder_param_unknown": (None, _enc_param("ngrams", 3), "encoder.params.ngrams"),
+    "encoder_params_not_a_mapping": (None, lambda d: d["encoder"].__setitem__("params", [1]), "encoder.params"),
+    "encoder_unknown": (None, lambda d: d["encoder"].__setitem__("name", "bert"), "encoder.name"),
 }
 
 
@@ -288,3 +302,103 @@ def test_evalset_silent_loss_is_an_error(tmp_path, case, row, field):
     with pytest.raises(EvalsetError) as e:
         load_evalset(f)
     assert e.value.row == row and e.value.field == field and str(f) in str(e.value)
+
+
+# ------------------------------------------------------------------------------- router.yaml values
+@pytest.mark.parametrize("key, value", [("price_in", ".nan"), ("price_in", ".inf"), ("price_out", "-.inf"),
+                                        ("price_out", ".NaN"), ("price_in", "true")])
+def test_non_finite_tier_price_is_refused_naming_the_field(tmp_path, key, value):
+    from route_switch.config import load_config
+
+    other = "price_out" if key == "price_in" else "price_in"
+    f = tmp_path / "router.yaml"
+    f.write_text(f"tiers:\n  - {{name: a, model: m1, {key}: {value}, {other}: 1.0}}\n"
+                 "  - {name: b, model: m2, price_in: 2.0, price_out: 2.0}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert e.value.field == f"tiers[0].{key}" and str(f) in str(e.value) and "finite" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------- oversized files
+def _bomb(d: Path, member: str, n_bytes: int) -> None:
+    """Replace ``member`` of arrays.npz by ``n_bytes`` of zeros (a few kB compressed)."""
+    import io
+    import zipfile
+
+    with np.load(d / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[member] = np.zeros(n_bytes // 4, np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    (d / "arrays.npz").write_bytes(buf.getvalue())
+    assert (d / "arrays.npz").stat().st_size < n_bytes // 50
+    with zipfile.ZipFile(d / "arrays.npz") as zf:
+        assert sum(i.file_size for i in zf.infolist()) > n_bytes
+
+
+def test_decompression_bomb_is_refused_before_inflating(fitted_router_dir, tmp_path, monkeypatch):
+    import time
+
+    import route_switch.estimator as estimator
+
+    d = _copy(fitted_router_dir, tmp_path / "r")
+    _bomb(d, "memory", 64 * 2**20)
+    monkeypatch.setattr(estimator, "MAX_ARRAY_BYTES", 8 * 2**20)  # the bomb: 8x the cap
+    t0 = time.perf_counter()
+    with pytest.raises(ArtifactError, match="uncompressed, more than") as e:
+        QualityEstimator.load(d)
+    assert time.perf_counter() - t0 < 1.0 and str(d / "arrays.npz") in str(e.value)
+
+
+def test_npy_header_declaring_more_than_the_zip_holds_is_refused(fitted_router_dir, tmp_path):
+    import zipfile
+
+    d = _copy(fitted_router_dir, tmp_path / "r")
+    header = np.lib.format
+    with zipfile.ZipFile(d / "arrays.npz", "a") as zf, zf.open("huge.npy", "w") as fh:
+        header.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+        fh.write(b"\0" * 64)
+    with pytest.raises(ArtifactError, match="declares more data than it holds"):
+        QualityEstimator.load(d)
+
+
+@pytest.mark.parametrize("name", ["estimator.json", "router.yaml", "fusion.json", "arrays.npz"])
+def test_artifact_symlinked_to_dev_zero_is_refused_at_once(fitted_router_dir, tmp_path, name):
+    import time
+
+    from route_switch.controller import Router
+    from route_switch.fusion import TierFusion
+
+    d = _copy(fitted_router_dir, tmp_path / "r")
+    (d / name).unlink(missing_ok=True)
+    (d / name).symlink_to("/dev/zero")
+    t0 = time.perf_counter()
+    with pytest.raises((ArtifactError, ConfigError)) as e:
+        TierFusion.load(d / name) if name == "fusion.json" else Router.from_config(d)
+    assert "not a regular file" in str(e.value) and str(d / name) in str(e.value)
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("name", ["estimator.json", "router.yaml", "fusion.json"])
+def test_huge_artifact_file_is_refused_naming_it(fitted_router_dir, tmp_path, monkeypatch, name):
+    import route_switch.paths as paths
+    from route_switch.controller import Router
+    from route_switch.fusion import TierFusion
+
+    d = _copy(fitted_router_dir, tmp_path / "r")
+    with open(d / name, "ab") as f:
+        f.write(b" " * (2 * 2**20))
+    monkeypatch.setattr(paths, "MAX_TEXT_BYTES", 2**20)
+    with pytest.raises((ArtifactError, ConfigError)) as e:
+        TierFusion.load(d / name) if name == "fusion.json" else Router.from_config(d)
+    assert "more than the 1,048,576 bytes allowed" in str(e.value) and str(d / name) in str(e.value)
+
+
+def test_encoder_params_are_checked_at_fit_time_too():
+    from route_switch.encoders import make_encoder
+
+    for params, fld in (({"max_chars": "abc"}, "max_chars"), ({"min_df": 2.5}, "min_df"), ({"nope": 1}, "nope")):
+        with pytest.raises(ConfigError) as e:
+            make_encoder("tfidf", **params)
+        assert e.value.field == f"encoder_params.{fld}"
+    assert make_encoder("tfidf", max_chars=0, min_df=1).max_chars == 0

@@ -154,3 +154,43 @@ def test_sighup_reloads_a_running_serve(estimators, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_log_written_into_the_router_folder_is_no_reload(estimators, tmp_path):
+    """``fit`` puts router.yaml and the estimator in one folder; a route log there must not reload the router."""
+    import shutil
+
+    from route_switch.reload import config_files, fingerprint
+
+    prod = tmp_path / "prod"
+    shutil.copytree(estimators[0], prod)
+    r = RouterReloader(prod)
+    fp, v0 = fingerprint(prod), r.version
+    (prod / "routes.jsonl").write_text('{"tier": 1}\n')
+    (prod / "logs").mkdir()
+    (prod / "logs" / "routes.jsonl").write_text('{"tier": 2}\n')
+    (prod / "router.yaml.bak").write_text("backup")
+    assert fingerprint(prod) == fp and config_version(prod) == v0
+    assert r.reload() == {"reloaded": False, "version": v0, "previous": v0}
+    names = {f.name for f in config_files(prod)}
+    assert names == {"router.yaml", "estimator.json", "arrays.npz"}
+    (prod / "arrays.npz").touch()  # a file the router reads still counts
+    assert fingerprint(prod) != fp
+
+
+def test_fingerprint_covers_the_fusion_and_the_program_files(estimators, tmp_path):
+    import shutil
+
+    from route_switch.reload import config_files
+
+    prod = tmp_path / "prod"
+    shutil.copytree(estimators[0], prod)
+    art = tmp_path / "art"
+    art.mkdir()
+    for n in ("instruction.txt", "tiers.yaml", "demos.yaml", "metrics.json", "notes.md"):
+        (art / n).write_text("x")
+    text = (prod / "router.yaml").read_text() + f"llm: {{program: {art}, fusion: fusion.json}}\n"
+    (prod / "router.yaml").write_text(text)
+    names = [f.name for f in config_files(prod)]
+    assert "fusion.json" in names and {"instruction.txt", "tiers.yaml", "demos.yaml"} <= set(names)
+    assert "notes.md" not in names and "metrics.json" not in names

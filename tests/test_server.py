@@ -296,3 +296,59 @@ def test_stream_broken_mid_way_ends_with_error_event(fitted_router_dir):
                 assert r.status_code == 200
                 body = b"".join(r.iter_raw()).decode()
             assert body.startswith("data: ") and '"upstream_stream_error"' in body
+
+
+@pytest.mark.parametrize("raw", ["1" + "0" * 400, "-" + "9" * 400, "1e400", '"1e400"', '"' + "9" * 400 + '"'])
+def test_huge_max_cost_is_400_not_500(fake_proxy, raw):
+    body = '{"model": "router", "messages": [{"role": "user", "content": "hi"}], "max_cost": %s}' % raw
+    r = httpx.post(f"{fake_proxy}/v1/chat/completions", content=body,
+                   headers=AUTH | {"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "max_cost must be" in r.json()["error"]["message"], r.text
+    r = httpx.post(f"{fake_proxy}/v1/chat/completions", json={"model": "router", "messages": [{"role": "user",
+                   "content": "hi"}]}, headers=AUTH | {"X-Route-Switch-Max-Cost": "9" * 400}, timeout=30)
+    assert r.status_code == 400, r.text  # a header is text: float() gives inf there
+
+
+def test_client_disconnect_mid_body_is_no_internal_error(fake_proxy, caplog):
+    """A client that closes its connection half-way through the body: a 499 access line, no traceback."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(fake_proxy)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+                      b'{"model": "router", "messages": [')
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any('"status": 499' in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    assert any('"status": 499' in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if "internal error" in r.getMessage() or r.exc_info]
+    assert httpx.get(f"{fake_proxy}/health").status_code == 200
+
+
+def test_slow_body_gets_408_and_the_connection_back(fake_proxy, monkeypatch):
+    """Slow loris: a client that sends its body a byte now and then is cut off after BODY_TIMEOUT_S."""
+    import socket
+    from urllib.parse import urlparse
+
+    import route_switch.server.app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 0.5, raising=False)
+    u = urlparse(fake_proxy)
+    t0 = time.monotonic()
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 5000\r\n\r\n{")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - t0 < 5
+    assert httpx.post(f"{fake_proxy}/v1/route", json={"query": "hi"}, headers=AUTH).status_code == 200

@@ -23,7 +23,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -39,6 +39,7 @@ KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
 access_log = logging.getLogger("route_switch.server.access")
 log = logging.getLogger("route_switch.server")
 _MODEL_RE = re.compile(r"router-(tau|lambda)-([0-9]+(?:\.[0-9]+)?)")
+BODY_TIMEOUT_S = 30.0  # the whole request body must arrive within this (slow-loris clients)
 _DRAIN_LIMIT = 32 * 1024 * 1024  # read (and drop) oversized bodies up to this, so the client sees the 413
 
 
@@ -173,9 +174,8 @@ class _BudgetGauges:
 
 
 # ---------------------------------------------------------------------------------------- parsing
-async def read_json(request: Request, limit: int) -> dict:
-    """The request body as a JSON object, or ApiError 413 / 400 with a clear message."""
-    too_big = ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
+async def _read_body(request: Request, limit: int) -> tuple[bytearray, int]:
+    """The body (its first ``limit`` bytes) and its length; a body far beyond ``limit`` raises 413 at once."""
     cl = request.headers.get("content-length", "")
     buf, n = bytearray(), 0
     async for chunk in request.stream():
@@ -183,9 +183,23 @@ async def read_json(request: Request, limit: int) -> dict:
         if n <= limit:
             buf += chunk
         elif n > _DRAIN_LIMIT or (cl.isdigit() and int(cl) > _DRAIN_LIMIT):
-            raise too_big
+            raise ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
+    return buf, n
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    """The request body as a JSON object, or ApiError 413 / 400 / 408 with a clear message."""
+    import asyncio
+
+    try:
+        buf, n = await asyncio.wait_for(_read_body(request, limit), BODY_TIMEOUT_S)
+    except ClientDisconnect:  # nobody is left to answer: logged as 499 (nginx's "client closed request")
+        raise ApiError(499, "the client disconnected before sending the whole body", code="client_closed_request") from None
+    except asyncio.TimeoutError:  # a slow-loris client holds a connection and a worker slot no longer
+        raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", code="request_timeout",
+                       headers={"Connection": "close"}) from None
     if n > limit:
-        raise too_big
+        raise ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
     if not buf.strip():
         raise ApiError(400, "request body is empty: send a JSON object", code="invalid_json")
     try:
@@ -519,7 +533,7 @@ class Proxy:
         if raw is not None:
             try:
                 max_cost = float(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
                 max_cost = -1.0
             if isinstance(raw, bool) or not max_cost >= 0 or max_cost == float("inf"):
                 raise ApiError(400, f"max_cost must be a number of USD >= 0, got {str(raw)[:50]!r}", code="invalid_max_cost")

@@ -1,7 +1,7 @@
 """The proxy's logs: one JSON object per stderr line, with credentials redacted from every line.
 
-Redaction covers ``scheme://user:password@host`` URLs (httpx logs request URLs), ``Bearer``
-tokens, ``api_key=...``-style parameters and, literally, every secret the process knows (the API
+Redaction covers ``scheme://user:password@host`` and ``scheme://token@host`` URLs (httpx logs
+request URLs), ``Bearer`` tokens, ``api_key=...``-style parameters and, literally, every secret the process knows (the API
 keys and the tiers' upstream keys read from the environment).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 
 _PATTERNS = [
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.I), r"\1***:***@"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@*]+@", re.I), r"\1***@"),  # a token as the user name
     (re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1***"),
     (re.compile(r"((?:api[_-]?key|token|secret|password|passwd)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+", re.I), r"\1***"),
 ]

@@ -29,6 +29,7 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
     from ..reload import RouterReloader
     from .app import KEY_ID_SECRET_ENV, KEYS_ENV, _setup_logging, create_app, keys_from_env
 
+    check_serve_options(watch_s=watch_s)
     keys = keys_from_env()
     if not keys and not insecure_no_auth:
         raise ConfigError(f"refusing to start without an API key: set {KEYS_ENV}=key1,key2 "
@@ -57,6 +58,16 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
     reloader.watch(watch_s)
     _setup_logging(log_level, reloader.current)
     return app
+
+
+def check_serve_options(**values) -> None:
+    """Raise ConfigError naming the option unless ``port`` is 0..65535, ``workers`` >= 1, ``watch_s``
+    a finite number >= 0 (those given)."""
+    from ..config import check_number
+
+    for key, lo, hi, cast in (("port", 0, 65535, int), ("workers", 1, None, int), ("watch_s", 0, None, float)):
+        if key in values:
+            check_number(values, key, "", lo, hi, cast, required=True)
 
 
 def app_from_env():
@@ -92,6 +103,8 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     import uvicorn
 
     from .app import KEY_ID_SECRET_ENV, LOOPBACK
+
+    check_serve_options(port=port, workers=workers, watch_s=watch_s)
 
     upstream = None
     if demo:
