@@ -18,9 +18,11 @@ clear training queries; their evalset ids are recorded, and evaluations drop the
 
 **The gate.** MIPROv2 picks its winner on the validation slice; the winner is kept only if, on a
 separate gate slice, the one-sided paired-bootstrap lower bound of its per-query objective gain
-over the start program is above ``min_gain`` (:mod:`route_switch.significance`), scored as
-``route()`` runs it: fused with an estimator fitted on the remaining training queries
-(:mod:`route_switch.deployed`). Otherwise the start program is written unchanged.
+over the start program is above ``min_gain`` (:mod:`route_switch.significance`) and the router
+``route()`` runs — the program fused with an estimator fitted on the remaining training queries
+(:mod:`route_switch.deployed`) — does not lose on average. (Gating on the fused gain alone fails
+whenever the validation slice gives the LLM weight 0: then no program can differ.) Otherwise
+the start program is written unchanged.
 ``metrics.json`` records where the instruction came from, the gate's interval, and the held-out
 figures (LLM alone and fused) of the start and the kept program.
 
@@ -299,8 +301,11 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
                               tasks=fit_ev.queries["task"].tolist() if "task" in fit_ev.queries else None)
         extra += policy_candidates(start.instruction, mined)
     record: list[dict] = []
-    bar = tqdm(total=2 * (len(test_ev) + len(gate_ev)) + (num_trials + 1) * len(val_ev), desc=f"optimize {name}",
-               disable=not progress, unit="eval")
+    # routing calls (cached or not): MIPROv2's minibatches and full evaluations, then validation
+    # (fusion weights), the gate and the test sample for the start and the kept program
+    mini = min(35, len(val_ev))
+    bar = tqdm(total=num_trials * mini + (num_trials // 5 + 4) * len(val_ev) + 2 * (len(gate_ev) + len(test_ev)),
+               desc=f"optimize {name}", disable=not progress, unit="eval", miniters=1)
     with dspy.context(lm=task_lm):
         student = build_module(start, task_lm)
         valset = to_examples(val_ev, clip)
@@ -323,8 +328,9 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         best = program_from_module(compiled, start)
         if not choose_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos
-        # The gate: a changed program must beat the start on queries neither has been chosen on,
-        # scored as route() runs it (fused with the estimator) when an estimator can be fitted.
+        # The gate: a changed program must beat the start on queries neither has been chosen on
+        # (the LLM's own objective, a paired lower bound), and the router route() runs (fused with
+        # an estimator, each program with its own weight) must not lose on them on average.
         scorer = FusedScorer(fit_ev, lam, unit) if fused and len(fit_ev) >= 20 else None
         votes = lambda prog, ev: program_votes(build_module(prog, task_lm), [clip(q) for q in ev.prompts], bar)  # noqa: E731
         fusions = {}
@@ -336,20 +342,22 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
             v_old, v_new = votes(start, gate_ev), votes(best, gate_ev)
             llm_gain = paired_gain(_per_query(v_new, gate_ev, lam, unit), _per_query(v_old, gate_ev, lam, unit),
                                    confidence=confidence, seed=seed)
-            if scorer is not None:
-                fusions["best"] = scorer.fusion_for(val_ev, votes(best, val_ev))
-                gate.update(paired_gain(scorer.per_query(fusions["best"], gate_ev, v_new),
-                                        scorer.per_query(fusions["start"], gate_ev, v_old),
-                                        confidence=confidence, seed=seed), scored="fused", llm_alone=llm_gain)
-            else:
-                gate.update(llm_gain, scored="llm")
+            gate.update(llm_gain)
             gate["passed"] = gate["lower"] > min_gain
+            if scorer is not None:  # ... and the router route() runs must not get worse
+                fusions["best"] = scorer.fusion_for(val_ev, votes(best, val_ev))
+                gate["fused"] = paired_gain(scorer.per_query(fusions["best"], gate_ev, v_new),
+                                            scorer.per_query(fusions["start"], gate_ev, v_old),
+                                            confidence=confidence, seed=seed)
+                gate["passed"] = gate["passed"] and gate["fused"]["mean_gain"] >= 0
         else:
             gate.update(passed=False, why="the search returned the start program" if not changed else "no gate slice")
         if not gate["passed"]:
             best = RoutingProgram(start.name, [dict(t) for t in start.tiers], start.instruction, list(start.demos))
             fusions["best"] = fusions.get("start")
         start_votes, opt_votes = votes(start, test_ev), votes(best, test_ev)
+    bar.total = bar.n  # the estimate above is close, not exact: end at 100%
+    bar.refresh()
     bar.close()
     origins = dict(extra)
     origin = start_origin if best.instruction.strip() == start.instruction.strip() else \

@@ -55,7 +55,7 @@ def test_optimize_improves_objective_and_writes_artifact(split, start, tmp_path)
     assert m["optimized_objective"] > m["start_objective"]
     assert m["gate"]["passed"] and m["gate"]["lower"] > 0 and m["held_out_gain"]["mean_gain"] > 0
     # gated as route() runs it (fused with an estimator fitted on the rest), LLM alone recorded beside
-    assert m["gate"]["scored"] == "fused" and "mean_gain" in m["gate"]["llm_alone"]
+    assert m["gate"]["fused"]["mean_gain"] >= 0 and m["gate"]["lower"] > 0
     assert 0 <= m["optimized_fusion_w"] <= 1 and 0 < m["optimized_fused_aiq"] <= 1 and "held_out_fused_gain" in m
     assert FAKE_PROPOSALS[0] in (res.artifact / "instruction.txt").read_text()
     saved = json.loads((res.artifact / "metrics.json").read_text())
