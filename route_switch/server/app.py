@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from ..controller import Router
 from ..errors import ConfigError
-from ..knobs import check_knob
+from ..knobs import UnknownRouterModel, check_knob, parse_router_model
 from ..tiers import to_index, to_tier
 from .ratelimit import RateLimiter
 from .state import make_state
@@ -38,7 +38,6 @@ from .upstream import AllTiersFailed, forward
 KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
 access_log = logging.getLogger("route_switch.server.access")
 log = logging.getLogger("route_switch.server")
-_MODEL_RE = re.compile(r"router-(tau|lambda)-([0-9]+(?:\.[0-9]+)?)")
 BODY_TIMEOUT_S = 30.0  # the whole request body must arrive within this (slow-loris clients)
 _DRAIN_LIMIT = 32 * 1024 * 1024  # read (and drop) oversized bodies up to this, so the client sees the 413
 
@@ -214,22 +213,14 @@ async def read_json(request: Request, limit: int) -> dict:
 
 
 def parse_model(name) -> tuple[float | None, float | None]:
-    """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob."""
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "'model' is required: use 'router', 'router-tau-<0..1>' or 'router-lambda-<number>'",
-                       code="invalid_model", headers=None)
-    if name == "router":
-        return None, None
-    m = _MODEL_RE.fullmatch(name)
-    if not m:
-        raise ApiError(404, f"model '{name[:100]}' does not exist: this proxy serves 'router', "
-                            "'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'",
-                       code="model_not_found")
+    """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob
+    (:func:`route_switch.knobs.parse_router_model`, as an ``ApiError``)."""
     try:
-        v = check_knob(m.group(1), float(m.group(2)))
+        return parse_router_model(name, who="this proxy")
+    except UnknownRouterModel as e:
+        raise ApiError(404, str(e), code="model_not_found") from None
     except ValueError as e:
         raise ApiError(400, str(e), code="invalid_model") from None
-    return (v, None) if m.group(1) == "tau" else (None, v)
 
 
 def content_text(content, where: str) -> str:

@@ -1,0 +1,198 @@
+"""Integrations end to end with the real libraries: the ``openai`` client in-process (``route_switch.OpenAI``),
+DSPy (``RoutedLM``), OpenTelemetry (the SDK's in-memory exporter) and ``litellm.Router``.
+
+Every upstream is a FAKE OpenAI-compatible server on a real loopback socket
+(:class:`route_switch.testing.upstreams.FakeUpstream`); each tier answers its own text, so the
+answer shows which tier was called.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+openai = pytest.importorskip("openai")
+
+from servers import FakeUpstream, fitted_router_dir, free_port  # noqa: E402,F401
+
+from route_switch.controller import Router  # noqa: E402
+from route_switch.tiers import Tier  # noqa: E402
+
+EASY = [{"role": "user", "content": "Say hello to Peru 4."}]
+HARD = [{"role": "user", "content": "Prove that the sum of the first 7 odd numbers is a perfect square, step by step."}]
+
+
+def tiered_router(router_dir, urls, **kw) -> Router:
+    """The fitted synthetic router with tiers small/medium/large served at ``urls`` (upstream models up-1..3)."""
+    base = Router.from_config(router_dir)
+    tiers = [Tier(name=t.name, model=t.model, api_base=u, upstream_model=f"up-{i + 1}", price_in=p, price_out=2 * p)
+             for i, (t, u, p) in enumerate(zip(base.tiers, urls, (0.1, 1.0, 10.0)))]
+    return Router(tiers=tiers, estimator=base.estimator, tau=base.tau, **kw)
+
+
+@pytest.fixture(scope="module")
+def ups():
+    with FakeUpstream(text="small-answer") as a, FakeUpstream(text="medium-answer") as b, \
+            FakeUpstream(text="large-answer") as c:
+        yield [a, b, c]
+
+
+@pytest.fixture()
+def router(fitted_router_dir, ups):
+    return tiered_router(fitted_router_dir, [u.url for u in ups])
+
+
+TEXT = {1: "small-answer", 2: "medium-answer", 3: "large-answer"}
+
+
+# ------------------------------------------------------------------ the openai drop-in
+def test_openai_dropin_routes_and_returns_sdk_types(router):
+    import route_switch
+    from openai.types.chat import ChatCompletion
+
+    client = route_switch.OpenAI(router=router)
+    for model, messages in (("router-tau-1", EASY), ("router", HARD), ("router-tau-0", HARD), ("router-lambda-0", EASY)):
+        tau, lam = route_switch.knobs.parse_router_model(model)
+        expected = router.route(messages, tau=tau, lam=lam)
+        out = client.chat.completions.create(model=model, messages=messages, max_tokens=20)
+        assert isinstance(out, ChatCompletion)
+        d = out.route_switch_decision
+        assert d.tier == expected.tier and d.model == expected.model
+        assert out.choices[0].message.content == TEXT[d.tier]
+        assert out.model == f"up-{d.tier}"  # the tier's upstream_model was sent
+        rs = out.model_extra["route_switch"]  # the proxy's object, where the proxy puts it
+        assert (rs["tier"], rs["routed_tier"], rs["retried_from"]) == (d.tier, d.tier, [])
+        assert rs["path"] == d.path and rs["reason"] == d.reason and rs["cost_usd"] > 0
+        assert "route_switch_decision" not in out.model_dump()
+    assert client.chat.completions.create(model="router-tau-0", messages=HARD).route_switch_decision.tier == 3
+    assert client.chat.completions.create(model="router-tau-1", messages=HARD).route_switch_decision.tier == 1
+
+
+def test_openai_dropin_from_directory_and_bad_model(fitted_router_dir, ups, tmp_path):
+    import yaml
+
+    import route_switch
+    from route_switch.errors import ConfigError
+    from route_switch.knobs import UnknownRouterModel
+
+    with pytest.raises(ConfigError, match="api_base"):  # the fitted directory names no endpoints
+        route_switch.OpenAI(router=fitted_router_dir)
+    cfg = yaml.safe_load((fitted_router_dir / "router.yaml").read_text())
+    for t, u in zip(cfg["tiers"], ups):
+        t["api_base"] = u.url
+    cfg["estimator"] = str(fitted_router_dir / cfg["estimator"]) if not os.path.isabs(cfg["estimator"]) else cfg["estimator"]
+    (tmp_path / "router.yaml").write_text(yaml.safe_dump(cfg))
+    client = route_switch.OpenAI(router=tmp_path)
+    out = client.chat.completions.create(model="router-tau-1", messages=EASY)
+    assert out.choices[0].message.content == "small-answer"
+    with pytest.raises(UnknownRouterModel, match="router-tau"):
+        client.chat.completions.create(model="gpt-4o", messages=EASY)
+    with pytest.raises(ValueError, match="tau must be"):
+        client.chat.completions.create(model="router-tau-7", messages=EASY)
+
+
+def test_openai_dropin_streams_sdk_chunks(router, ups):
+    import route_switch
+    from openai import Stream
+    from openai.types.chat import ChatCompletionChunk
+
+    client = route_switch.OpenAI(router=router)
+    s = client.chat.completions.create(model="router-tau-0", messages=HARD, stream=True)
+    assert isinstance(s, Stream) and s.route_switch_decision.tier == 3 and s.route_switch["tier"] == 3
+    chunks = list(s)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "large-answer from fake"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["500", "refused", "malformed"])
+def test_openai_dropin_falls_back_to_next_tier(fitted_router_dir, ups, mode, stream):
+    import contextlib
+
+    import route_switch
+
+    with contextlib.ExitStack() as stack:
+        bad = f"http://127.0.0.1:{free_port()}/v1" if mode == "refused" else \
+            stack.enter_context(FakeUpstream(mode)).url
+        router = tiered_router(fitted_router_dir, [bad, ups[1].url, ups[2].url])
+        client = route_switch.OpenAI(router=router, timeout=5)
+        out = client.chat.completions.create(model="router-tau-1", messages=EASY, stream=stream)
+        rs = out.route_switch
+        assert (rs["routed_tier"], rs["tier"], rs["tier_name"]) == (1, 2, "medium")
+        error = {"500": "HTTP 500", "refused": "connection", "malformed": "malformed"}[mode]
+        assert rs["retried_from"][0]["tier"] == 1 and error in rs["retried_from"][0]["error"], rs
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in out) == "medium-answer from fake"
+        else:
+            assert out.choices[0].message.content == "medium-answer"
+
+
+def test_openai_dropin_all_tiers_failing_raises_api_error(fitted_router_dir):
+    import route_switch
+    from route_switch.integrations.openai_client import AllTiersFailed
+
+    with FakeUpstream("500") as bad:
+        router = tiered_router(fitted_router_dir, [bad.url, bad.url, f"http://127.0.0.1:{free_port()}/v1"])
+        with pytest.raises(openai.APIError) as e:
+            route_switch.OpenAI(router=router).chat.completions.create(model="router-tau-1", messages=EASY)
+    assert isinstance(e.value, AllTiersFailed)
+    assert "tier 1" in str(e.value) and "tier 3" in str(e.value) and "HTTP 500" in str(e.value)
+    assert [f["tier"] for f in e.value.failures] == [1, 2, 3]
+
+
+def test_openai_dropin_session_floor(router):
+    import route_switch
+
+    client = route_switch.OpenAI(router=router)
+    first = client.chat.completions.create(model="router-tau-0", messages=HARD,
+                                           extra_headers={"X-Route-Switch-Session": "s1"})
+    assert first.route_switch_decision.tier == 3
+    follow = HARD + [{"role": "assistant", "content": first.choices[0].message.content},
+                     {"role": "user", "content": "Thanks!"}]
+    out = client.chat.completions.create(model="router-tau-1", messages=follow, session="s1")
+    assert out.route_switch_decision.tier == 3 and "session floor" in out.route_switch_decision.reason
+    # the SDK's own message object (a previous answer) is accepted in the history
+    out = client.chat.completions.create(model="router-tau-1", messages=HARD + [first.choices[0].message, EASY[0]])
+    assert out.route_switch_decision.tier == 1
+
+
+def test_async_openai_dropin(router, fitted_router_dir, ups):
+    import route_switch
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletion
+
+    async def run():
+        client = route_switch.AsyncOpenAI(router=router)
+        out = await client.chat.completions.create(model="router-tau-0", messages=HARD)
+        assert isinstance(out, ChatCompletion) and out.choices[0].message.content == "large-answer"
+        s = await client.chat.completions.create(model="router-tau-1", messages=EASY, stream=True)
+        assert isinstance(s, AsyncStream) and s.route_switch_decision.tier == 1
+        text = "".join([c.choices[0].delta.content or "" async for c in s])
+        assert text == "small-answer from fake"
+        await client.close()
+        with FakeUpstream("500") as bad:
+            client = route_switch.AsyncOpenAI(router=tiered_router(fitted_router_dir, [bad.url, ups[1].url, ups[2].url]))
+            for stream in (False, True):
+                out = await client.chat.completions.create(model="router-tau-1", messages=EASY, stream=stream)
+                assert out.route_switch["tier"] == 2 and out.route_switch["retried_from"][0]["error"] == "HTTP 500"
+                if stream:
+                    assert "".join([c.choices[0].delta.content or "" async for c in out]).startswith("medium-answer")
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_import_route_switch_imports_no_integration_library():
+    code = ("import sys, route_switch\n"
+            "from route_switch.controller import Router\n"
+            "from route_switch import telemetry\n"
+            "bad = [m for m in ('openai', 'dspy', 'litellm', 'opentelemetry') if m in sys.modules]\n"
+            "assert not bad, bad\n"
+            "assert callable(route_switch.OpenAI) and 'openai' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
