@@ -196,3 +196,73 @@ def test_import_route_switch_imports_no_integration_library():
             "assert callable(route_switch.OpenAI) and 'openai' in sys.modules\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------ DSPy
+def dspy_answer(text: str) -> str:
+    """What a tier answers, in the layout dspy.ChatAdapter parses."""
+    return f"[[ ## answer ## ]]\n{text}\n\n[[ ## completed ## ]]"
+
+
+@pytest.fixture(scope="module")
+def dspy_ups():
+    with FakeUpstream(text=dspy_answer("small says Lima")) as a, FakeUpstream(text=dspy_answer("medium says")) as b, \
+            FakeUpstream(text=dspy_answer("large proves it")) as c:
+        yield [a, b, c]
+
+
+def test_dspy_routed_lm_routes_each_call_and_reports_per_program(fitted_router_dir, dspy_ups):
+    dspy = pytest.importorskip("dspy")
+    from route_switch import RoutedLM
+    from route_switch.integrations.dspy import query_of
+
+    router = tiered_router(fitted_router_dir, [u.url for u in dspy_ups])
+    lm = RoutedLM(router=router)
+    assert isinstance(lm, dspy.LM)
+    docs = {"Peru": "Lima is the capital of Peru.", "odd": "The sum of the first n odd numbers is n^2."}
+
+    class QA(dspy.Module):  # a tiny RAG: look the context up, then answer
+        def __init__(self):
+            super().__init__()
+            self.answer = dspy.Predict("context, question -> answer")
+
+        def forward(self, question):
+            context = next((v for k, v in docs.items() if k in question), "")
+            return self.answer(context=context, question=question)
+
+    qa = QA()
+    with dspy.context(lm=lm):
+        easy = qa(question="What is the capital of Peru?")
+        hard = qa(question=HARD[0]["content"])
+        assert easy.answer == "small says Lima"
+        assert hard.answer == "large proves it"
+        solo = dspy.Predict("question -> answer")
+        with RoutedLM.program("solo"):
+            solo(question="Say hello to Peru 4.")
+    # routed on the call's inputs, not on DSPy's markup
+    msgs = [{"role": "user", "content": "[[ ## question ## ]]\nWhat is 2+2?\n\nRespond with the corresponding output "
+                                        "fields, starting with the field `[[ ## answer ## ]]`."}]
+    assert query_of(msgs) == "What is 2+2?"
+    rep = lm.report()
+    assert rep["calls"] == 3 and set(rep["programs"]) == {"QA", "solo"}
+    qa_rep = rep["programs"]["QA"]
+    assert qa_rep["tiers"] == {"small": {"calls": 1, "share": 0.5, "cost_usd": pytest.approx(qa_rep["tiers"]["small"]["cost_usd"])},
+                               "large": {"calls": 1, "share": 0.5, "cost_usd": pytest.approx(qa_rep["tiers"]["large"]["cost_usd"])}}
+    assert 0 < qa_rep["cost_usd"] < qa_rep["cost_top_tier_usd"]  # the easy call went cheap
+    assert rep["programs"]["solo"]["tiers"]["small"]["calls"] == 1
+    assert rep["tiers"]["small"]["share"] == pytest.approx(2 / 3, abs=1e-3)
+    lm.reset_report()
+    assert lm.report()["calls"] == 0
+
+
+def test_dspy_routed_lm_falls_back(fitted_router_dir, dspy_ups):
+    dspy = pytest.importorskip("dspy")
+    from route_switch import RoutedLM
+
+    with FakeUpstream("500") as bad:
+        lm = RoutedLM(router=tiered_router(fitted_router_dir, [bad.url, dspy_ups[1].url, dspy_ups[2].url]))
+        with dspy.context(lm=lm):
+            out = dspy.Predict("question -> answer")(question="Say hello to Peru 4.")
+    assert out.answer == "medium says"
+    rep = lm.report()
+    assert rep["fallbacks"] == 1 and rep["tiers"] == {"medium": {"calls": 1, "share": 1.0, "cost_usd": rep["tiers"]["medium"]["cost_usd"]}}

@@ -187,6 +187,29 @@ def _all_failed(span, failures, d, router, start):
     return AllTiersFailed(failures, d, httpx.Request("POST", base.rstrip("/") + "/chat/completions"))
 
 
+def call_tiers(core: _Routing, router: Router, d: Decision, start: int, span, messages, stream: bool, kwargs: dict):
+    """(answer, index of the tier that gave it, failures) from ``router.tiers[start]`` up; ``AllTiersFailed``."""
+    failures: list[dict] = []
+    for i in range(start, len(router.tiers)):
+        tier = router.tiers[i]
+        try:
+            out = core.client_for(tier).chat.completions.create(
+                model=tier.upstream_model or tier.model, messages=messages, stream=stream, **kwargs)
+            if stream:
+                out = _peek(out)
+            else:
+                _check_completion(out)
+        except Exception as e:
+            why = failure_reason(e, core.timeout)
+            if why is None:
+                raise
+            failures.append({"tier": to_tier(i), "tier_name": tier.name, "error": why})
+            continue
+        span.answered(tier, i, failures, getattr(out, "usage", None), getattr(out, "model", None))
+        return out, i, failures
+    raise _all_failed(span, failures, d, router, start)
+
+
 class _Completions:
     def __init__(self, core: _Routing):
         self._core = core
@@ -197,25 +220,8 @@ class _Completions:
         router, tau, lam, session, kwargs = core.prepare(model, messages, kwargs)
         with telemetry.chat_span(model, stream, "openai") as span:
             d, start = _start(router, span, messages, tau, lam, session)
-            failures: list[dict] = []
-            for i in range(start, len(router.tiers)):
-                tier = router.tiers[i]
-                try:
-                    out = core.client_for(tier).chat.completions.create(
-                        model=tier.upstream_model or tier.model, messages=messages, stream=stream, **kwargs)
-                    if stream:
-                        out = _peek(out)
-                    else:
-                        _check_completion(out)
-                except Exception as e:
-                    why = failure_reason(e, core.timeout)
-                    if why is None:
-                        raise
-                    failures.append({"tier": to_tier(i), "tier_name": tier.name, "error": why})
-                    continue
-                span.answered(tier, i, failures, getattr(out, "usage", None), getattr(out, "model", None))
-                return core.annotate(out, d, router, i, failures)
-            raise _all_failed(span, failures, d, router, start)
+            out, i, failures = call_tiers(core, router, d, start, span, messages, stream, kwargs)
+            return core.annotate(out, d, router, i, failures)
 
 
 def _peek(stream):
