@@ -97,6 +97,11 @@ class ChatSpan:
         if self.span is not None:
             self.span.set_attributes(_clean(attrs))
 
+    def rename(self, request_model) -> None:
+        if self.span is not None and isinstance(request_model, str):
+            self.span.update_name(f"chat {request_model[:100]}")
+            self.span.set_attribute("gen_ai.request.model", request_model[:100])
+
     def decision(self, d) -> None:
         if self.span is not None:
             self.span.set_attributes(decision_attributes(d))

@@ -266,3 +266,70 @@ def test_dspy_routed_lm_falls_back(fitted_router_dir, dspy_ups):
     assert out.answer == "medium says"
     rep = lm.report()
     assert rep["fallbacks"] == 1 and rep["tiers"] == {"medium": {"calls": 1, "share": 1.0, "cost_usd": rep["tiers"]["medium"]["cost_usd"]}}
+
+
+# ------------------------------------------------------------------ OpenTelemetry
+@pytest.fixture()
+def spans():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from route_switch import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.enable(provider)
+    try:
+        yield exporter
+    finally:
+        telemetry.disable()
+        provider.shutdown()
+
+
+def test_otel_span_per_route_decision(router, spans):
+    d = router.route(HARD, tau=0.0)
+    router.route("What is the capital of France?")
+    s1, s2 = spans.get_finished_spans()
+    assert s1.name == s2.name == "route_switch.route"
+    a = dict(s1.attributes)
+    assert (a["route_switch.tier"], a["route_switch.tier_name"], a["route_switch.path"]) == (d.tier, d.tier_name, d.path)
+    assert a["route_switch.tau"] == 0.0 and a["route_switch.reason"] == d.reason
+    assert a["route_switch.predicted_quality"] == d.predicted_quality[d.model]
+    assert a["route_switch.latency_ms"] == d.latency_ms and s1.end_time >= s1.start_time
+    assert "route_switch.fallback_from" not in a  # set only when the router LLM could not decide
+
+
+def test_otel_spans_of_the_dropin_with_fallback(fitted_router_dir, ups, spans):
+    import route_switch
+
+    with FakeUpstream("500") as bad:
+        client = route_switch.OpenAI(router=tiered_router(fitted_router_dir, [bad.url, ups[1].url, ups[2].url]))
+        client.chat.completions.create(model="router-tau-1", messages=EASY)
+    route_span, chat = spans.get_finished_spans()
+    assert chat.name == "chat router-tau-1" and route_span.parent.span_id == chat.context.span_id
+    a = dict(chat.attributes)
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "router-tau-1"
+    assert a["gen_ai.response.model"] == "up-2" and a["gen_ai.usage.input_tokens"] == 1
+    assert (a["route_switch.tier"], a["route_switch.answered_tier"], a["route_switch.fallback"]) == (1, 2, True)
+    assert tuple(a["route_switch.retried_from"]) == (1,)
+
+
+def test_otel_spans_of_the_proxy(router, spans):
+    pytest.importorskip("starlette")
+    import httpx
+    from servers import run_app
+
+    from route_switch.server import create_app
+
+    with run_app(create_app(router, api_keys=None, insecure_no_auth=True)) as base:
+        r = httpx.post(f"{base}/v1/chat/completions", json={"model": "router-tau-0", "messages": HARD}, timeout=30)
+        assert r.status_code == 200
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    chat, route_span = by_name["chat router-tau-0"], by_name["route_switch.route"]
+    assert route_span.parent.span_id == chat.context.span_id
+    a = dict(chat.attributes)
+    assert a["route_switch.integration"] == "proxy" and a["route_switch.answered_tier"] == 3
+    assert a["gen_ai.response.model"] == "up-3" and a["route_switch.fallback"] is False

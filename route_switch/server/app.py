@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .. import telemetry
 from ..controller import Router
 from ..errors import ConfigError
 from ..knobs import UnknownRouterModel, check_knob, parse_router_model
@@ -277,7 +278,7 @@ def session_key(request: Request, ctx) -> str | None:
 # ---------------------------------------------------------------------------------------- the app
 class _Ctx:
     __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query", "plan", "cost",
-                 "spent", "cap_note", "router")
+                 "spent", "cap_note", "router", "span")
 
     def __init__(self, request: Request, endpoint: str):
         rid = request.headers.get("x-request-id", "")
@@ -285,6 +286,7 @@ class _Ctx:
         self.endpoint, self.key, self.t0 = endpoint, "-", time.perf_counter()
         self.decision = self.answered = self.query = self.plan = self.cost = self.spent = self.cap_note = None
         self.router = None
+        self.span = telemetry.ChatSpan(None)  # the request's OpenTelemetry span (a no-op when tracing is off)
         self.failures: list = []
         self.stream = False
 
@@ -426,6 +428,7 @@ class Proxy:
         ctx.router = ctx.router or self.router
         d = await run_in_threadpool(ctx.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
+        ctx.span.decision(d)
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
         m.inc("route_switch_route_path_total", {"path": d.path})
@@ -457,13 +460,20 @@ class Proxy:
 
     # -- handlers
     async def chat(self, request: Request, ctx: _Ctx) -> Response:
+        with telemetry.chat_span("router", integration="proxy") as span:  # a stream's span ends at its first event
+            ctx.span = span
+            return await self._chat(request, ctx)
+
+    async def _chat(self, request: Request, ctx: _Ctx) -> Response:
         body = await read_json(request, self.max_body)
         tau, lam = parse_model(body.get("model"))
+        ctx.span.rename(body.get("model"))
         text = self._messages_text(ctx, body.get("messages"))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
         ctx.stream = stream
+        ctx.span.set(**{"route_switch.stream": stream or None})
         cap, cap_reason = self._spend_cap(request, ctx, body)
         d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         if not ctx.router.tiers:
@@ -479,12 +489,16 @@ class Proxy:
             f = await forward(self.client, tiers, to_index(start), body, stream=stream, timeout_s=self.timeout)
         except AllTiersFailed as e:
             ctx.failures = e.failures
+            ctx.span.failed("all_tiers_failed", e.failures)
             self._count_failures(ctx)
             self.metrics.inc("route_switch_upstream_failures_total")
             _, headers = self.info(ctx, None)
             raise ApiError(502, f"every tier from {d.tier} up failed: {e}", "upstream_error", "upstream_failed",
                            headers) from None
         ctx.failures, ctx.answered = f.failures, to_tier(f.index)
+        ctx.span.answered(ctx.router.tiers[f.index], f.index, f.failures,
+                          f.data.get("usage") if isinstance(f.data, dict) else None,
+                          f.data.get("model") if isinstance(f.data, dict) else None)
         self._count_failures(ctx)
         self.metrics.inc("route_switch_tier_answered_total",
                          {"tier": str(to_tier(f.index)), "tier_name": ctx.router.tiers[f.index].name})
