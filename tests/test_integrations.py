@@ -333,3 +333,41 @@ def test_otel_spans_of_the_proxy(router, spans):
     a = dict(chat.attributes)
     assert a["route_switch.integration"] == "proxy" and a["route_switch.answered_tier"] == 3
     assert a["gen_ai.response.model"] == "up-3" and a["route_switch.fallback"] is False
+
+
+# ------------------------------------------------------------------ litellm.Router
+def test_litellm_router_strategy_picks_the_tier_and_falls_back(fitted_router_dir, ups):
+    litellm = pytest.importorskip("litellm")
+    from route_switch.integrations.litellm import RouteSwitchStrategy
+
+    router = tiered_router(fitted_router_dir, [u.url for u in ups])
+    with FakeUpstream("500") as bad, FakeUpstream(text="plain-answer") as plain:
+        def model_list(urls):
+            return [{"model_name": "route-switch",
+                     "litellm_params": {"model": f"openai/up-{i + 1}", "api_base": u, "api_key": "none"},
+                     "model_info": {"id": f"dep-{i + 1}", "route_switch_tier": (i + 1) if i != 1 else "medium"}}
+                    for i, u in enumerate(urls)] + [
+                {"model_name": "plain", "litellm_params": {"model": "openai/p", "api_base": plain.url, "api_key": "none"}}]
+
+        llm_router = litellm.Router(model_list=model_list([u.url for u in ups]), num_retries=2, retry_after=0)
+        RouteSwitchStrategy(router).install(llm_router)
+        out = llm_router.completion(model="route-switch", messages=EASY)
+        assert out.choices[0].message.content == "small-answer" and out._hidden_params["model_id"] == "dep-1"
+        out = asyncio.run(llm_router.acompletion(model="route-switch", messages=HARD))
+        assert out.choices[0].message.content == "large-answer"
+        meta = {"route_switch": {"tau": 1.0}}  # the knob per request
+        out = llm_router.completion(model="route-switch", messages=HARD, metadata=meta)
+        assert out.choices[0].message.content == "small-answer"
+        assert meta["route_switch"]["tier"] == 1 and meta["route_switch"]["deployment"] == "dep-1"
+        # other model groups keep LiteLLM's own strategy
+        assert llm_router.completion(model="plain", messages=EASY).choices[0].message.content == "plain-answer"
+
+        # tier 1 answers 500: LiteLLM's retry asks the strategy again, which moves one tier up
+        llm_router = litellm.Router(model_list=model_list([bad.url, ups[1].url, ups[2].url]), num_retries=2,
+                                    retry_after=0)
+        RouteSwitchStrategy(router).install(llm_router)
+        for call in (lambda: llm_router.completion(model="route-switch", messages=EASY),
+                     lambda: asyncio.run(llm_router.acompletion(model="route-switch", messages=EASY))):
+            out = call()
+            assert out.choices[0].message.content == "medium-answer" and out._hidden_params["model_id"] == "dep-2"
+        assert bad.hits >= 1
