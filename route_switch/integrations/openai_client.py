@@ -341,6 +341,9 @@ class AsyncOpenAI(OpenAI):
             await c.close()
         self._core._clients.clear()
 
+    def __enter__(self):
+        raise TypeError("route_switch.AsyncOpenAI is closed with 'async with', not 'with'")
+
     async def __aenter__(self):
         return self
 
