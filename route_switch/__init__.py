@@ -14,6 +14,9 @@ _EXPORTS = {
     "QualityEstimator": "estimator",
     "fit": "fitting", "TierFusion": "fusion",
     "select_tau": "selection", "select_lambda": "selection", "calibrate": "selection",
+    # integrations: each imports its library (openai, dspy, litellm) only when first used
+    "OpenAI": "integrations.openai_client", "AsyncOpenAI": "integrations.openai_client",
+    "RoutedLM": "integrations.dspy",
 }
 
 

@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import telemetry
 from .decision import Decision
 from .knobs import check_knobs
 from .sanitize import strip_routing_directives
@@ -93,6 +94,7 @@ class Router:
         self.version = ""           # content hash of the config it was built from (from_config)
         self.state_config = None    # the config's ``state:`` mapping (shared state across processes)
         self.shared_cache = None    # opt-in: a cache shared by processes, e.g. server.state.RedisDecisionCache
+        telemetry.enable_from_env()  # $ROUTE_SWITCH_OTEL=1: a span per decision (route_switch.telemetry)
         self._bind_estimator()
 
     def _bind_estimator(self):
@@ -166,6 +168,8 @@ class Router:
         if not isinstance(query, str):
             query = self.conversation_text(query)
         tau, lam = check_knobs(tau, lam, self.rule)
+        traced = telemetry.tracer is not None
+        start_ns = time.time_ns() if traced else 0
         t0 = time.perf_counter()
         try:
             d = self._route(query, tau, lam)
@@ -175,6 +179,8 @@ class Router:
             log.exception("route() internal error")
             d = self._default(f"internal error: {type(e).__name__}: {e}")
         d = d.with_(latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        if traced:
+            telemetry.record_route(d, start_ns, time.time_ns(), tau, lam, session is not None)
         if self.route_log is not None:
             try:
                 self.route_log.write(query, d)

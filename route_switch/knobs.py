@@ -11,6 +11,7 @@ its range; before this check ``tau=nan`` silently routed everything to the cheap
 from __future__ import annotations
 
 import math
+import re
 
 RANGES: dict[str, tuple[float, float]] = {
     "tau": (0.0, 1.0),
@@ -48,6 +49,31 @@ def check_knobs(tau=None, lam=None, rule: str = "tau") -> tuple[float | None, fl
     except ValueError as e:
         raise ValueError(str(e).replace("anchored_tau", "tau")) from None
     return t, check_knob("lambda", lam)
+
+
+ROUTER_MODELS = "'router', 'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'"
+_MODEL_RE = re.compile(r"router-(tau|lambda)-([0-9]+(?:\.[0-9]+)?)")
+
+
+class UnknownRouterModel(ValueError):
+    """A model name that is none of ``router``, ``router-tau-<t>``, ``router-lambda-<l>``."""
+
+
+def parse_router_model(name, who: str = "route-switch") -> tuple[float | None, float | None]:
+    """(tau, lam) of a router model name: ``router`` -> (None, None), the router's defaults;
+    ``router-tau-0.2`` -> (0.2, None); ``router-lambda-0.5`` -> (None, 0.5).
+
+    The one parser of the proxy and the in-process clients. ``UnknownRouterModel`` for another
+    name, ``ValueError`` for a missing name or a knob out of range."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("'model' is required: use 'router', 'router-tau-<0..1>' or 'router-lambda-<number>'")
+    if name == "router":
+        return None, None
+    m = _MODEL_RE.fullmatch(name)
+    if not m:
+        raise UnknownRouterModel(f"model '{name[:100]}' does not exist: {who} serves {ROUTER_MODELS}")
+    v = check_knob(m.group(1), float(m.group(2)))
+    return (v, None) if m.group(1) == "tau" else (None, v)
 
 
 def knob_arg(name: str):

@@ -27,9 +27,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .. import telemetry
 from ..controller import Router
 from ..errors import ConfigError
-from ..knobs import check_knob
+from ..knobs import UnknownRouterModel, check_knob, parse_router_model
 from ..tiers import to_index, to_tier
 from .ratelimit import RateLimiter
 from .state import make_state
@@ -38,7 +39,6 @@ from .upstream import AllTiersFailed, forward
 KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
 access_log = logging.getLogger("route_switch.server.access")
 log = logging.getLogger("route_switch.server")
-_MODEL_RE = re.compile(r"router-(tau|lambda)-([0-9]+(?:\.[0-9]+)?)")
 BODY_TIMEOUT_S = 30.0  # the whole request body must arrive within this (slow-loris clients)
 _DRAIN_LIMIT = 32 * 1024 * 1024  # read (and drop) oversized bodies up to this, so the client sees the 413
 
@@ -214,22 +214,14 @@ async def read_json(request: Request, limit: int) -> dict:
 
 
 def parse_model(name) -> tuple[float | None, float | None]:
-    """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob."""
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "'model' is required: use 'router', 'router-tau-<0..1>' or 'router-lambda-<number>'",
-                       code="invalid_model", headers=None)
-    if name == "router":
-        return None, None
-    m = _MODEL_RE.fullmatch(name)
-    if not m:
-        raise ApiError(404, f"model '{name[:100]}' does not exist: this proxy serves 'router', "
-                            "'router-tau-<0..1>' (e.g. router-tau-0.2) and 'router-lambda-<number>'",
-                       code="model_not_found")
+    """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob
+    (:func:`route_switch.knobs.parse_router_model`, as an ``ApiError``)."""
     try:
-        v = check_knob(m.group(1), float(m.group(2)))
+        return parse_router_model(name, who="this proxy")
+    except UnknownRouterModel as e:
+        raise ApiError(404, str(e), code="model_not_found") from None
     except ValueError as e:
         raise ApiError(400, str(e), code="invalid_model") from None
-    return (v, None) if m.group(1) == "tau" else (None, v)
 
 
 def content_text(content, where: str) -> str:
@@ -286,7 +278,7 @@ def session_key(request: Request, ctx) -> str | None:
 # ---------------------------------------------------------------------------------------- the app
 class _Ctx:
     __slots__ = ("id", "endpoint", "key", "t0", "decision", "answered", "failures", "stream", "query", "plan", "cost",
-                 "spent", "cap_note", "router")
+                 "spent", "cap_note", "router", "span")
 
     def __init__(self, request: Request, endpoint: str):
         rid = request.headers.get("x-request-id", "")
@@ -294,6 +286,7 @@ class _Ctx:
         self.endpoint, self.key, self.t0 = endpoint, "-", time.perf_counter()
         self.decision = self.answered = self.query = self.plan = self.cost = self.spent = self.cap_note = None
         self.router = None
+        self.span = telemetry.ChatSpan(None)  # the request's OpenTelemetry span (a no-op when tracing is off)
         self.failures: list = []
         self.stream = False
 
@@ -435,6 +428,7 @@ class Proxy:
         ctx.router = ctx.router or self.router
         d = await run_in_threadpool(ctx.router.route, text, tau=tau, lam=lam, session=session)
         ctx.decision = d
+        ctx.span.decision(d)
         m = self.metrics
         m.inc("route_switch_tier_chosen_total", {"tier": str(d.tier), "tier_name": d.tier_name})
         m.inc("route_switch_route_path_total", {"path": d.path})
@@ -466,13 +460,20 @@ class Proxy:
 
     # -- handlers
     async def chat(self, request: Request, ctx: _Ctx) -> Response:
+        with telemetry.chat_span("router", integration="proxy") as span:  # a stream's span ends at its first event
+            ctx.span = span
+            return await self._chat(request, ctx)
+
+    async def _chat(self, request: Request, ctx: _Ctx) -> Response:
         body = await read_json(request, self.max_body)
         tau, lam = parse_model(body.get("model"))
+        ctx.span.rename(body.get("model"))
         text = self._messages_text(ctx, body.get("messages"))
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "'stream' must be true or false", code="invalid_stream")
         ctx.stream = stream
+        ctx.span.set(**{"route_switch.stream": stream or None})
         cap, cap_reason = self._spend_cap(request, ctx, body)
         d = await self.decide(ctx, text, tau, lam, session_key(request, ctx))
         if not ctx.router.tiers:
@@ -488,12 +489,16 @@ class Proxy:
             f = await forward(self.client, tiers, to_index(start), body, stream=stream, timeout_s=self.timeout)
         except AllTiersFailed as e:
             ctx.failures = e.failures
+            ctx.span.failed("all_tiers_failed", e.failures)
             self._count_failures(ctx)
             self.metrics.inc("route_switch_upstream_failures_total")
             _, headers = self.info(ctx, None)
             raise ApiError(502, f"every tier from {d.tier} up failed: {e}", "upstream_error", "upstream_failed",
                            headers) from None
         ctx.failures, ctx.answered = f.failures, to_tier(f.index)
+        ctx.span.answered(ctx.router.tiers[f.index], f.index, f.failures,
+                          f.data.get("usage") if isinstance(f.data, dict) else None,
+                          f.data.get("model") if isinstance(f.data, dict) else None)
         self._count_failures(ctx)
         self.metrics.inc("route_switch_tier_answered_total",
                          {"tier": str(to_tier(f.index)), "tier_name": ctx.router.tiers[f.index].name})
