@@ -1,7 +1,7 @@
 """Does optimisation pay? An optimised program against its start, paired on the same held-out queries.
 
     python benchmarks/optimizer_gain.py --evalset dcrouter-3tier --start programs/default.yaml \
-        --optimized optimized/dcrouter-3tier --seeds 0,1,2 --n 100 [--fit-n 100] [--out FILE]
+        --optimized optimized/dcrouter-3tier --seeds 0,1,2 --n 100 [--fit-n 100] [--lm-config F] [--out FILE]
 
 For each split seed: the test split without the optimised program's demo queries (by evalset id,
 recorded in its metrics.json, and by text), then ``evaluate_llm`` for both programs on the same
@@ -67,9 +67,13 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--fit-n", type=int, default=None)
     ap.add_argument("--lm", default="local", choices=["local", "fake"])
+    ap.add_argument("--lm-config", help="YAML router LM config (e.g. {kind: local, n_threads: 1} on a busy machine)")
     ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
-    out = run(a.evalset, a.start, a.optimized, [int(s) for s in a.seeds.split(",")], a.n, a.fit_n, {"kind": a.lm})
+    from route_switch.paths import read_yaml
+
+    lm_cfg = read_yaml(a.lm_config) if a.lm_config else {"kind": a.lm}
+    out = run(a.evalset, a.start, a.optimized, [int(s) for s in a.seeds.split(",")], a.n, a.fit_n, lm_cfg)
     text = json.dumps(out, indent=1)
     print(text)
     if a.out:

@@ -312,7 +312,8 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
         if optimizer == "gepa":  # the same slices and objective; GEPA's budget = MIPROv2's routing calls
             from .gepa import compile_gepa, feedback_metric
 
-            compiled = compile_gepa(student, to_examples(fit_ev, clip), valset,
+            reflect_on = fit_ev.subset(np.arange(min(150, len(fit_ev))))  # GEPA reads feedback on these
+            compiled = compile_gepa(student, to_examples(reflect_on, clip), valset,
                                     metric=feedback_metric(start, lam, unit, bar), reflection_lm=prompt_lm, seed=seed,
                                     budget=num_trials * len(val_ev) + len(val_ev), failure_score=-lam)
         else:
