@@ -236,7 +236,9 @@ def format_report(res: dict) -> str:
     if "llm_eval" in res:
         e = res["llm_eval"]
         lines += ["", f"router LLM ({e['program']}, tier {e['distribution']}) on the same {e['n']} test queries "
-                      f"(fusion fitted on {e['fit_n']} training queries; invalid answers {e['invalid_test']}):"]
+                      f"(fusion fitted on {e['fit_n']} training queries; invalid answers {e['invalid_test']}"
+                      + (f"; {e['dropped_demo_queries']} test queries dropped: they are the program's demos"
+                         if e.get("dropped_demo_queries") else "") + "):"]
         lines += sweep_rows(llm_names) + [f"{'tier-1/top line':<28} {e['line_aiq']:>7.4f}"] + LLM_LEGEND
     if "misroutes" in res:
         lines.append(f"\nmisroutes at the operating point: {len(res['misroutes'])} (see misroutes.jsonl)")
