@@ -83,6 +83,14 @@ def grounded_instruction(prompts: list[str], scores: np.ndarray, costs: np.ndarr
     return "\n".join(lines)
 
 
+_PREAMBLE = re.compile(r"^[^\n]*\b(?:here is|here's|proposed|new|improved)\b[^\n]*\binstruction\b[^\n]*:\s*\n*", re.I)
+
+
+def strip_preamble(text: str) -> str:
+    """A proposal without a chatty first line such as "…, here is a proposed instruction …:"."""
+    return _PREAMBLE.sub("", text.strip(), count=1).strip() or text.strip()
+
+
 def describes_tiers(instruction: str, tiers: list[dict]) -> tuple[bool, str]:
     """Whether an instruction reads as a routing instruction a reviewer would keep; (ok, why not)."""
     t = instruction.lower()

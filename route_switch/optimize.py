@@ -142,7 +142,7 @@ def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record:
     ``candidates``, and whose demo-set candidates are ``demo_sets`` (when given)."""
     import dspy
 
-    from .grounding import describes_tiers
+    from .grounding import describes_tiers, strip_preamble
 
     class RoutingMIPROv2(dspy.MIPROv2):
         def _bootstrap_fewshot_examples(self, program, *args, **kwargs):
@@ -155,6 +155,7 @@ def _routing_mipro(candidates: list[tuple[str, str]], tiers: list[dict], record:
             for i, texts in proposed.items():
                 keep = [texts[0]]  # the starting instruction
                 for text in texts[1:]:
+                    text = strip_preamble(text)  # bigger proposers open with "here is a proposed instruction:"
                     ok, why = describes_tiers(text, tiers)
                     record.append({"origin": "proposed", "accepted": ok, "why_not": why,
                                    "text": text.strip()[:300]})

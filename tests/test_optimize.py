@@ -227,3 +227,8 @@ def test_grounded_instruction_reads_as_routing_text(split, start):
     assert needed_tier(s, np.tile([1.0, 2.0, 3.0], (4, 1))).tolist() == [1, 0, 0, 2]
     assert not describes_tiers("Please provide me with a detailed description of the task, tier 1 tier 2.",
                                start.tiers)[0]
+    from route_switch.grounding import strip_preamble
+
+    body = "Choose tier 1 for facts and tier 3 for proofs."
+    assert strip_preamble("Given the instructions you provided, here is a proposed instruction that helps:\n" + body) == body
+    assert strip_preamble(body) == body
