@@ -91,7 +91,7 @@ class TemplateView:
             return text
         out: list[str] = []
         seen: set[int] = set()
-        hit = kept = False
+        hit = kept = False  # a shared segment was found / some other text remains
         for line in text.split("\n"):
             k = _key(line)
             i = index.get(k) if len(k) >= MIN_SEGMENT_CHARS else None
@@ -104,20 +104,21 @@ class TemplateView:
             parts = _sentences(line) if len(k) > SENTENCE_SPLIT_CHARS else []
             if len(parts) > 1:
                 rest = []
-                for s in parts:
-                    j = index.get(_key(s))
+                for sent in parts:
+                    j = index.get(_key(sent))
                     if j is None:
-                        rest.append(s)
+                        rest.append(sent)
+                        kept = kept or bool(sent.strip())
                     else:
                         hit = True
                         if j not in seen:
                             seen.add(j)
                             rest.append(f"{MARKER}{j}")
                 line = " ".join(rest)
-            if k:
-                kept = True
+            else:
+                kept = kept or bool(k)
             out.append(line)
-        if not hit or not kept or all(o.startswith(MARKER) or not o.strip() for o in out):
+        if not hit or not kept:
             return text
         return "\n".join(out)
 
