@@ -38,7 +38,7 @@ STEPS = [
     ("+ sublinear tf", {"encoder_params": {**PLAIN_ENC, "ngram_max": 2, "min_df": 2, "sublinear": 1}, **LR_ONLY}),
     ("+ head+tail view 1,000 chars", {"encoder_params": OLD_ENC, **LR_ONLY}),
     ("+ kNN w 0.4, k 30, prior 1 (old default)", OLD),
-    ("+ template view (max_chars kept)", {**OLD, "encoder_params": {**OLD_ENC, "template": 1}}),
+    ("+ template view, weight 3 (max_chars kept)", {**OLD, "encoder_params": {**OLD_ENC, "template": 3}}),
     ("+ CV choice of C, k, w (new default)", {}),
 ]
 ONE_OFF = [
@@ -49,6 +49,7 @@ ONE_OFF = [
     ("old default, w 1 (LR only)", {**OLD, "w": 1.0}),
     ("old default, w 0 (kNN only)", {**OLD, "w": 0.0}),
     ("new default, no template view", {"encoder_params": {"template": 0}}),
+    ("new default, template weight 1", {"encoder_params": {"template": 1}}),
 ]
 
 

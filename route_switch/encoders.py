@@ -49,22 +49,32 @@ class Encoder:
 
     def view(self, text: str) -> str:
         """The part of a query the encoder reads. First the template view (when one was learned at
-        ``fit``): each segment the training prompts share (system prompt, exemplars, chat wrapper)
-        becomes one marker token. Then, if what is left is still longer than ``max_chars``, its head
-        and tail (the instruction usually sits at one end of a long few-shot or RAG prompt)."""
+        ``fit``): the segments the training prompts share (system prompt, exemplars, chat wrapper)
+        become a short line of marker tokens, first. Then, if what is left is still longer than
+        ``max_chars``, its head and tail (the instruction usually sits at one end of a long few-shot
+        or RAG prompt). Reading a viewed text again gives the same text."""
         from .program import clip_query
+        from .template import marker_prefix
 
         tv = self.template_
+        markers, rest = "", text
         if tv is not None and len(tv):
-            text = tv.apply(text[:TEMPLATE_SCAN_CHARS])
+            markers, rest = marker_prefix(text)  # read through the view already (route(), then the encoder)
+            if not markers:
+                markers, rest = tv.split(text[:TEMPLATE_SCAN_CHARS])
+                rest = rest if markers else text
         limit = getattr(self, "max_chars", 0)
-        return clip_query(text, limit) if limit and len(text) > limit else text
+        # The cut adds 5 characters ("\n...\n"): a text already cut is not cut again (idempotent).
+        if limit and len(rest) > limit + 5:
+            rest = clip_query(rest, limit)
+        return markers + rest if markers else rest
 
     def fit_template(self, prompts) -> None:
         """Learn the shared segments of ``prompts`` (when the ``template`` parameter is on)."""
         from .template import TemplateView
 
-        self.template_ = TemplateView.fit(prompts) if getattr(self, "template", 0) else None
+        weight = getattr(self, "template", 0)
+        self.template_ = TemplateView.fit(prompts, weight=weight) if weight else None
 
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         raise NotImplementedError
@@ -89,14 +99,14 @@ class TfidfEncoder(Encoder):
     Parameters (all integers, checked by :func:`check_params`): ``min_df`` (n-grams seen in at
     least this many training prompts), ``max_chars`` (head+tail cut, 0: read everything),
     ``ngram_max`` (1: words only, 2: words and word pairs), ``sublinear`` (1: 1 + log tf, 0: raw
-    tf), ``max_features`` (0: no cap) and ``template`` (1: learn and apply the template view of
-    :mod:`route_switch.template`; 0: off). ``benchmarks/estimator_ablation.py`` measures each.
+    tf), ``max_features`` (0: no cap) and ``template`` (0: off; ``r`` >= 1: learn and apply the
+    template view of :mod:`route_switch.template`, each shared segment read as ``r`` marker tokens). ``benchmarks/estimator_ablation.py`` measures each.
     """
 
     PARAMS = {"min_df": 1, "max_chars": 0, "ngram_max": 1, "sublinear": 0, "max_features": 0, "template": 0}
 
     def __init__(self, min_df: int = 2, max_chars: int = 1_000, ngram_max: int = 2, sublinear: int = 1,
-                 max_features: int = 0, template: int = 1):
+                 max_features: int = 0, template: int = 3):
         self.min_df, self.max_chars = min_df, max_chars
         self.ngram_max, self.sublinear, self.max_features, self.template = ngram_max, sublinear, max_features, template
         self.vocabulary_: dict[str, int] = {}
@@ -166,10 +176,10 @@ class TfidfEncoder(Encoder):
         # Files written before these parameters existed: 1–2-grams, sublinear tf, no template view.
         enc = cls(**{"template": 0, **params})
         if enc.template and "template" not in arrays:
-            raise ValueError("encoder parameter template=1 but arrays.npz has no 'encoder.template'")
+            raise ValueError(f"encoder parameter template={enc.template} but arrays.npz has no 'encoder.template'")
         if not enc.template and "template" in arrays:
             raise ValueError("arrays.npz has 'encoder.template' but the encoder parameter template is 0")
-        enc.template_ = TemplateView.from_array(arrays["template"]) if enc.template else None
+        enc.template_ = TemplateView.from_array(arrays["template"], enc.template) if enc.template else None
         text = str(arrays["terms"])
         terms = text.split("\n") if text else []
         enc.vocabulary_ = {t: i for i, t in enumerate(terms)}

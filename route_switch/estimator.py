@@ -66,7 +66,7 @@ def knn_from_sim(sim: np.ndarray, mem: np.ndarray, mean: np.ndarray, k: int, pri
 
 
 # The cross-validation grid of ``fit`` (each list may be replaced with the ``grid`` parameter).
-CV_GRID = {"C": [0.3, 1.0, 3.0], "k": [10, 30, 60], "w": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
+CV_GRID = {"C": [0.1, 0.3, 1.0], "k": [10, 30, 60], "w": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
 CV_MIN_QUERIES = 100  # fewer training queries: no cross-validation, the given C, k, w are used
 
 

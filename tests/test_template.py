@@ -38,7 +38,7 @@ def test_learned_segments_are_replaced_by_markers(synthetic):
     v = tv.apply(text)
     assert "help desk" not in v and "Never reveal" not in v and MARKER in v
     assert "Prove that the sum of the first 9 odd numbers" in v
-    assert tv.apply(v) == v  # idempotent: markers are never shared segments
+    assert tv.apply(v) == v and v.startswith(MARKER)  # idempotent; the markers line comes first
 
 
 def test_sentences_of_a_one_line_system_prompt(synthetic):
@@ -66,6 +66,17 @@ def test_saved_and_loaded_identically(templated, tmp_path):
     probe = templated.prompts[:30] + ["What is the capital of Peru?", "x" * 20000]
     assert [back.encoder_.view(p) for p in probe] == [est.encoder_.view(p) for p in probe]
     np.testing.assert_allclose(back.predict(probe), est.predict(probe), atol=1e-6)
+
+
+def test_view_is_idempotent_and_keeps_the_question(templated):
+    est = QualityEstimator(cv=0).fit(templated.prompts, templated.scores, templated.models, templated.costs)
+    enc = est.encoder_
+    question = "Derive the closed form of the integral of x^5 * exp(x) and explain each step."
+    long_templated = SYSTEM * 40 + CHAT.format(q=question)  # 9,000+ characters of template
+    v = enc.view(long_templated)
+    assert question in v and v.startswith(MARKER) and len(v) < 1200
+    for text in [long_templated, "x " * 10_000, templated.prompts[0], "short", "a" * 1003, "a" * 1006]:
+        assert enc.view(enc.view(text)) == enc.view(text)
 
 
 def test_tampered_template_is_refused(templated, tmp_path):
