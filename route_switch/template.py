@@ -95,40 +95,65 @@ class TemplateView:
         shared.sort(key=lambda cs: (-cs[0], cs[1]))
         return cls([s for _, s in shared[:MAX_SEGMENTS]], weight)
 
-    def split(self, text: str) -> tuple[str, str]:
+    def _line(self, line: str, seen: dict) -> str | None:
+        """The line as read (None: the whole line is shared); ``seen`` collects the shared segments."""
+        if len(line) < MIN_SEGMENT_CHARS:  # the key is never longer than the line
+            return line
+        k = _key(line)
+        i = self.index_.get(k)
+        if i is not None:
+            seen.setdefault(i)
+            return None
+        if len(k) <= SENTENCE_SPLIT_CHARS:
+            return line
+        parts = _sentences(line)
+        if len(parts) < 2:
+            return line
+        rest = []
+        for sent in parts:
+            j = self.index_.get(_key(sent))
+            if j is None:
+                rest.append(sent)
+            else:
+                seen.setdefault(j)
+        return " ".join(rest) if len(rest) < len(parts) else line
+
+    def split(self, text: str, budget: int = 0) -> tuple[str, str]:
         """``(markers, rest)``: one line with the markers of the shared segments found (in order of
         appearance, at most ``MAX_MARKERS`` segments, then ``"\n"``) and the text without them.
-        ``("", text)`` (the same ``str``) when no segment, or every segment, is shared."""
-        index = self.index_
-        if not index or len(text) < MIN_SEGMENT_CHARS:
+        ``("", text)`` (the same ``str``) when no segment, or every segment, is shared.
+
+        ``budget`` (the encoder's ``max_chars``; 0: read everything): lines are read from the start
+        until 3/4 of it is filled with text that is not shared, and from the end until the other
+        1/4 is; the lines between are kept as they are (the head+tail cut drops them), so a
+        20,000-character prompt costs about what its head and tail cost."""
+        if not self.index_ or len(text) < MIN_SEGMENT_CHARS:
             return "", text
-        out: list[str] = []
+        lines = text.split("\n")
         seen: dict[int, None] = {}
-        kept = False  # some text that is not shared remains
-        for line in text.split("\n"):
-            k = _key(line)
-            i = index.get(k) if len(k) >= MIN_SEGMENT_CHARS else None
-            if i is not None:
-                seen.setdefault(i)
-                continue
-            parts = _sentences(line) if len(k) > SENTENCE_SPLIT_CHARS else []
-            if len(parts) > 1:
-                rest = []
-                for sent in parts:
-                    j = index.get(_key(sent))
-                    if j is None:
-                        rest.append(sent)
-                        kept = kept or bool(sent.strip())
-                    else:
-                        seen.setdefault(j)
-                if len(rest) < len(parts):
-                    line = " ".join(rest)
-            else:
-                kept = kept or bool(k)
-            out.append(line)
-        if not seen or not kept:
+        head: list[str] = []
+        tail: list[str] = []
+        h_need = budget - budget // 4 + 1 if budget else float("inf")
+        t_need = budget // 4 + 1 if budget else float("inf")
+        got = 0
+        i = 0
+        while i < len(lines) and got < h_need:
+            line = self._line(lines[i], seen)
+            if line is not None:
+                head.append(line)
+                got += len(line) + 1
+            i += 1
+        j, got_t = len(lines), 0
+        while j > i and got_t < t_need:
+            j -= 1
+            line = self._line(lines[j], seen)
+            if line is not None:
+                tail.append(line)
+                got_t += len(line) + 1
+        if not seen or not any(x.strip() for x in head + tail + lines[i:j]):
             return "", text
-        return " ".join(self._markers[i] for i in list(seen)[:MAX_MARKERS]) + "\n", "\n".join(out)
+        rest = "\n".join(head + lines[i:j] + tail[::-1])
+        return " ".join(self._markers[x] for x in list(seen)[:MAX_MARKERS]) + "\n", rest
 
     def apply(self, text: str) -> str:
         """``text`` read through the view: its markers line, then the rest (``text`` itself when unchanged)."""
