@@ -60,6 +60,8 @@ def test_short_and_untemplated_prompts_unchanged(synthetic):
 def test_saved_and_loaded_identically(templated, tmp_path):
     est = QualityEstimator(cv=0).fit(templated.prompts, templated.scores, templated.models, templated.costs)
     assert len(est.encoder_.template_) >= 3 and est.meta_["template_segments"] == len(est.encoder_.template_)
+    # Every segment here is in every prompt: its markers say nothing and are not in the vocabulary.
+    assert not [t for t in est.encoder_.vocabulary_ if all(w.startswith(MARKER) for w in t.split(" "))]
     est.save(tmp_path / "e")
     back = QualityEstimator.load(tmp_path / "e")
     assert back.encoder_.template_.segments_ == est.encoder_.template_.segments_
