@@ -61,8 +61,9 @@ class Encoder:
         if tv is not None and len(tv):
             markers, rest = marker_prefix(text)  # read through the view already (route(), then the encoder)
             if not markers:
-                markers, rest = tv.split(text[:TEMPLATE_SCAN_CHARS], getattr(self, "max_chars", 0))
-                rest = rest if markers else text
+                res = tv.split(text[:TEMPLATE_SCAN_CHARS], getattr(self, "max_chars", 0))
+                if res is not None:
+                    markers, rest = res
         limit = getattr(self, "max_chars", 0)
         # The cut adds 5 characters ("\n...\n"): a text already cut is not cut again (idempotent).
         if limit and len(rest) > limit + 5:
@@ -121,20 +122,8 @@ class TfidfEncoder(Encoder):
         v = TfidfVectorizer(ngram_range=(1, min(self.ngram_max, 2)), sublinear_tf=bool(self.sublinear), min_df=min_df,
                             max_features=self.max_features or None, dtype=np.float32)
         v.fit([self.view(p) for p in prompts])
-        vocab, idf = v.vocabulary_, v.idf_.astype(np.float32)
-        if self.template_ is not None:
-            # Markers of segments shared by more than half the training prompts (a fixed system
-            # prompt, a chat wrapper) say nothing about the query: they leave the vocabulary, so
-            # they neither weigh in the norm nor in the similarity. idf < 1 + ln 2 <=> df > ~n/2.
-            from .template import MARKER
-
-            drop = {t for t, j in vocab.items() if MARKER in t and all(
-                MARKER in w for w in t.split(" ")) and idf[j] < 1 + np.log(2)}
-            keep = sorted((j, t) for t, j in vocab.items() if t not in drop)
-            vocab = {t: new for new, (_, t) in enumerate(keep)}
-            idf = idf[[j for j, _ in keep]] if keep else np.zeros(0, np.float32)
-        self.vocabulary_ = {t: int(i) for t, i in vocab.items()}
-        self.idf_ = np.asarray(idf, np.float32)
+        self.vocabulary_ = {t: int(i) for t, i in v.vocabulary_.items()}
+        self.idf_ = v.idf_.astype(np.float32)
         return self
 
     @property
@@ -178,7 +167,7 @@ class TfidfEncoder(Encoder):
                   "sublinear": self.sublinear, "max_features": self.max_features, "template": self.template}
         arrays = {"terms": np.array("\n".join(terms)), "idf": self.idf_}
         if self.template_ is not None:
-            arrays["template"] = self.template_.to_array()
+            arrays.update(self.template_.to_arrays())
         return params, arrays
 
     @classmethod
@@ -191,7 +180,7 @@ class TfidfEncoder(Encoder):
             raise ValueError(f"encoder parameter template={enc.template} but arrays.npz has no 'encoder.template'")
         if not enc.template and "template" in arrays:
             raise ValueError("arrays.npz has 'encoder.template' but the encoder parameter template is 0")
-        enc.template_ = TemplateView.from_array(arrays["template"], enc.template) if enc.template else None
+        enc.template_ = TemplateView.from_arrays(arrays, enc.template) if enc.template else None
         text = str(arrays["terms"])
         terms = text.split("\n") if text else []
         enc.vocabulary_ = {t: i for i, t in enumerate(terms)}

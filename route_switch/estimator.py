@@ -131,10 +131,13 @@ def validate(arrays: dict, doc: dict, af: str, jf: str) -> None:
         if not finite.all():
             raise ArtifactError(f"array '{name}' has non-finite values", file=af)
     if "encoder.template" in arrays:  # the template view's shared segments (route_switch/template.py)
-        from .template import check_segments
+        from .template import check_segments, check_silent
 
         try:
-            check_segments(arrays["encoder.template"])
+            n = len(check_segments(arrays["encoder.template"]))
+            if "encoder.template_silent" not in arrays:
+                raise ValueError("missing its companion array 'encoder.template_silent'")
+            check_silent(arrays["encoder.template_silent"], n)
         except ValueError as e:
             raise ArtifactError(f"array 'encoder.template': {e}", file=af) from None
     if "cv" in doc and not isinstance(doc["cv"], dict):

@@ -43,8 +43,8 @@ MAX_SEGMENTS = 20_000
 MAX_SEGMENT_CHARS = 20_000
 MARKER = "zztpl"
 MAX_WEIGHT = 8        # marker tokens per shared segment, at most
-MAX_MARKERS = 64      # shared segments named in one query's markers line, at most
-MAX_MARKER_LINE = MAX_MARKERS * MAX_WEIGHT * 16
+MAX_MARKERS = 8       # shared segments named in one query's markers line, at most (the first ones)
+MAX_MARKER_LINE = 64 * MAX_WEIGHT * 16
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -79,6 +79,7 @@ class TemplateView:
         self.index_ = {s: i for i, s in enumerate(self.segments_)}
         self._markers = [" ".join([f"{MARKER}{i}"] + [f"{MARKER}{i}x{c}" for c in range(1, self.weight)])
                          for i in range(len(self.segments_))]
+        self.silent_: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.segments_)
@@ -93,7 +94,11 @@ class TemplateView:
         need = max(min_count, int(np.ceil(min_share * len(prompts))))
         shared = [(c, s) for s, c in df.items() if c >= need and MARKER not in s and len(s) <= MAX_SEGMENT_CHARS]
         shared.sort(key=lambda cs: (-cs[0], cs[1]))
-        return cls([s for _, s in shared[:MAX_SEGMENTS]], weight)
+        tv = cls([s for _, s in shared[:MAX_SEGMENTS]], weight)
+        # In more than half the prompts (a fixed system prompt, a chat wrapper): says nothing about
+        # the query, so it is removed but not named.
+        tv.silent_ = frozenset(i for i, (c, _) in enumerate(shared[:MAX_SEGMENTS]) if c > len(prompts) / 2)
+        return tv
 
     def _line(self, line: str, seen: dict) -> str | None:
         """The line as read (None: the whole line is shared); ``seen`` collects the shared segments."""
@@ -118,17 +123,17 @@ class TemplateView:
                 seen.setdefault(j)
         return " ".join(rest) if len(rest) < len(parts) else line
 
-    def split(self, text: str, budget: int = 0) -> tuple[str, str]:
-        """``(markers, rest)``: one line with the markers of the shared segments found (in order of
-        appearance, at most ``MAX_MARKERS`` segments, then ``"\n"``) and the text without them.
-        ``("", text)`` (the same ``str``) when no segment, or every segment, is shared.
+    def split(self, text: str, budget: int = 0) -> tuple[str, str] | None:
+        """``(markers, rest)``: one line with the markers of the shared segments found (the first
+        ``MAX_MARKERS`` that are not silent, in order of appearance, then ``"\n"``; ``""`` when all
+        are silent) and the text without them. None when no segment, or every segment, is shared.
 
         ``budget`` (the encoder's ``max_chars``; 0: read everything): lines are read from the start
         until 3/4 of it is filled with text that is not shared, and from the end until the other
         1/4 is; the lines between are kept as they are (the head+tail cut drops them), so a
         20,000-character prompt costs about what its head and tail cost."""
         if not self.index_ or len(text) < MIN_SEGMENT_CHARS:
-            return "", text
+            return None
         lines = text.split("\n")
         seen: dict[int, None] = {}
         head: list[str] = []
@@ -151,23 +156,27 @@ class TemplateView:
                 tail.append(line)
                 got_t += len(line) + 1
         if not seen or not any(x.strip() for x in head + tail + lines[i:j]):
-            return "", text
+            return None
         rest = "\n".join(head + lines[i:j] + tail[::-1])
-        return " ".join(self._markers[x] for x in list(seen)[:MAX_MARKERS]) + "\n", rest
+        named = [x for x in seen if x not in self.silent_][:MAX_MARKERS]
+        return (" ".join(self._markers[x] for x in named) + "\n" if named else ""), rest
 
     def apply(self, text: str) -> str:
         """``text`` read through the view: its markers line, then the rest (``text`` itself when unchanged)."""
-        markers, rest = self.split(text)
-        return markers + rest if markers else text
+        res = self.split(text)
+        return text if res is None else res[0] + res[1]
 
 
     # ---------------------------------------------------------------- persistence
-    def to_array(self) -> np.ndarray:
-        return np.array("\n".join(self.segments_))
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"template": np.array("\n".join(self.segments_)),
+                "template_silent": np.array(sorted(self.silent_), np.int32)}
 
     @classmethod
-    def from_array(cls, a, weight: int = 3) -> "TemplateView":
-        return cls(check_segments(a), weight)
+    def from_arrays(cls, arrays, weight: int = 3) -> "TemplateView":
+        tv = cls(check_segments(arrays["template"]), weight)
+        tv.silent_ = frozenset(check_silent(arrays["template_silent"], len(tv)))
+        return tv
 
 
 _MARKER_LINE = re.compile(rf"{MARKER}\d+(?:x\d+)?(?: {MARKER}\d+(?:x\d+)?)*")
@@ -181,6 +190,15 @@ def marker_prefix(text: str) -> tuple[str, str]:
     if sep and len(first) <= MAX_MARKER_LINE and _MARKER_LINE.fullmatch(first):
         return first + "\n", rest
     return "", text
+
+
+def check_silent(a, n: int) -> list[int]:
+    """The silent segment indices stored in ``a``; ValueError unless distinct integers in 0..n-1."""
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() >= n)) \
+            or len(np.unique(a)) != len(a):
+        raise ValueError(f"template_silent must be distinct integers in 0..{n - 1}")
+    return [int(x) for x in a]
 
 
 def check_segments(a) -> list[str]:

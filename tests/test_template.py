@@ -20,25 +20,36 @@ CHAT = "<|start_header_id|>user<|end_header_id|>\n\n{q}<|eot_id|>\n<|start_heade
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
 
 
-def wrapped(prompts):
-    return [SYSTEM + CHAT.format(q=p) for p in prompts]
+EXEMPLARS = {"hard": "Example: prove that every prime above 2 is odd, step by step.\nExample answer: by cases on parity.\n",
+             "easy": "Example: what is the capital of Italy, in one word?\nExample answer: Rome is the answer.\n"}
+
+
+def wrapped(prompts, tasks=None):
+    """A fixed system prompt and chat wrapper (in every prompt) and exemplars per task."""
+    tasks = tasks or ["easy"] * len(prompts)
+    return [SYSTEM + CHAT.format(q=EXEMPLARS[t] + p) for p, t in zip(prompts, tasks)]
 
 
 @pytest.fixture(scope="module")
 def templated(synthetic):
     q = synthetic.queries.copy()
-    q["prompt"] = wrapped(synthetic.prompts)
+    q["prompt"] = wrapped(synthetic.prompts, synthetic.queries["task"].tolist())
     return synthetic._replace(queries=q)
 
 
-def test_learned_segments_are_replaced_by_markers(synthetic):
-    tv = TemplateView.fit(wrapped(synthetic.prompts))
+def test_learned_segments_are_replaced_by_markers(templated):
+    tv = TemplateView.fit(templated.prompts)
     assert any("help desk" in s for s in tv.segments_) and any("assistant<|end_header_id|>" in s for s in tv.segments_)
-    text = wrapped(["Prove that the sum of the first 9 odd numbers is a perfect square, step by step."])[0]
-    v = tv.apply(text)
-    assert "help desk" not in v and "Never reveal" not in v and MARKER in v
-    assert "Prove that the sum of the first 9 odd numbers" in v
-    assert tv.apply(v) == v and v.startswith(MARKER)  # idempotent; the markers line comes first
+    q = "Prove that the sum of the first 9 odd numbers is a perfect square, step by step."
+    v = tv.apply(wrapped([q], ["hard"])[0])
+    assert "help desk" not in v and "Never reveal" not in v and "prime above 2" not in v and q in v
+    # The exemplars of the "hard" task (a third of the prompts) are named by markers, first; the system
+    # prompt, the wrapper and the "easy" exemplars (in more than half the prompts) are removed silently.
+    hard = [tv.index_[k] for k in tv.index_ if "prime above 2" in k or "by cases on parity" in k]
+    assert sorted(v.split("\n")[0].split()) == sorted(f"{MARKER}{i}{x}" for i in hard for x in ("", "x1", "x2"))
+    easy = tv.apply(wrapped(["Spell the word river."], ["easy"])[0])
+    assert MARKER not in easy and "Spell the word river." in easy and "Rome" not in easy
+    assert tv.apply(v) == v  # idempotent
 
 
 def test_sentences_of_a_one_line_system_prompt(synthetic):
@@ -49,7 +60,7 @@ def test_sentences_of_a_one_line_system_prompt(synthetic):
 
 
 def test_short_and_untemplated_prompts_unchanged(synthetic):
-    tv = TemplateView.fit(wrapped(synthetic.prompts))
+    tv = TemplateView.fit(wrapped(synthetic.prompts, synthetic.queries["task"].tolist()))
     for text in ["", "hi", "What is the capital of Peru?", "a" * 5000, "line one of a question\nline two of it\n",
                  SYSTEM.splitlines()[0]]:  # a query that is only shared segments is left as it is, too
         assert tv.apply(text) is text
@@ -60,11 +71,14 @@ def test_short_and_untemplated_prompts_unchanged(synthetic):
 def test_saved_and_loaded_identically(templated, tmp_path):
     est = QualityEstimator(cv=0).fit(templated.prompts, templated.scores, templated.models, templated.costs)
     assert len(est.encoder_.template_) >= 3 and est.meta_["template_segments"] == len(est.encoder_.template_)
-    # Every segment here is in every prompt: its markers say nothing and are not in the vocabulary.
-    assert not [t for t in est.encoder_.vocabulary_ if all(w.startswith(MARKER) for w in t.split(" "))]
+    # Segments in more than half the prompts are silent: their markers are never read, so not in the vocabulary.
+    tv = est.encoder_.template_
+    assert tv.silent_ and all(f"{MARKER}{i}" not in est.encoder_.vocabulary_ for i in tv.silent_)
+    assert any(f"{MARKER}{i}" in est.encoder_.vocabulary_ for i in range(len(tv)) if i not in tv.silent_)
     est.save(tmp_path / "e")
     back = QualityEstimator.load(tmp_path / "e")
     assert back.encoder_.template_.segments_ == est.encoder_.template_.segments_
+    assert back.encoder_.template_.silent_ == est.encoder_.template_.silent_
     probe = templated.prompts[:30] + ["What is the capital of Peru?", "x" * 20000]
     assert [back.encoder_.view(p) for p in probe] == [est.encoder_.view(p) for p in probe]
     np.testing.assert_allclose(back.predict(probe), est.predict(probe), atol=1e-6)
@@ -74,7 +88,7 @@ def test_view_is_idempotent_and_keeps_the_question(templated):
     est = QualityEstimator(cv=0).fit(templated.prompts, templated.scores, templated.models, templated.costs)
     enc = est.encoder_
     question = "Derive the closed form of the integral of x^5 * exp(x) and explain each step."
-    long_templated = SYSTEM * 40 + CHAT.format(q=question)  # 9,000+ characters of template
+    long_templated = SYSTEM * 40 + CHAT.format(q=EXEMPLARS["hard"] + question)  # 9,000+ characters of template
     v = enc.view(long_templated)
     assert question in v and v.startswith(MARKER) and len(v) < 1200
     for text in [long_templated, "x " * 10_000, templated.prompts[0], "short", "a" * 1003, "a" * 1006]:
@@ -86,16 +100,22 @@ def test_tampered_template_is_refused(templated, tmp_path):
     d = est.save(tmp_path / "e")
     with np.load(d / "arrays.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    good = dict(arrays)
     arrays["encoder.template"] = np.array("Short\nNot Normalised  Segment With Capitals Here")
     np.savez(d / "arrays.npz", **arrays)
     with pytest.raises(ArtifactError, match="encoder.template"):
         QualityEstimator.load(d)
+    for bad in (np.array([0, 0], np.int32), np.array([10**6], np.int32), np.array([0.5])):
+        np.savez(d / "arrays.npz", **{**good, "encoder.template_silent": bad})
+        with pytest.raises(ArtifactError, match="template_silent"):
+            QualityEstimator.load(d)
 
 
 def test_route_and_route_batch_agree(templated, tmp_path):
     est = QualityEstimator(cv=0).fit(templated.prompts, templated.scores, templated.models, templated.costs)
     r = Router(TIERS, est, tau=0.1)
-    queries = wrapped(["Spell the word river 7.", "Prove that the sum of the first 3 odd numbers is a perfect square."])
+    queries = wrapped(["Spell the word river 7.", "Prove that the sum of the first 3 odd numbers is a perfect square."],
+                      ["easy", "hard"])
     queries += ["Spell the word river 7.", SYSTEM * 30 + "Derive the integral of x^3 * exp(x)."]
     single = [r.route(q) for q in queries]
     batch = r.route_batch(queries)
