@@ -75,7 +75,8 @@ class Encoder:
         from .template import TemplateView
 
         weight = getattr(self, "template", 0)
-        self.template_ = TemplateView.fit(prompts, weight=weight) if weight else None
+        self.template_ = TemplateView.fit(prompts, weight=weight, markers=getattr(self, "template_markers", 8)) \
+            if weight else None
 
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         raise NotImplementedError
@@ -100,16 +101,20 @@ class TfidfEncoder(Encoder):
     Parameters (all integers, checked by :func:`check_params`): ``min_df`` (n-grams seen in at
     least this many training prompts), ``max_chars`` (head+tail cut, 0: read everything),
     ``ngram_max`` (1: words only, 2: words and word pairs), ``sublinear`` (1: 1 + log tf, 0: raw
-    tf), ``max_features`` (0: no cap) and ``template`` (0: off; ``r`` >= 1: learn and apply the
-    template view of :mod:`route_switch.template`, each shared segment read as ``r`` marker tokens). ``benchmarks/estimator_ablation.py`` measures each.
+    tf), ``max_features`` (0: no cap), ``template`` (0: off; ``r`` >= 1: learn and apply the
+    template view of :mod:`route_switch.template`, each shared segment read as ``r`` marker tokens)
+    and ``template_markers`` (how many shared segments of a query are named, at most).
+    ``benchmarks/estimator_ablation.py`` measures each.
     """
 
-    PARAMS = {"min_df": 1, "max_chars": 0, "ngram_max": 1, "sublinear": 0, "max_features": 0, "template": 0}
+    PARAMS = {"min_df": 1, "max_chars": 0, "ngram_max": 1, "sublinear": 0, "max_features": 0, "template": 0,
+              "template_markers": 1}
 
     def __init__(self, min_df: int = 2, max_chars: int = 1_000, ngram_max: int = 2, sublinear: int = 1,
-                 max_features: int = 0, template: int = 3):
+                 max_features: int = 0, template: int = 3, template_markers: int = 8):
         self.min_df, self.max_chars = min_df, max_chars
         self.ngram_max, self.sublinear, self.max_features, self.template = ngram_max, sublinear, max_features, template
+        self.template_markers = template_markers
         self.vocabulary_: dict[str, int] = {}
         self.idf_ = np.zeros(0, np.float32)
 
@@ -164,7 +169,8 @@ class TfidfEncoder(Encoder):
         # The vocabulary is stored as one newline-joined string array: compact, no pickle.
         terms = sorted(self.vocabulary_, key=self.vocabulary_.get)
         params = {"min_df": self.min_df, "max_chars": self.max_chars, "ngram_max": self.ngram_max,
-                  "sublinear": self.sublinear, "max_features": self.max_features, "template": self.template}
+                  "sublinear": self.sublinear, "max_features": self.max_features, "template": self.template,
+                  "template_markers": self.template_markers}
         arrays = {"terms": np.array("\n".join(terms)), "idf": self.idf_}
         if self.template_ is not None:
             arrays.update(self.template_.to_arrays())
@@ -180,7 +186,7 @@ class TfidfEncoder(Encoder):
             raise ValueError(f"encoder parameter template={enc.template} but arrays.npz has no 'encoder.template'")
         if not enc.template and "template" in arrays:
             raise ValueError("arrays.npz has 'encoder.template' but the encoder parameter template is 0")
-        enc.template_ = TemplateView.from_arrays(arrays, enc.template) if enc.template else None
+        enc.template_ = TemplateView.from_arrays(arrays, enc.template, enc.template_markers) if enc.template else None
         text = str(arrays["terms"])
         terms = text.split("\n") if text else []
         enc.vocabulary_ = {t: i for i, t in enumerate(terms)}

@@ -67,6 +67,10 @@ def knn_from_sim(sim: np.ndarray, mem: np.ndarray, mean: np.ndarray, k: int, pri
 
 # The cross-validation grid of ``fit`` (each list may be replaced with the ``grid`` parameter).
 CV_GRID = {"C": [0.1, 0.3, 1.0], "k": [10, 30, 60], "w": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
+# The template view's strength: how many shared segments a query names (``template_markers``) and
+# with how many tokens each (``template``). Many tasks told apart by their exemplars gain from the
+# strong setting; a few tasks already told apart by their questions lose by it (README, "Templates").
+ENCODER_CV_GRID = [{"template": 1, "template_markers": 1}, {"template": 3, "template_markers": 8}]
 CV_MIN_QUERIES = 100  # fewer training queries: no cross-validation, the given C, k, w are used
 
 
@@ -285,10 +289,24 @@ class QualityEstimator:
         scores = np.asarray(scores, float)
         self._nn_cache = None
         t0 = time.time()
-        self.encoder_ = make_encoder(self.encoder, **(self.encoder_params or {})).fit(prompts)
-        X = self.encoder_.transform(prompts)
-        self.C_, self.k_, self.w_ = float(self.C), int(self.k), float(self.w)
-        self.cv_ = self._cross_validate(X, scores, costs)
+        params = dict(self.encoder_params or {})
+        cands = self._encoder_candidates(params, len(prompts))
+        tried, chosen = [], None
+        for cand in cands:
+            enc = make_encoder(self.encoder, **{**params, **cand}).fit(prompts)
+            X = enc.transform(prompts)
+            self.C_, self.k_, self.w_ = float(self.C), int(self.k), float(self.w)
+            rec = self._cross_validate(X, scores, costs)
+            best = rec.get("best", {})
+            key = (best.get("aiq", 0.0), -best.get("brier", 0.0))
+            tried.append({"params": cand, **best})
+            if chosen is None or key > chosen[0]:
+                chosen = (key, enc, X, rec, (self.C_, self.k_, self.w_), cand)
+            if getattr(enc, "template_", None) is not None and not len(enc.template_):
+                break  # nothing shared: every candidate reads the prompts the same way
+        _, self.encoder_, X, self.cv_, (self.C_, self.k_, self.w_), cand = chosen
+        if len(cands) > 1:
+            self.cv_["encoder"] = {"candidates": tried, "chosen": cand}
         fitted = [fit_soft_logistic(X, scores[:, j], self.C_) for j in range(scores.shape[1])]
         self.coef_ = np.column_stack([f[0] for f in fitted]).astype(np.float32)
         self.intercept_ = np.array([f[1] for f in fitted], np.float32)
@@ -304,6 +322,15 @@ class QualityEstimator:
             self.meta_["template_segments"] = len(tv)
         return self
 
+    def _encoder_candidates(self, params: dict, n: int) -> list[dict]:
+        """Encoder settings cross-validation chooses between (``[{}]``: none, the given ones)."""
+        folds = int(self.cv or 0)
+        if (self.encoder != "tfidf" or folds < 2 or n < max(CV_MIN_QUERIES, folds * 10)
+                or params.get("template") == 0 or "template_markers" in params):
+            return [{}]
+        grid = self.grid or {}
+        return [dict(c) for c in grid.get("encoder", ENCODER_CV_GRID)]
+
     def _cross_validate(self, X, scores: np.ndarray, costs: np.ndarray | None) -> dict:
         """Choose ``C_``, ``k_``, ``w_`` on out-of-fold predictions; return the record kept in ``cv_``.
 
@@ -316,7 +343,7 @@ class QualityEstimator:
             why = "off (cv < 2)" if folds < 2 else f"skipped: {n} training queries (< {max(CV_MIN_QUERIES, folds * 10)})"
             return {"folds": folds, "status": why, "chosen": {"C": self.C_, "k": self.k_, "w": self.w_}}
         t0 = time.time()
-        grid = {**CV_GRID, **(self.grid or {})}
+        grid = {**CV_GRID, **{k: v for k, v in (self.grid or {}).items() if k in CV_GRID}}
         Cs = sorted({float(c) for c in grid["C"]})
         ks = sorted({int(k) for k in grid["k"]})
         ws = sorted({float(w) for w in grid["w"]})

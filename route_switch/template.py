@@ -9,7 +9,8 @@ about the query (its task: the exemplars of a maths prompt are not those of a tr
 weight of a few words instead of hundreds of n-grams. ``weight`` 3 was measured best among 1, 3
 and 8 on the templated ``dcrouter-3tier`` (README, "Templates").
 
-Segments are lines; a line longer than ``SENTENCE_SPLIT_CHARS`` that is not itself shared is also
+Segments are paragraphs (text between blank lines: an exemplar with its short code lines, a system
+prompt), else lines; a line longer than ``SENTENCE_SPLIT_CHARS`` that is not itself shared is also
 looked at sentence by sentence (a one-paragraph system prompt followed by the question). A
 segment is shared when, after case folding and whitespace collapsing, it has at least
 ``MIN_SEGMENT_CHARS`` characters and occurs in at least ``max(min_count, min_share · n)`` of the
@@ -43,7 +44,7 @@ MAX_SEGMENTS = 20_000
 MAX_SEGMENT_CHARS = 20_000
 MARKER = "zztpl"
 MAX_WEIGHT = 8        # marker tokens per shared segment, at most
-MAX_MARKERS = 8       # shared segments named in one query's markers line, at most (the first ones)
+MAX_MARKERS = 8       # default: shared segments named in one query's markers line (the first ones)
 MAX_MARKER_LINE = 64 * MAX_WEIGHT * 16
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -58,6 +59,11 @@ def _sentences(line: str) -> list[str]:
 
 def _segment_keys(text: str) -> set[str]:
     keys = set()
+    for para in text.split("\n\n"):  # paragraphs: an exemplar with its short lines, a system prompt
+        if "\n" in para:
+            k = _key(para)
+            if len(k) >= MIN_SEGMENT_CHARS:
+                keys.add(k)
     for line in text.split("\n"):
         k = _key(line)
         if len(k) < MIN_SEGMENT_CHARS:
@@ -73,9 +79,10 @@ def _segment_keys(text: str) -> set[str]:
 class TemplateView:
     """Learned shared segments of the training prompts; ``apply(text)`` is the view (module docstring)."""
 
-    def __init__(self, segments: list[str] | None = None, weight: int = 3):
+    def __init__(self, segments: list[str] | None = None, weight: int = 3, markers: int = MAX_MARKERS):
         self.segments_ = list(segments or [])
         self.weight = min(max(1, int(weight)), MAX_WEIGHT)
+        self.markers = min(max(1, int(markers)), 64)
         self.index_ = {s: i for i, s in enumerate(self.segments_)}
         self._markers = [" ".join([f"{MARKER}{i}"] + [f"{MARKER}{i}x{c}" for c in range(1, self.weight)])
                          for i in range(len(self.segments_))]
@@ -85,7 +92,8 @@ class TemplateView:
         return len(self.segments_)
 
     @classmethod
-    def fit(cls, prompts, min_count: int = 10, min_share: float = 0.005, weight: int = 3) -> "TemplateView":
+    def fit(cls, prompts, min_count: int = 10, min_share: float = 0.005, weight: int = 3,
+            markers: int = MAX_MARKERS) -> "TemplateView":
         """Segments occurring in at least ``max(min_count, min_share · n)`` prompts, most frequent first."""
         prompts = list(prompts)
         df: Counter = Counter()
@@ -94,7 +102,7 @@ class TemplateView:
         need = max(min_count, int(np.ceil(min_share * len(prompts))))
         shared = [(c, s) for s, c in df.items() if c >= need and MARKER not in s and len(s) <= MAX_SEGMENT_CHARS]
         shared.sort(key=lambda cs: (-cs[0], cs[1]))
-        tv = cls([s for _, s in shared[:MAX_SEGMENTS]], weight)
+        tv = cls([s for _, s in shared[:MAX_SEGMENTS]], weight, markers)
         # In more than half the prompts (a fixed system prompt, a chat wrapper): says nothing about
         # the query, so it is removed but not named.
         tv.silent_ = frozenset(i for i, (c, _) in enumerate(shared[:MAX_SEGMENTS]) if c > len(prompts) / 2)
@@ -123,18 +131,31 @@ class TemplateView:
                 seen.setdefault(j)
         return " ".join(rest) if len(rest) < len(parts) else line
 
+    def _unit(self, para: str, seen: dict) -> str | None:
+        """A paragraph as read (None: all of it is shared): whole, else line by line."""
+        if "\n" not in para:
+            return self._line(para, seen)
+        if len(para) >= MIN_SEGMENT_CHARS:
+            i = self.index_.get(_key(para))
+            if i is not None:
+                seen.setdefault(i)
+                return None
+        lines = [x for x in (self._line(line, seen) for line in para.split("\n")) if x is not None]
+        return "\n".join(lines) if lines else None
+
     def split(self, text: str, budget: int = 0) -> tuple[str, str] | None:
         """``(markers, rest)``: one line with the markers of the shared segments found (the first
         ``MAX_MARKERS`` that are not silent, in order of appearance, then ``"\n"``; ``""`` when all
         are silent) and the text without them. None when no segment, or every segment, is shared.
 
-        ``budget`` (the encoder's ``max_chars``; 0: read everything): lines are read from the start
-        until 3/4 of it is filled with text that is not shared, and from the end until the other
-        1/4 is; the lines between are kept as they are (the head+tail cut drops them), so a
-        20,000-character prompt costs about what its head and tail cost."""
+        Segments are paragraphs (between blank lines) when a whole paragraph is shared, else lines
+        (and sentences of long lines). ``budget`` (the encoder's ``max_chars``; 0: read everything):
+        paragraphs are read from the start until 3/4 of it is filled with text that is not shared,
+        and from the end until the other 1/4 is; those between are kept as they are (the head+tail
+        cut drops them), so a 20,000-character prompt costs about what its head and tail cost."""
         if not self.index_ or len(text) < MIN_SEGMENT_CHARS:
             return None
-        lines = text.split("\n")
+        lines = text.split("\n\n")
         seen: dict[int, None] = {}
         head: list[str] = []
         tail: list[str] = []
@@ -143,7 +164,7 @@ class TemplateView:
         got = 0
         i = 0
         while i < len(lines) and got < h_need:
-            line = self._line(lines[i], seen)
+            line = self._unit(lines[i], seen)
             if line is not None:
                 head.append(line)
                 got += len(line) + 1
@@ -151,14 +172,14 @@ class TemplateView:
         j, got_t = len(lines), 0
         while j > i and got_t < t_need:
             j -= 1
-            line = self._line(lines[j], seen)
+            line = self._unit(lines[j], seen)
             if line is not None:
                 tail.append(line)
                 got_t += len(line) + 1
         if not seen or not any(x.strip() for x in head + tail + lines[i:j]):
             return None
-        rest = "\n".join(head + lines[i:j] + tail[::-1])
-        named = [x for x in seen if x not in self.silent_][:MAX_MARKERS]
+        rest = "\n\n".join(head + lines[i:j] + tail[::-1])
+        named = [x for x in seen if x not in self.silent_][:self.markers]
         return (" ".join(self._markers[x] for x in named) + "\n" if named else ""), rest
 
     def apply(self, text: str) -> str:
@@ -173,8 +194,8 @@ class TemplateView:
                 "template_silent": np.array(sorted(self.silent_), np.int32)}
 
     @classmethod
-    def from_arrays(cls, arrays, weight: int = 3) -> "TemplateView":
-        tv = cls(check_segments(arrays["template"]), weight)
+    def from_arrays(cls, arrays, weight: int = 3, markers: int = MAX_MARKERS) -> "TemplateView":
+        tv = cls(check_segments(arrays["template"]), weight, markers)
         tv.silent_ = frozenset(check_silent(arrays["template_silent"], len(tv)))
         return tv
 

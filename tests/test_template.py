@@ -169,3 +169,22 @@ def test_cv_off_and_small_sets_use_given_values(synthetic):
     small = synthetic.subset(range(50))
     est = QualityEstimator(C=0.7, k=7, w=0.3).fit(small.prompts, small.scores, small.models, small.costs)
     assert (est.C_, est.k_, est.w_) == (0.7, 7, 0.3) and est.cv_["status"].startswith("skipped")
+
+
+def test_cv_chooses_the_template_strength(templated, tmp_path):
+    grid = {"C": [1.0], "k": [10], "w": [0.5, 1.0]}
+    est = QualityEstimator(grid=grid).fit(templated.prompts, templated.scores, templated.models, templated.costs)
+    rec = est.cv_["encoder"]
+    assert [c["params"] for c in rec["candidates"]] == [{"template": 1, "template_markers": 1},
+                                                       {"template": 3, "template_markers": 8}]
+    best = max(rec["candidates"], key=lambda c: (c["aiq"], -c["brier"]))
+    assert rec["chosen"] == best["params"]
+    assert (est.encoder_.template, est.encoder_.template_markers) == (best["params"]["template"],
+                                                                       best["params"]["template_markers"])
+    doc = json.loads((est.save(tmp_path / "e") / "estimator.json").read_text())
+    assert doc["cv"]["encoder"]["chosen"] == rec["chosen"]
+    assert doc["encoder"]["params"]["template_markers"] == best["params"]["template_markers"]
+    # Settings given explicitly are not searched.
+    fixed = QualityEstimator(grid=grid, encoder_params={"template": 2, "template_markers": 4}).fit(
+        templated.prompts, templated.scores, templated.models, templated.costs)
+    assert "encoder" not in fixed.cv_ and fixed.encoder_.template_.markers == 4
