@@ -38,8 +38,9 @@ STEPS = [
     ("+ sublinear tf", {"encoder_params": {**PLAIN_ENC, "ngram_max": 2, "min_df": 2, "sublinear": 1}, **LR_ONLY}),
     ("+ head+tail view 1,000 chars", {"encoder_params": OLD_ENC, **LR_ONLY}),
     ("+ kNN w 0.4, k 30, prior 1 (old default)", OLD),
-    ("+ template view, weight 3 (max_chars kept)", {**OLD, "encoder_params": {**OLD_ENC, "template": 3}}),
-    ("+ CV choice of C, k, w (new default)", {}),
+    ("+ template view, 8 markers x 3 tokens (max_chars kept)",
+     {**OLD, "encoder_params": {**OLD_ENC, "template": 3, "template_markers": 8}}),
+    ("+ CV choice of C, k, w and template strength (new default)", {}),
 ]
 ONE_OFF = [
     ("old default, C 0.3", {**OLD, "C": 0.3}),
@@ -49,7 +50,8 @@ ONE_OFF = [
     ("old default, w 1 (LR only)", {**OLD, "w": 1.0}),
     ("old default, w 0 (kNN only)", {**OLD, "w": 0.0}),
     ("new default, no template view", {"encoder_params": {"template": 0}}),
-    ("new default, template weight 1", {"encoder_params": {"template": 1}}),
+    ("new default, template 1 marker x 1 token", {"encoder_params": {"template": 1, "template_markers": 1}}),
+    ("new default, template 8 markers x 3 tokens", {"encoder_params": {"template": 3, "template_markers": 8}}),
 ]
 
 

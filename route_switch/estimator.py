@@ -88,6 +88,17 @@ def _sweep_aiq(pred: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> float
     return float(aiq(c, q, float(unit.min()), float(unit.max()), float(scores.mean(axis=0)[np.argmin(unit)])))
 
 
+CV_AIQ_MARGIN = 0.002  # out-of-fold AIQs closer than this are a tie between encoder settings
+
+
+def _better(a: dict, b: dict) -> bool:
+    """Is cross-validation record ``a`` better than ``b``? Higher out-of-fold AIQ, unless the two are
+    within ``CV_AIQ_MARGIN`` (split noise): then the lower Brier score, which varies far less."""
+    if "aiq" in a and "aiq" in b and abs(a["aiq"] - b["aiq"]) > CV_AIQ_MARGIN:
+        return a["aiq"] > b["aiq"]
+    return a.get("brier", 0.0) < b.get("brier", 0.0)
+
+
 def checksum(arrays: dict[str, np.ndarray], models: list[str]) -> str:
     """SHA-256 over every array (name, dtype, shape, bytes) and the ordered model list."""
     import hashlib
@@ -298,10 +309,9 @@ class QualityEstimator:
             self.C_, self.k_, self.w_ = float(self.C), int(self.k), float(self.w)
             rec = self._cross_validate(X, scores, costs)
             best = rec.get("best", {})
-            key = (best.get("aiq", 0.0), -best.get("brier", 0.0))
             tried.append({"params": cand, **best})
-            if chosen is None or key > chosen[0]:
-                chosen = (key, enc, X, rec, (self.C_, self.k_, self.w_), cand)
+            if chosen is None or _better(best, chosen[0]):
+                chosen = (best, enc, X, rec, (self.C_, self.k_, self.w_), cand)
             if getattr(enc, "template_", None) is not None and not len(enc.template_):
                 break  # nothing shared: every candidate reads the prompts the same way
         _, self.encoder_, X, self.cv_, (self.C_, self.k_, self.w_), cand = chosen
