@@ -45,13 +45,38 @@ class Encoder:
     def transform(self, prompts: list[str]):
         raise NotImplementedError
 
-    def view(self, text: str) -> str:
-        """The part of a query the encoder reads: all of it, or its head and tail when longer than
-        ``max_chars`` (the instruction usually sits at one end of a long few-shot or RAG prompt)."""
-        from .program import clip_query
+    template_ = None  # a fitted :class:`~route_switch.template.TemplateView`, or None
 
+    def view(self, text: str) -> str:
+        """The part of a query the encoder reads. First the template view (when one was learned at
+        ``fit``): the segments the training prompts share (system prompt, exemplars, chat wrapper)
+        become a short line of marker tokens, first. Then, if what is left is still longer than
+        ``max_chars``, its head and tail (the instruction usually sits at one end of a long few-shot
+        or RAG prompt). Reading a viewed text again gives the same text."""
+        from .program import clip_query
+        from .template import marker_prefix
+
+        tv = self.template_
+        markers, rest = "", text
+        if tv is not None and len(tv):
+            markers, rest = marker_prefix(text)  # read through the view already (route(), then the encoder)
+            if not markers:
+                res = tv.split(text[:TEMPLATE_SCAN_CHARS], getattr(self, "max_chars", 0))
+                if res is not None:
+                    markers, rest = res
         limit = getattr(self, "max_chars", 0)
-        return clip_query(text, limit) if limit and len(text) > limit else text
+        # The cut adds 5 characters ("\n...\n"): a text already cut is not cut again (idempotent).
+        if limit and len(rest) > limit + 5:
+            rest = clip_query(rest, limit)
+        return markers + rest if markers else rest
+
+    def fit_template(self, prompts) -> None:
+        """Learn the shared segments of ``prompts`` (when the ``template`` parameter is on)."""
+        from .template import TemplateView
+
+        weight = getattr(self, "template", 0)
+        self.template_ = TemplateView.fit(prompts, weight=weight, markers=getattr(self, "template_markers", 8)) \
+            if weight else None
 
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         raise NotImplementedError
@@ -62,6 +87,7 @@ class Encoder:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
+TEMPLATE_SCAN_CHARS = 100_000  # the template view reads at most this much of a query (bounded latency)
 
 
 @register("tfidf")
@@ -71,20 +97,35 @@ class TfidfEncoder(Encoder):
     Fitting uses scikit-learn's ``TfidfVectorizer``; transforming is a dictionary lookup per
     n-gram in plain Python + numpy, which is several times faster than the vectorizer's
     per-call overhead for the one-query case that ``route()`` serves.
+
+    Parameters (all integers, checked by :func:`check_params`): ``min_df`` (n-grams seen in at
+    least this many training prompts), ``max_chars`` (head+tail cut, 0: read everything),
+    ``ngram_max`` (1: words only, 2: words and word pairs), ``sublinear`` (1: 1 + log tf, 0: raw
+    tf), ``max_features`` (0: no cap), ``template`` (0: off; ``r`` >= 1: learn and apply the
+    template view of :mod:`route_switch.template`, each shared segment read as ``r`` marker tokens)
+    and ``template_markers`` (how many shared segments of a query are named, at most).
+    ``benchmarks/estimator_ablation.py`` measures each.
     """
 
-    PARAMS = {"min_df": 1, "max_chars": 0}  # max_chars 0: read the whole query
+    PARAMS = {"min_df": 1, "max_chars": 0, "ngram_max": 1, "sublinear": 0, "max_features": 0, "template": 0,
+              "template_markers": 1}
 
-    def __init__(self, min_df: int = 2, max_chars: int = 1_000):
+    def __init__(self, min_df: int = 2, max_chars: int = 1_000, ngram_max: int = 2, sublinear: int = 1,
+                 max_features: int = 0, template: int = 3, template_markers: int = 8):
         self.min_df, self.max_chars = min_df, max_chars
+        self.ngram_max, self.sublinear, self.max_features, self.template = ngram_max, sublinear, max_features, template
+        self.template_markers = template_markers
         self.vocabulary_: dict[str, int] = {}
         self.idf_ = np.zeros(0, np.float32)
 
     def fit(self, prompts):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        prompts = list(prompts)
+        self.fit_template(prompts)
         min_df = self.min_df if len(prompts) >= 10 * self.min_df else 1  # tiny evalsets keep every n-gram
-        v = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
+        v = TfidfVectorizer(ngram_range=(1, min(self.ngram_max, 2)), sublinear_tf=bool(self.sublinear), min_df=min_df,
+                            max_features=self.max_features or None, dtype=np.float32)
         v.fit([self.view(p) for p in prompts])
         self.vocabulary_ = {t: int(i) for t, i in v.vocabulary_.items()}
         self.idf_ = v.idf_.astype(np.float32)
@@ -99,7 +140,8 @@ class TfidfEncoder(Encoder):
         toks = TOKEN.findall(self.view(text).lower())
         get = self.vocabulary_.get
         ids = [get(t) for t in toks]
-        ids += [get(a + " " + b) for a, b in zip(toks, toks[1:])]
+        if self.ngram_max >= 2:
+            ids += [get(a + " " + b) for a, b in zip(toks, toks[1:])]
         return [j for j in ids if j is not None]
 
     def transform(self, prompts):
@@ -115,7 +157,8 @@ class TfidfEncoder(Encoder):
         rows = np.repeat(np.arange(n, dtype=np.int64), lens)
         keys, counts = np.unique(rows * self.dim + ids, return_counts=True)
         r, c = keys // self.dim, (keys % self.dim).astype(np.int32)
-        val = (1 + np.log(counts.astype(np.float32))) * self.idf_[c]
+        tf = counts.astype(np.float32)
+        val = ((1 + np.log(tf)) if self.sublinear else tf) * self.idf_[c]
         norms = np.sqrt(np.bincount(r, weights=val.astype(np.float64) ** 2, minlength=n)).astype(np.float32)
         val = val / np.where(norms > 0, norms, 1)[r]
         indptr = np.zeros(n + 1, np.int64)
@@ -125,12 +168,25 @@ class TfidfEncoder(Encoder):
     def get_state(self):
         # The vocabulary is stored as one newline-joined string array: compact, no pickle.
         terms = sorted(self.vocabulary_, key=self.vocabulary_.get)
-        return {"min_df": self.min_df, "max_chars": self.max_chars}, {"terms": np.array("\n".join(terms)),
-                                                                         "idf": self.idf_}
+        params = {"min_df": self.min_df, "max_chars": self.max_chars, "ngram_max": self.ngram_max,
+                  "sublinear": self.sublinear, "max_features": self.max_features, "template": self.template,
+                  "template_markers": self.template_markers}
+        arrays = {"terms": np.array("\n".join(terms)), "idf": self.idf_}
+        if self.template_ is not None:
+            arrays.update(self.template_.to_arrays())
+        return params, arrays
 
     @classmethod
     def from_state(cls, params, arrays):
-        enc = cls(**params)
+        from .template import TemplateView
+
+        # Files written before these parameters existed: 1–2-grams, sublinear tf, no template view.
+        enc = cls(**{"template": 0, **params})
+        if enc.template and "template" not in arrays:
+            raise ValueError(f"encoder parameter template={enc.template} but arrays.npz has no 'encoder.template'")
+        if not enc.template and "template" in arrays:
+            raise ValueError("arrays.npz has 'encoder.template' but the encoder parameter template is 0")
+        enc.template_ = TemplateView.from_arrays(arrays, enc.template, enc.template_markers) if enc.template else None
         text = str(arrays["terms"])
         terms = text.split("\n") if text else []
         enc.vocabulary_ = {t: i for i, t in enumerate(terms)}

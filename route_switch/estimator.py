@@ -7,10 +7,14 @@ Each model's adapter blends two views of "how well does this model do on queries
 * a k-nearest-neighbour memory: the cosine-weighted mean of the model's scores on the ``k``
   most similar training queries, shrunk towards the model's mean score.
 
-``predict = w · LR + (1 − w) · kNN``. All regressions are stacked into one weight matrix and
+``predict = w · LR + (1 − w) · kNN``. With ``cv`` folds (default 3), ``fit`` chooses ``C``, ``k`` and
+``w`` from a small grid by cross-validation on the training prompts (out-of-fold AIQ of the τ sweep
+when costs are given, else the out-of-fold Brier score) and records the choice and every grid
+point's scores in ``cv_`` (saved in ``estimator.json``; ``evaluate`` reports it). All regressions are stacked into one weight matrix and
 the neighbour search is shared, so a query is scored for every model with two sparse products.
-Latency stays flat with prompt length: the encoder reads a long query as its head and tail
-(``Encoder.view``), the transposed neighbour bank is built once per bank (not per query), and
+Latency stays flat with prompt length: the encoder reads a query through its view
+(``Encoder.view``: the segments the training prompts share become one marker token each, see
+:mod:`route_switch.template`, and what is still long is read as its head and tail), the transposed neighbour bank is built once per bank (not per query), and
 in a batch the few very common terms take part in the similarity through one sparse × dense
 product instead of dominating the sparse one.
 ``add_model`` trains one adapter (its regression and its memory) against the frozen encoder.
@@ -50,6 +54,49 @@ def fit_soft_logistic(X, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
         t = np.r_[np.ones(len(y)), np.zeros(len(y))].astype(int)
         lr = LogisticRegression(C=C, max_iter=2000).fit(X2, t, sample_weight=np.r_[y, 1 - y] + 1e-6)
     return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+
+
+def knn_from_sim(sim: np.ndarray, mem: np.ndarray, mean: np.ndarray, k: int, prior: float) -> np.ndarray:
+    """Cosine-weighted mean score of the ``k`` most similar remembered queries, shrunk to ``mean``."""
+    k = min(k, sim.shape[1])
+    nb = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    ws = np.maximum(np.take_along_axis(sim, nb, axis=1), 0) + 1e-6
+    num = np.einsum("nk,nkm->nm", ws, mem[nb]) + prior * mean
+    return num / (ws.sum(axis=1, keepdims=True) + prior)
+
+
+# The cross-validation grid of ``fit`` (each list may be replaced with the ``grid`` parameter).
+CV_GRID = {"C": [0.1, 0.3, 1.0], "k": [10, 30, 60], "w": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
+# The template view's strength: how many shared segments a query names (``template_markers``) and
+# with how many tokens each (``template``). Many tasks told apart by their exemplars gain from the
+# strong setting; a few tasks already told apart by their questions lose by it (README, "Templates").
+ENCODER_CV_GRID = [{"template": 1, "template_markers": 1}, {"template": 3, "template_markers": 8}]
+CV_MIN_QUERIES = 100  # fewer training queries: no cross-validation, the given C, k, w are used
+
+
+def _sweep_aiq(pred: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> float:
+    """AIQ of the τ sweep of ``pred`` on these queries (as ``evaluate`` computes it on a test split)."""
+    from .metrics import aiq
+    from .selection import TAU_GRID, outcome, select_tau
+
+    unit = costs.mean(axis=0)
+    c, q = [], []
+    for tau in TAU_GRID:
+        ci, qi = outcome(select_tau(pred, unit, tau), scores, costs)
+        c.append(ci)
+        q.append(qi)
+    return float(aiq(c, q, float(unit.min()), float(unit.max()), float(scores.mean(axis=0)[np.argmin(unit)])))
+
+
+CV_AIQ_MARGIN = 0.002  # out-of-fold AIQs closer than this are a tie between encoder settings
+
+
+def _better(a: dict, b: dict) -> bool:
+    """Is cross-validation record ``a`` better than ``b``? Higher out-of-fold AIQ, unless the two are
+    within ``CV_AIQ_MARGIN`` (split noise): then the lower Brier score, which varies far less."""
+    if "aiq" in a and "aiq" in b and abs(a["aiq"] - b["aiq"]) > CV_AIQ_MARGIN:
+        return a["aiq"] > b["aiq"]
+    return a.get("brier", 0.0) < b.get("brier", 0.0)
 
 
 def checksum(arrays: dict[str, np.ndarray], models: list[str]) -> str:
@@ -98,6 +145,18 @@ def validate(arrays: dict, doc: dict, af: str, jf: str) -> None:
         finite = np.isfinite(a) if name != "memory" else ~np.isinf(a)  # NaN in memory = score not known
         if not finite.all():
             raise ArtifactError(f"array '{name}' has non-finite values", file=af)
+    if "encoder.template" in arrays:  # the template view's shared segments (route_switch/template.py)
+        from .template import check_segments, check_silent
+
+        try:
+            n = len(check_segments(arrays["encoder.template"]))
+            if "encoder.template_silent" not in arrays:
+                raise ValueError("missing its companion array 'encoder.template_silent'")
+            check_silent(arrays["encoder.template_silent"], n)
+        except ValueError as e:
+            raise ArtifactError(f"array 'encoder.template': {e}", file=af) from None
+    if "cv" in doc and not isinstance(doc["cv"], dict):
+        raise ArtifactError("must be a mapping (the cross-validation record)", file=jf, field="cv")
     mem = arrays["memory"]
     if mem.size and (np.nanmin(mem, initial=0) < 0 or np.nanmax(mem, initial=0) > 1):
         raise ArtifactError("array 'memory' has scores outside 0..1", file=af)
@@ -201,15 +260,17 @@ class QualityEstimator:
     """
 
     def __init__(self, encoder: str = "tfidf", encoder_params: dict | None = None, C: float = 1.0,
-                 k: int = 30, prior: float = 1.0, w: float = 0.4):
+                 k: int = 30, prior: float = 1.0, w: float = 0.4, cv: int = 3, grid: dict | None = None):
         self.encoder = encoder
         self.encoder_params = encoder_params
         self.C = C
         self.k = k
         self.prior = prior
         self.w = w
+        self.cv = cv
+        self.grid = grid
 
-    _PARAMS = ("encoder", "encoder_params", "C", "k", "prior", "w")
+    _PARAMS = ("encoder", "encoder_params", "C", "k", "prior", "w", "cv", "grid")
 
     def get_params(self, deep: bool = True) -> dict:
         """The hyper-parameters, as given to ``__init__`` (none is an estimator, so ``deep`` changes nothing)."""
@@ -231,13 +292,32 @@ class QualityEstimator:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, prompts: Sequence[str], scores: np.ndarray, models: Sequence[str], costs: np.ndarray | None = None):
-        """Fit the encoder on ``prompts`` once, then one adapter per column of ``scores``."""
+        """Fit the encoder on ``prompts`` once, choose ``C``/``k``/``w`` by cross-validation (``cv``
+        folds; ``cv=0``: use the given values), then fit one adapter per column of ``scores``.
+
+        The choice is in ``C_``, ``k_``, ``w_`` (used by ``predict``) and, with the grid's scores, in ``cv_``."""
         prompts = list(prompts)
         scores = np.asarray(scores, float)
         self._nn_cache = None
-        self.encoder_ = make_encoder(self.encoder, **(self.encoder_params or {})).fit(prompts)
-        X = self.encoder_.transform(prompts)
-        fitted = [fit_soft_logistic(X, scores[:, j], self.C) for j in range(scores.shape[1])]
+        t0 = time.time()
+        params = dict(self.encoder_params or {})
+        cands = self._encoder_candidates(params, len(prompts))
+        tried, chosen = [], None
+        for cand in cands:
+            enc = make_encoder(self.encoder, **{**params, **cand}).fit(prompts)
+            X = enc.transform(prompts)
+            self.C_, self.k_, self.w_ = float(self.C), int(self.k), float(self.w)
+            rec = self._cross_validate(X, scores, costs)
+            best = rec.get("best", {})
+            tried.append({"params": cand, **best})
+            if chosen is None or _better(best, chosen[0]):
+                chosen = (best, enc, X, rec, (self.C_, self.k_, self.w_), cand)
+            if getattr(enc, "template_", None) is not None and not len(enc.template_):
+                break  # nothing shared: every candidate reads the prompts the same way
+        _, self.encoder_, X, self.cv_, (self.C_, self.k_, self.w_), cand = chosen
+        if len(cands) > 1:
+            self.cv_["encoder"] = {"candidates": tried, "chosen": cand}
+        fitted = [fit_soft_logistic(X, scores[:, j], self.C_) for j in range(scores.shape[1])]
         self.coef_ = np.column_stack([f[0] for f in fitted]).astype(np.float32)
         self.intercept_ = np.array([f[1] for f in fitted], np.float32)
         self.bank_ = X.astype(np.float32)
@@ -245,8 +325,70 @@ class QualityEstimator:
         self.mean_ = scores.mean(axis=0).astype(np.float32)
         self.models_ = list(models)
         self.unit_cost_ = np.asarray(costs, float).mean(axis=0) if costs is not None else np.ones(len(self.models_))
-        self.meta_ = {"n_train": len(prompts), "fitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.meta_ = {"n_train": len(prompts), "fitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "fit_s": round(time.time() - t0, 2)}
+        tv = getattr(self.encoder_, "template_", None)
+        if tv is not None:
+            self.meta_["template_segments"] = len(tv)
         return self
+
+    def _encoder_candidates(self, params: dict, n: int) -> list[dict]:
+        """Encoder settings cross-validation chooses between (``[{}]``: none, the given ones)."""
+        folds = int(self.cv or 0)
+        if (self.encoder != "tfidf" or folds < 2 or n < max(CV_MIN_QUERIES, folds * 10)
+                or params.get("template") == 0 or "template_markers" in params):
+            return [{}]
+        grid = self.grid or {}
+        return [dict(c) for c in grid.get("encoder", ENCODER_CV_GRID)]
+
+    def _cross_validate(self, X, scores: np.ndarray, costs: np.ndarray | None) -> dict:
+        """Choose ``C_``, ``k_``, ``w_`` on out-of-fold predictions; return the record kept in ``cv_``.
+
+        The encoder (vocabulary and IDF, no labels) is the one fitted on all training prompts; each
+        fold fits the regressions and the neighbour memory on the other folds only.
+        """
+        n, m = scores.shape
+        folds = int(self.cv or 0)
+        if folds < 2 or n < max(CV_MIN_QUERIES, folds * 10):
+            why = "off (cv < 2)" if folds < 2 else f"skipped: {n} training queries (< {max(CV_MIN_QUERIES, folds * 10)})"
+            return {"folds": folds, "status": why, "chosen": {"C": self.C_, "k": self.k_, "w": self.w_}}
+        t0 = time.time()
+        grid = {**CV_GRID, **{k: v for k, v in (self.grid or {}).items() if k in CV_GRID}}
+        Cs = sorted({float(c) for c in grid["C"]})
+        ks = sorted({int(k) for k in grid["k"]})
+        ws = sorted({float(w) for w in grid["w"]})
+        fold_of = np.random.default_rng(0).permutation(n) % folds
+        lr = {C: np.zeros((n, m)) for C in Cs}
+        knn = {k: np.zeros((n, m)) for k in ks}
+        for f in range(folds):
+            tr, va = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
+            Xtr, Xva = X[tr], X[va]
+            for C in Cs:
+                for j in range(m):
+                    coef, b = fit_soft_logistic(Xtr, scores[tr, j], C)
+                    lr[C][va, j] = 1.0 / (1.0 + np.exp(-(Xva @ coef + b)))
+            mem, mean = scores[tr].astype(np.float32), scores[tr].mean(axis=0)
+            for lo in range(0, len(va), 1024):
+                sim = np.round((Xva[lo:lo + 1024] @ Xtr.T).toarray(), 5)
+                for k in ks:
+                    knn[k][va[lo:lo + 1024]] = knn_from_sim(sim, mem, mean, k, self.prior)
+        rows = []
+        for C in Cs:
+            for k in ks:
+                for w in ws:
+                    if w == 1.0 and k != ks[0] or w == 0.0 and C != Cs[0]:
+                        continue  # the other part has no weight: same predictions as a listed point
+                    pred = w * lr[C] + (1 - w) * knn[k]
+                    row = {"C": C, "k": k, "w": w, "brier": round(float(np.mean((pred - scores) ** 2)), 6)}
+                    if costs is not None:
+                        row["aiq"] = round(_sweep_aiq(pred, scores, np.asarray(costs, float)), 5)
+                    rows.append(row)
+        by = "aiq" if costs is not None else "brier"
+        best = max(rows, key=lambda r: (r["aiq"], -r["brier"])) if by == "aiq" else min(rows, key=lambda r: r["brier"])
+        self.C_, self.k_, self.w_ = best["C"], best["k"], best["w"]
+        return {"folds": folds, "status": "chosen", "by": f"out-of-fold {by}", "chosen": {k: best[k] for k in ("C", "k", "w")},
+                "best": {k: best[k] for k in ("aiq", "brier") if k in best}, "grid": {"C": Cs, "k": ks, "w": ws},
+                "scores": rows, "seconds": round(time.time() - t0, 2)}
 
     def add_model(self, name: str, prompts: Sequence[str], scores: np.ndarray, unit_cost: float):
         """Train one adapter for a new model against the frozen encoder (nothing else changes).
@@ -261,7 +403,7 @@ class QualityEstimator:
             raise ValueError(f"model '{name}' already has an adapter")
         scores = np.asarray(scores, float)
         X = self.encoder_.transform(list(prompts))
-        w, b = fit_soft_logistic(X, scores, self.C)
+        w, b = fit_soft_logistic(X, scores, self._hyper()[0])
         self.coef_ = np.column_stack([self.coef_, w]).astype(np.float32)
         self.intercept_ = np.append(self.intercept_, np.float32(b))
         n_old = self.bank_.shape[0]
@@ -281,9 +423,14 @@ class QualityEstimator:
         self._check_fitted()
         X = self.encoder_.transform(list(prompts))
         p_lr = 1.0 / (1.0 + np.exp(-(X @ self.coef_ + self.intercept_)))
-        if self.w >= 1.0 or self.bank_ is None or self.bank_.shape[0] == 0:
+        w = self._hyper()[2]
+        if w >= 1.0 or self.bank_ is None or self.bank_.shape[0] == 0:
             return p_lr
-        return self.w * p_lr + (1.0 - self.w) * self._knn(X)
+        return w * p_lr + (1.0 - w) * self._knn(X)
+
+    def _hyper(self) -> tuple[float, int, float]:
+        """``(C, k, w)`` in use: those chosen at ``fit`` (``C_``, ``k_``, ``w_``), else the parameters."""
+        return (getattr(self, "C_", self.C), int(getattr(self, "k_", self.k)), getattr(self, "w_", self.w))
 
     def _neighbour_index(self):
         """The bank transposed (features x memory) and the model groups sharing neighbours.
@@ -336,13 +483,10 @@ class QualityEstimator:
             # Equal similarities must stay equal whichever way the sum was split (neighbour ties).
             sim = np.round(sim, 5)
         out = np.empty((X.shape[0], len(self.models_)), np.float32)
+        k = self._hyper()[1]
         for cols, rows, mem, mean in plan:
             s = sim if rows is None else sim[:, rows]
-            k = min(self.k, s.shape[1])
-            nb = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            ws = np.maximum(np.take_along_axis(s, nb, axis=1), 0) + 1e-6
-            num = np.einsum("nk,nkm->nm", ws, mem[nb]) + self.prior * mean
-            out[:, cols] = num / (ws.sum(axis=1, keepdims=True) + self.prior)
+            out[:, cols] = knn_from_sim(s, mem, mean, k, self.prior)
         return out
 
     def _check_fitted(self):
@@ -369,7 +513,8 @@ class QualityEstimator:
         atomic_write_bytes(d / "arrays.npz", buf.getvalue())
         doc = {"format": "route-switch-estimator", "version": FORMAT_VERSION,
                "encoder": {"name": self.encoder, "params": enc_params},
-               "hyperparameters": {"C": self.C, "k": self.k, "prior": self.prior, "w": self.w},
+               "hyperparameters": dict(zip(("C", "k", "w"), self._hyper()), prior=self.prior),
+               "cv": getattr(self, "cv_", None) or {"folds": 0, "status": "not recorded"},
                "models": self.models_, "unit_cost": [float(c) for c in self.unit_cost_],
                "mean_quality": [round(float(m), 4) for m in self.mean_], "meta": self.meta_,
                "checksum": checksum(arrays, self.models_)}
@@ -404,8 +549,13 @@ class QualityEstimator:
         validate(arrays, doc, str(af), str(jf))
         _check_encoder(doc, str(jf))
         try:
-            est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], **doc["hyperparameters"])
+            # The values in use (chosen by cross-validation at fit, if it ran) become the parameters:
+            # refitting a loaded estimator uses them as they are (cv=0).
+            hyper = {key: doc["hyperparameters"][key] for key in _HYPER}
+            est = cls(encoder=doc["encoder"]["name"], encoder_params=doc["encoder"]["params"], cv=0, **hyper)
             est.k = int(est.k)
+            est.C_, est.k_, est.w_ = float(est.C), est.k, float(est.w)
+            est.cv_ = doc.get("cv") if isinstance(doc.get("cv"), dict) else {"folds": 0, "status": "not recorded"}
             if est.encoder not in ENCODERS:
                 raise ArtifactError(f"unknown encoder '{est.encoder}'", file=str(jf), field="encoder.name")
             enc_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("encoder.")}

@@ -115,9 +115,15 @@ def evaluate(train: Evalset, test: Evalset, *, routers=("route-switch",) + BASEL
             pts = _points(pred, r.unit_cost_, test, "tau", [0.0])
             res = {"points": pts, **_summary(pts, ctx)}
         res.update(fit_s=round(fit_s, 2), score_ms_per_query=round(1000 * score_s / max(len(test), 1), 3))
+        est = getattr(r, "estimator_", None)
+        if est is not None and getattr(est, "cv_", None):  # hyper-parameters chosen by cross-validation at fit
+            res["cv"] = {k: v for k, v in est.cv_.items() if k != "scores"}
+            res["cv"]["top"] = sorted(est.cv_.get("scores", []), key=lambda x: -x.get("aiq", -x["brier"]))[:5]
         out["routers"][name] = res
 
     main = out["routers"].get("route-switch")
+    if main and "cv" in main:
+        out["estimator_cv"] = main["cv"]
     if main:
         out.update(aiq=main["aiq"], cost_ratio_at_95=main["cost_ratio_at_95"], cost_ratio_at_100=main["cost_ratio_at_100"])
     if main and operating_point:

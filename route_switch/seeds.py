@@ -48,6 +48,9 @@ def headline(res: dict) -> dict:
         rk = res["risk"]
         row.update({"risk.quality_loss": rk["quality_loss"], "risk.cost_rel_best": rk["cost_rel_best"],
                     "risk.violated": float(rk["violated"]), "risk.violated_vs_anchor": float(rk["violated_vs_anchor"])})
+    chosen = (res.get("estimator_cv") or {}).get("chosen") or {}
+    for key, v in chosen.items():  # hyper-parameters chosen by cross-validation at fit, per split
+        row[f"route-switch.cv.{key}"] = v
     row["oracle.aiq"] = res.get("oracle_aiq")
     return row
 

@@ -89,7 +89,8 @@ def test_scikit_learn_conventions():
     from route_switch.testing.synthetic import synthetic_evalset
 
     assert list(QualityEstimator().get_params()) == list(inspect.signature(QualityEstimator.__init__).parameters)[1:]
-    params = {"encoder": "tfidf", "encoder_params": {"min_df": 1}, "C": 0.5, "k": 10, "prior": 2.0, "w": 0.3}
+    params = {"encoder": "tfidf", "encoder_params": {"min_df": 1}, "C": 0.5, "k": 10, "prior": 2.0, "w": 0.3,
+              "cv": 2, "grid": {"w": [0.3, 0.6]}}
     est = QualityEstimator(**params)
     assert est.get_params() == params and est.encoder_params is params["encoder_params"]  # stored unchanged
     assert not hasattr(est, "models_") and not hasattr(est, "coef_")  # learned attributes come from fit
