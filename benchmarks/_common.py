@@ -18,14 +18,14 @@ def fitted_router_dir(evalset_name: str | None, out: Path | None = None) -> tupl
 
     The fit is cached under the route-switch cache dir, so repeated runs start at once.
     """
-    from route_switch.fitting import fit
-    from route_switch.paths import cache_dir
+    from route_switch.routing.fitting import fit
+    from route_switch.core.paths import cache_dir
 
     if evalset_name is None:
         ev = synthetic_evalset()
         train, test = ev.split(0.3, 0)
     else:
-        from route_switch.spec import load_spec
+        from route_switch.core.spec import load_spec
 
         spec = load_spec(evalset_name)
         train, test = spec.train_test()
@@ -33,7 +33,7 @@ def fitted_router_dir(evalset_name: str | None, out: Path | None = None) -> tupl
     if not (out / "router.yaml").exists():
         fit(train, out)
     else:
-        from route_switch.controller import Router
+        from route_switch.routing.controller import Router
 
         try:
             Router.from_config(out)

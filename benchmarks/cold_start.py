@@ -18,16 +18,16 @@ import numpy as np
 
 
 def main(argv=None):
-    from route_switch.artifacts import load_program
-    from route_switch.evaluate import _points, _summary, curve_context
-    from route_switch.fusion import hash_sample
+    from route_switch.llm.artifacts import load_program
+    from route_switch.core.evaluate import _points, _summary, curve_context
+    from route_switch.routing.fusion import hash_sample
     from route_switch.llm.cache import cached_lm
-    from route_switch.optimize import outcomes, program_votes
-    from route_switch.paths import cache_dir
-    from route_switch.program import RouterLLM
-    from route_switch.baselines import make_router
-    from route_switch.selection import cost_unit
-    from route_switch.spec import load_spec
+    from route_switch.optimization.objective import outcomes, program_votes
+    from route_switch.core.paths import cache_dir
+    from route_switch.llm.router_llm import RouterLLM
+    from route_switch.core.baselines import make_router
+    from route_switch.core.selection import cost_unit
+    from route_switch.core.spec import load_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", required=True)

@@ -34,7 +34,7 @@ MODES = ("last_turn", "context", "sticky", "context+sticky")
 
 
 def load_conversations(path: Path) -> list[dict]:
-    from route_switch.paths import read_yaml
+    from route_switch.core.files import read_yaml
 
     convs = read_yaml(path)
     for i, c in enumerate(convs):
@@ -54,8 +54,8 @@ def messages(turns: list[str]) -> list[dict]:
 
 def route_conversations(router_dir, convs, context_tokens: int) -> dict:
     """Per mode: first-turn tier and follow-up tiers of every conversation."""
-    from route_switch.controller import Router
-    from route_switch.conversation import ConversationConfig
+    from route_switch.routing.controller import Router
+    from route_switch.core.conversation import ConversationConfig
 
     res = {}
     for mode in MODES:
@@ -90,9 +90,9 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def fitted(evalset: str, seed: int) -> Path:
-    from route_switch.fitting import fit
-    from route_switch.paths import cache_dir
-    from route_switch.spec import load_spec
+    from route_switch.routing.fitting import fit
+    from route_switch.core.paths import cache_dir
+    from route_switch.core.spec import load_spec
 
     out = cache_dir() / "bench" / f"router-{evalset}-seed{seed}"
     if not (out / "router.yaml").exists():

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from route_switch.encoders import MiniLMEncoder, register
-from route_switch.estimator import QualityEstimator
-from route_switch.evaluate import evaluate
-from route_switch.paths import cache_dir
-from route_switch.seeds import describe
-from route_switch.spec import load_spec
+from route_switch.core.encoders import MiniLMEncoder, register
+from route_switch.core.estimator import QualityEstimator
+from route_switch.core.evaluate import evaluate
+from route_switch.core.paths import cache_dir
+from route_switch.core.seeds import describe
+from route_switch.core.spec import load_spec
 
 _TABLE: dict[str, np.ndarray] = {}
 

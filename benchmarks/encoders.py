@@ -18,9 +18,9 @@ import json
 import statistics
 import time
 
-from route_switch.encoders import minilm_files
-from route_switch.evaluate import evaluate
-from route_switch.spec import load_spec
+from route_switch.core.encoders import minilm_files
+from route_switch.core.evaluate import evaluate
+from route_switch.core.spec import load_spec
 
 
 def _have_minilm() -> bool:
@@ -56,7 +56,7 @@ def main(argv=None):
                 continue
             res = evaluate(train, test, routers=("route-switch",), estimator_params=params, operating_point=False)
             r = res["routers"]["route-switch"]
-            from route_switch.baselines import make_router
+            from route_switch.core.baselines import make_router
 
             est = make_router("route-switch", **params).fit(train).estimator_
             lat = []

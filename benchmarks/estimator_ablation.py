@@ -56,8 +56,8 @@ ONE_OFF = [
 
 
 def main(argv=None):
-    from route_switch.evaluate import evaluate
-    from route_switch.spec import load_spec
+    from route_switch.core.evaluate import evaluate
+    from route_switch.core.spec import load_spec
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", default="dcrouter-3tier")

@@ -13,9 +13,9 @@ import argparse
 import json
 import statistics
 
-from route_switch.evaluate import evaluate
-from route_switch.seeds import describe
-from route_switch.spec import load_spec
+from route_switch.core.evaluate import evaluate
+from route_switch.core.seeds import describe
+from route_switch.core.spec import load_spec
 
 KEYS = ("aiq", "cost_ratio_at_95", "cost_ratio_at_100")
 

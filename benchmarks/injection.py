@@ -133,8 +133,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-before", action="store_true", help="measure only with the sanitiser on")
     ap.add_argument("--llm-timeout", type=float, help="override the router LLM's timeout (s), so slow calls still count")
     a = ap.parse_args(argv)
-    from route_switch.controller import Router
-    from route_switch.sanitize import strip_routing_directives
+    from route_switch.routing.controller import Router
+    from route_switch.core.sanitize import strip_routing_directives
 
     corpus = load_corpus()
     pick = corpus["heldout_unicode"] if a.unicode else corpus["heldout"] if a.heldout else corpus["directives"]

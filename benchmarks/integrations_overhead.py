@@ -37,9 +37,9 @@ def main(argv=None) -> None:
     import openai
 
     import route_switch
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
     from route_switch.testing.upstreams import FakeUpstream, QuietHandler
-    from route_switch.tiers import Tier
+    from route_switch.core.tiers import Tier
 
     # The stdlib server writes headers and body in two sends: with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms on Linux), which would swamp what is measured here.

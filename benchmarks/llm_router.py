@@ -29,10 +29,10 @@ def spread(values: list) -> dict:
 
 def run(evalset: str, seeds: list[int], program: str, n: int, fit_n: int | None, lm_cfg: dict,
         max_query_tokens: int | None = None) -> dict:
-    from route_switch.artifacts import load_program
-    from route_switch.evaluate_llm import evaluate_llm
-    from route_switch.fusion import router_llm_for
-    from route_switch.spec import load_spec
+    from route_switch.llm.artifacts import load_program
+    from route_switch.optimization.evaluate_llm import evaluate_llm
+    from route_switch.routing.fusion import router_llm_for
+    from route_switch.core.spec import load_spec
 
     router_llm = router_llm_for(load_program(program), lm_cfg)
     if max_query_tokens:
@@ -74,7 +74,7 @@ def main(argv=None):
     ap.add_argument("--max-query-tokens", type=int, help="the LLM's query token budget (default: the router's)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
-    from route_switch.paths import read_yaml
+    from route_switch.core.files import read_yaml
 
     lm_cfg = read_yaml(args.lm_config) if args.lm_config else {"kind": args.lm}
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -82,7 +82,7 @@ def main(argv=None):
            for e in args.evalsets.split(",")]
     text = json.dumps(res, indent=1)
     if args.out:
-        from route_switch.paths import atomic_write_text
+        from route_switch.core.files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)

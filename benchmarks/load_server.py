@@ -70,7 +70,7 @@ async def _scenario(url: str, key: str, kind: str, clients: int, duration: float
 
 def _router_for(upstream: str, router_dir: str | None, work: Path) -> Path:
     """A copy of the router config whose tiers are all served by ``upstream``."""
-    from route_switch.config import dump_config, load_config
+    from route_switch.routing.config import dump_config, load_config
 
     if router_dir is None:
         router_dir, _ = fitted_router_dir(None)

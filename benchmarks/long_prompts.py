@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = r"""
 import json, sys, time
 import numpy as np
-from route_switch.spec import load_spec
-from route_switch.estimator import QualityEstimator
-from route_switch.controller import Router
+from route_switch.core.spec import load_spec
+from route_switch.core.estimator import QualityEstimator
+from route_switch.routing.controller import Router
 spec, lengths, n = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3])
 train, test = load_spec(spec).train_test()
 est = QualityEstimator().fit(train.prompts, train.scores, train.models, train.costs)
@@ -59,7 +59,7 @@ print(json.dumps(out))
 
 
 def run(src: Path, spec: str, lengths: str, n: int) -> dict:
-    from route_switch.paths import data_dir
+    from route_switch.core.paths import data_dir
 
     env = dict(os.environ, PYTHONPATH=str(src), ROUTE_SWITCH_DATA=str(data_dir().resolve()))
     out = subprocess.run([sys.executable, "-c", WORKER, spec, lengths, str(n)], capture_output=True, text=True,

@@ -22,10 +22,10 @@ from llm_router import spread  # noqa: E402
 
 
 def run(evalset: str, start: str, optimized: str, seeds: list[int], n: int, fit_n: int | None, lm_cfg: dict) -> dict:
-    from route_switch.artifacts import artifact_demo_ids, load_program
-    from route_switch.evaluate_llm import drop_demo_queries, evaluate_llm
-    from route_switch.fusion import router_llm_for
-    from route_switch.spec import load_spec
+    from route_switch.llm.artifacts import artifact_demo_ids, load_program
+    from route_switch.optimization.evaluate_llm import drop_demo_queries, evaluate_llm
+    from route_switch.routing.fusion import router_llm_for
+    from route_switch.core.spec import load_spec
 
     opt_prog = load_program(optimized)
     ids = artifact_demo_ids(optimized)
@@ -70,7 +70,7 @@ def main(argv=None):
     ap.add_argument("--lm-config", help="YAML router LM config (e.g. {kind: local, n_threads: 1} on a busy machine)")
     ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
-    from route_switch.paths import read_yaml
+    from route_switch.core.files import read_yaml
 
     lm_cfg = read_yaml(a.lm_config) if a.lm_config else {"kind": a.lm}
     out = run(a.evalset, a.start, a.optimized, [int(s) for s in a.seeds.split(",")], a.n, a.fit_n, lm_cfg)

@@ -4,7 +4,7 @@
                                       [--style if+demo] [--lm-kind local]
 
 For each edit in the YAML file: route its queries with the program as it is and with the policy
-added (``route_switch.policies.apply_policy``); report the share routed to the policy's tier
+added (``route_switch.llm.policies.apply_policy``); report the share routed to the policy's tier
 before and after, the decisions that changed, and the share of control queries (covered by no
 policy) whose tier moved. "all" applies every edit at once. Every LM call goes through the disk
 cache (``route_switch.llm.cache.cached_lm``), so a re-run is instant. ``--style`` renders the
@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from route_switch.artifacts import load_program  # noqa: E402
-from route_switch.paths import read_yaml  # noqa: E402
-from route_switch.policies import HEADER, Policy, apply_policies, apply_policy, split_policies  # noqa: E402
-from route_switch.program import RoutingProgram  # noqa: E402
+from route_switch.llm.artifacts import load_program  # noqa: E402
+from route_switch.core.files import read_yaml  # noqa: E402
+from route_switch.llm.policies import HEADER, Policy, apply_policies, apply_policy, split_policies  # noqa: E402
+from route_switch.llm.program import RoutingProgram  # noqa: E402
 
 
 def _section(policies, line) -> str:
@@ -101,8 +101,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from route_switch.llm.cache import cached_lm
-    from route_switch.paths import cache_dir
-    from route_switch.program import RouterLLM
+    from route_switch.core.paths import cache_dir
+    from route_switch.llm.router_llm import RouterLLM
 
     base = load_program(args.program)
     data = load_edits(args.edits)

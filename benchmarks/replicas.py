@@ -73,7 +73,7 @@ async def _overload(url: str, key: str, duration: float, burst: int, steady_rps:
 
 
 def rate_limit_run(router_dir: Path, a, redis_url: str | None, tmp: Path) -> dict:
-    from route_switch.config import dump_config, load_config
+    from route_switch.routing.config import dump_config, load_config
 
     cfg = load_config(router_dir)
     cfg.state = {"redis_url_env": "BENCH_REDIS_URL", "prefix": f"bench-{secrets.token_hex(4)}"} if redis_url else None
@@ -102,10 +102,10 @@ def rate_limit_run(router_dir: Path, a, redis_url: str | None, tmp: Path) -> dic
 def reload_run(a, tmp: Path) -> dict:
     import httpx
 
-    from route_switch.config import dump_config, load_config
-    from route_switch.fitting import fit
-    from route_switch.jobs.promote import swap_in
-    from route_switch.reload import config_version
+    from route_switch.routing.config import dump_config, load_config
+    from route_switch.routing.fitting import fit
+    from route_switch.core.files import copy_into
+    from route_switch.routing.version import config_version
     from route_switch.testing.synthetic import synthetic_evalset
     from route_switch.testing.upstreams import FakeUpstream
 
@@ -114,7 +114,7 @@ def reload_run(a, tmp: Path) -> dict:
     fit(ev, tmp / "est-a")
     fit(half, tmp / "est-b")
     prod = tmp / "prod"
-    swap_in(tmp / "est-a", prod / "estimator")
+    copy_into(tmp / "est-a", prod / "estimator")
     out: dict = {"workers": a.workers, "reloads": a.reloads, "watch_s": a.watch_s}
     with FakeUpstream("ok") as up:
         cfg = load_config(tmp / "est-a")
@@ -149,7 +149,7 @@ def reload_run(a, tmp: Path) -> dict:
             first, all_ = [], []
             for k in range(a.reloads):
                 t0 = time.monotonic()
-                swap_in(tmp / ("est-b" if k % 2 == 0 else "est-a"), prod / "estimator")
+                copy_into(tmp / ("est-b" if k % 2 == 0 else "est-a"), prod / "estimator")
                 cfg = load_config(prod)
                 cfg.tau = round(0.05 + 0.02 * k, 2)
                 dump_config(cfg, prod / "router.yaml")

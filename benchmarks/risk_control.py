@@ -3,7 +3,7 @@
     python benchmarks/risk_control.py [--specs dcrouter-9,zeroeval-26] [--splits 20]
                                       [--max-quality-loss 0.02] [--confidence 0.9] [--out runs/risk.json]
 
-Per split (seed s: a random 70/30 train/test split): ``route_switch.risk.risk_report`` fits the
+Per split (seed s: a random 70/30 train/test split): ``route_switch.core.risk.risk_report`` fits the
 estimator on 70% of train, certifies the anchored rule's τ on the other 30% (learn then test),
 and routes the test split. A split *violates* the guarantee when the test quality is more than
 ε below the test's best single model. The guarantee allows a violation rate of δ = 1 − confidence;
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from route_switch.risk import risk_report
-from route_switch.seeds import describe
-from route_switch.spec import load_spec
+from route_switch.core.risk import risk_report
+from route_switch.core.seeds import describe
+from route_switch.core.spec import load_spec
 
 
 def main(argv=None):

@@ -23,7 +23,7 @@ from _common import fitted_router_dir, percentile, rss_mb  # noqa: E402
 
 def run(router, queries: list[str], threads: int = 8, calls: int = 10_000) -> dict:
     """Route ``threads x calls`` distinct queries concurrently; return the figures as a dict."""
-    from route_switch.controller import route
+    from route_switch.routing.controller import route
 
     done = [0] * threads
     errors, internal, paths = Counter(), [0], Counter()
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--router", help="a fitted router directory (default: fit one)")
     ap.add_argument("--evalset", help="fit on this evalset spec's train split (default: the synthetic set)")
     a = ap.parse_args(argv)
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
 
     d, queries = fitted_router_dir(a.evalset)
     router = Router.from_config(a.router or d)

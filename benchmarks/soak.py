@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
                  "faults": None, "loadavg_start": os.getloadavg()}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            from route_switch.config import dump_config, load_config
+            from route_switch.routing.config import dump_config, load_config
             from route_switch.testing.upstreams import FAULTS
 
             out["faults"] = FAULTS

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from route_switch.evalset import Evalset  # noqa: E402
+from route_switch.core.evalset import Evalset  # noqa: E402
 
 SYSTEM_PROMPT = (
     "You are a careful, knowledgeable assistant working for a company help desk. Answer the user's question "
@@ -121,8 +121,8 @@ def _describe(xs):
 def run(spec_name: str, seeds, variants=VARIANTS, routers=("route-switch", "tfidf-lr"), params=None, shots=5,
         log=None) -> dict:
     """Per variant and seed: AIQ of each router; summaries over seeds (see the module docstring)."""
-    from route_switch.evaluate import evaluate
-    from route_switch.spec import load_spec
+    from route_switch.core.evaluate import evaluate
+    from route_switch.core.spec import load_spec
 
     spec = load_spec(spec_name)
     ev = spec.load()

@@ -41,7 +41,7 @@ def worker(router_dir: str, queries_file: str, n_single: int = 2000, batch: int 
     """Load the saved router and time it; runs in its own process."""
     import numpy as np
 
-    from .controller import Router
+    from route_switch.routing.controller import Router
 
     queries = [json.loads(line) for line in Path(queries_file).read_text(encoding="utf-8").splitlines()]
     t = time.perf_counter()
@@ -115,7 +115,7 @@ def bench(train, test, *, estimator_params: dict | None = None, lengths: list[in
     ``lengths``: also time prompts of each length (characters), built from the test prompts;
     reported under ``by_length`` with the latency targets of that bucket.
     """
-    from .fitting import fit
+    from route_switch.routing.fitting import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         router_dir = Path(tmp) / "router"

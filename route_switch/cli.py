@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, RouteSwitchError
-from .knobs import knob_arg
+from route_switch.core.errors import ConfigError, RouteSwitchError
+from route_switch.core.knobs import knob_arg
 
 DESCRIPTION = ("Route each LLM query to the cheapest model tier that answers it well. "
                "Every command is a thin layer over a Python function of the route_switch package.")
@@ -44,8 +44,8 @@ class Parser(argparse.ArgumentParser):
 
 def _load_split(args):
     """Train/test evalsets from ``--evalset NAME`` or ``--data FILE [--models ...]``."""
-    from .evalset import load_evalset
-    from .spec import load_spec
+    from route_switch.core.evalset import load_evalset
+    from route_switch.core.spec import load_spec
 
     if args.data:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -136,7 +136,7 @@ def _number(kind=float, lo: float = 0.0, strict: bool = False, hi: float | None 
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate, format_report, write_outputs
+    from route_switch.core.evaluate import evaluate, format_report, write_outputs
 
     kw = {"target_quality": args.target_quality, "bootstrap": args.bootstrap,
           "estimator_params": _estimator_params(args)}
@@ -149,14 +149,14 @@ def cmd_evaluate(args) -> int:
         name, _tiers, train, test = _load_split(args)
         res = evaluate(train, test, seed=args.seed or 0, **kw)
         if args.max_quality_loss is not None:
-            from .risk import risk_report
+            from route_switch.core.risk import risk_report
 
             res["risk"] = risk_report(train, test, args.max_quality_loss, 1 - args.confidence,
                                       estimator_params=kw["estimator_params"], seed=args.seed or 0)
         return name, train, test, res
 
     if args.seeds:
-        from .seeds import evaluate_seeds, format_seeds, write_seeds_result
+        from route_switch.core.seeds import evaluate_seeds, format_seeds, write_seeds_result
 
         res = evaluate_seeds(lambda s: run(s)[3], args.seeds)
         path = write_seeds_result(res, args.out or Path("runs") / f"{res['evalset']}-seeds")
@@ -164,11 +164,11 @@ def cmd_evaluate(args) -> int:
         return 0
     name, train, test, res = run()
     if args.bypass:
-        from .evaluate import bypass_report
+        from route_switch.core.evaluate import bypass_report
 
         res["bypass"] = bypass_report(train, test, _int_list(args.bypass, "--bypass"), target_quality=args.target_quality)
     if args.program:
-        from .evaluate_llm import evaluate_llm
+        from route_switch.optimization.evaluate_llm import evaluate_llm
 
         llm = evaluate_llm(train, test, args.program, lm_cfg=_lm_cfg(args), n=args.llm_n, fit_n=args.llm_fit_n,
                            progress=not args.json)
@@ -180,7 +180,7 @@ def cmd_evaluate(args) -> int:
     else:
         print(format_report(res))
         if "risk" in res:
-            from .risk import format_risk
+            from route_switch.core.risk import format_risk
 
             print("\n" + format_risk(res["risk"]))
         print(f"\nwrote {files['result']}, {files['plot']}, {files['misroutes']}")
@@ -189,13 +189,13 @@ def cmd_evaluate(args) -> int:
 
 def _lm_cfg(args) -> dict:
     """The router LM config from ``--lm-config FILE`` or ``--lm KIND``."""
-    from .paths import read_yaml
+    from route_switch.core.files import read_yaml
 
     return read_yaml(args.lm_config) if getattr(args, "lm_config", None) else {"kind": args.lm}
 
 
 def cmd_fit(args) -> int:
-    from .fitting import fit
+    from route_switch.routing.fitting import fit
 
     name, tiers, train, test = _load_split(args)
     data = train if not args.all else _concat(train, test)
@@ -224,7 +224,7 @@ def _concat(a, b):
 
 
 def cmd_route(args) -> int:
-    from .controller import Router, route
+    from route_switch.routing.controller import Router, route
 
     router = Router.from_config(args.router) if args.router else None
     queries = args.query if args.query else [sys.stdin.read()]
@@ -235,7 +235,7 @@ def cmd_route(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
+    from route_switch.bench import bench
 
     _name, _tiers, train, test = _load_split(args)
     res = bench(train, test, estimator_params=_estimator_params(args), lengths=args.lengths)
@@ -244,22 +244,22 @@ def cmd_bench(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from .artifacts import instruction_origin, load_program
-    from .optimize import optimize
-    from .spec import load_spec
+    from route_switch.llm.artifacts import instruction_origin, load_program
+    from route_switch.optimization.optimize import optimize
+    from route_switch.core.spec import load_spec
 
     spec = load_spec(args.evalset)
     train, test = spec.train_test()
     start_path = args.start or (Path(args.out_root) / args.name if (Path(args.out_root) / args.name).is_dir()
                                 else "programs/default.yaml")
     start = load_program(start_path)
-    from .paths import read_yaml
+    from route_switch.core.files import read_yaml
 
     lm_cfg = _lm_cfg(args)
     prompt_lm_cfg = read_yaml(args.prompt_lm_config) if args.prompt_lm_config else None
     pool = None
     if args.demo_pool:
-        from .artifacts import load_demo_pool
+        from route_switch.llm.artifacts import load_demo_pool
 
         pool = load_demo_pool(args.demo_pool, n_tiers=len(start.tiers))
     res = optimize(train, test, start, lam=args.lam, lm_cfg=lm_cfg, name=args.name, out_root=args.out_root,
@@ -270,7 +270,7 @@ def cmd_optimize(args) -> int:
                    confidence=args.confidence, min_gain=args.min_gain, progress=not args.quiet,
                    optimizer=args.optimizer)
     m = res.metrics
-    from .significance import describe_gain
+    from route_switch.optimization.significance import describe_gain
 
     g = m["gate"]
     print(f"started from {start_path}; wrote {res.artifact} (instruction: {m['instruction_origin']}, "
@@ -291,21 +291,21 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .artifacts import show
+    from route_switch.llm.artifacts import show
 
     print(show(args.name))
     return 0
 
 
 def cmd_diff(args) -> int:
-    from .artifacts import diff
+    from route_switch.llm.artifacts import diff
 
     print(diff(args.a, args.b))
     return 0
 
 
 def cmd_serve(args) -> int:
-    from .server import serve
+    from route_switch.server import serve
 
     serve(args.router, host=args.host, port=args.port, insecure_no_auth=args.insecure_no_auth,
           max_body_bytes=args.max_body_bytes, rate_limit_per_min=args.rate_limit,
@@ -315,7 +315,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_key_id(args) -> int:
-    from .server.app import KEY_ID_SECRET_ENV, key_hash
+    from route_switch.server.app import KEY_ID_SECRET_ENV, key_hash
 
     if not os.environ.get(KEY_ID_SECRET_ENV):
         raise ConfigError(f"set ${KEY_ID_SECRET_ENV} (the proxy's secret): without it key ids are random per process")
@@ -326,9 +326,9 @@ def cmd_key_id(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from .config import load_config
-    from .labeling import label
-    from .paths import read_yaml
+    from route_switch.routing.config import load_config
+    from route_switch.labeling import label
+    from route_switch.core.files import read_yaml
 
     tiers = load_config(args.router).tiers
     judge = read_yaml(args.judge_config) if args.judge_config else {"kind": "local"}
@@ -340,8 +340,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_reoptimize(args) -> int:
-    from .jobs.lock import JobLockedError
-    from .jobs.reoptimize import reoptimize
+    from route_switch.core.files import JobLockedError
+    from route_switch.jobs.reoptimize import reoptimize
 
     try:
         res = reoptimize(args.job, dry_run=args.dry_run)
@@ -364,7 +364,7 @@ def _add_estimator_args(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from route_switch import __version__
 
     p = Parser(prog="route-switch", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

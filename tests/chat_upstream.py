@@ -60,7 +60,7 @@ class ChatUpstream(LoopbackServer):
 
 def tiers_at(url: str, names=("small", "medium", "large"), prices=((0.1, 0.2), (0.5, 1.0), (3.0, 6.0))):
     """Tiers whose models are served at ``url`` (the served name is ``<name>-model``)."""
-    from route_switch.tiers import Tier
+    from route_switch.core.tiers import Tier
 
     return [Tier(name=n, model=n, price_in=p[0], price_out=p[1], api_base=url, upstream_model=f"{n}-model")
             for n, p in zip(names, prices)]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from route_switch.evalset import from_records
-from route_switch.paths import data_dir
+from route_switch.core.evalset import from_records
+from route_switch.core.paths import data_dir
 from route_switch.testing.synthetic import EASY, HARD, WORDS, synthetic_records  # noqa: F401  (tests import them from here)
 
 

@@ -93,7 +93,7 @@ def llama_upstream():
 @pytest.fixture(scope="session")
 def fitted_router_dir(synthetic, tmp_path_factory) -> Path:
     """A router fitted on the synthetic evalset (tiers small/medium/large, no endpoints)."""
-    from route_switch.fitting import fit
+    from route_switch.routing.fitting import fit
 
     out = tmp_path_factory.mktemp("router")
     # fixed hyper-parameters (no cross-validated choice): the proxy tests rely on which tier the
@@ -104,8 +104,8 @@ def fitted_router_dir(synthetic, tmp_path_factory) -> Path:
 
 def router_with_upstreams(router_dir, urls: list[str], **kw):
     """A ``Router`` over the fitted estimator whose tiers small/medium/large are served at ``urls``."""
-    from route_switch.controller import Router
-    from route_switch.spec import Tier
+    from route_switch.routing.controller import Router
+    from route_switch.core.spec import Tier
 
     base = Router.from_config(router_dir)
     tiers = [Tier(name=t.name, model=t.model, api_base=u, upstream_model="qwen-0.5b") for t, u in zip(base.tiers, urls)]

@@ -6,7 +6,7 @@ import pytest
 from route_switch.labeling.calls import ChatCaller, TierCallError
 from route_switch.llm.lm import LMConfigError, make_lm
 from route_switch.server.upstream import UpstreamFailure, _request
-from route_switch.tiers import Tier, api_key_from_env
+from route_switch.core.tiers import Tier, api_key_from_env
 
 
 def test_helper(monkeypatch):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from route_switch.paths import packaged_dir
-from route_switch.artifacts import diff, load_artifact, load_program, save_artifact, show
+from route_switch.core.paths import packaged_dir
+from route_switch.llm.artifacts import diff, load_artifact, load_program, save_artifact, show
 from route_switch.cli import main
-from route_switch.program import ProgramError
+from route_switch.llm.program import ProgramError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,8 +75,8 @@ def test_show_and_diff(program, tmp_path, capsys):
 
 def test_evaluate_uses_a_hand_edited_program(program, tmp_path, monkeypatch):
     """`evaluate --program` routes with the instruction exactly as a person left it (FAKE router LM)."""
-    from route_switch.evalset import from_records
-    from route_switch.evaluate_llm import evaluate_llm
+    from route_switch.core.evalset import from_records
+    from route_switch.optimization.evaluate_llm import evaluate_llm
     from route_switch.llm.fakes import FAKE_PROPOSALS
 
     from conftest import synthetic_records

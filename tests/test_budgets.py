@@ -17,8 +17,8 @@ openai = pytest.importorskip("openai")
 from chat_upstream import ChatUpstream, tiers_at  # noqa: E402
 from servers import FakeUpstream, fitted_router_dir, run_app  # noqa: E402,F401
 
-from route_switch.controller import Router  # noqa: E402
-from route_switch.errors import ConfigError  # noqa: E402
+from route_switch.routing.controller import Router  # noqa: E402
+from route_switch.core.errors import ConfigError  # noqa: E402
 from route_switch.server import create_app  # noqa: E402
 from route_switch.server.app import key_hash  # noqa: E402
 from route_switch.server.budgets import (Budgets, JsonSpendStore, StreamUsage, period_id,  # noqa: E402

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from route_switch.cli import main
-from route_switch.config import load_config
-from route_switch.errors import ConfigError
-from route_switch.spec import load_spec
+from route_switch.routing.config import load_config
+from route_switch.core.errors import ConfigError
+from route_switch.core.spec import load_spec
 
 
 @pytest.mark.parametrize("text, field, line", [
@@ -84,7 +84,7 @@ def _llm_contract(res: dict, n: int):
 def test_evaluate_with_program_fake_llm(tmp_path, capsys, monkeypatch):
     """`evaluate --program --llm-n` reports llm, fused and estimator-on-the-same-queries (FAKE router LM)."""
     from conftest import synthetic_records
-    from route_switch.evalset import from_records, save_evalset
+    from route_switch.core.evalset import from_records, save_evalset
 
     monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "syn.parquet"
@@ -109,7 +109,7 @@ def test_evaluate_with_program_exact_form_real_llm(shared_data, tmp_path):
 
 
 def test_config_round_trip_keeps_relative_llm_paths(tmp_path):
-    from route_switch.config import dump_config, load_config
+    from route_switch.routing.config import dump_config, load_config
 
     d = tmp_path / "a" / "r"
     d.mkdir(parents=True)
@@ -131,9 +131,9 @@ def test_package_names_have_one_meaning():
 
     import route_switch
 
-    first = route_switch.evaluate
-    importlib.import_module("route_switch.evaluate")
-    assert first is route_switch.evaluate and callable(route_switch.evaluate.evaluate)
+    first = route_switch.core.evaluate
+    importlib.import_module("route_switch.core.evaluate")
+    assert first is route_switch.core.evaluate and callable(route_switch.core.evaluate.evaluate)
     assert callable(route_switch.fit) and route_switch.TierFusion.__name__ == "TierFusion"
     with pytest.raises(AttributeError):
         route_switch.no_such_thing

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from route_switch.config import dump_config, load_config
-from route_switch.controller import Router, route
-from route_switch.conversation import ConversationConfig, SessionFloors, flatten_turns, routing_text
-from route_switch.errors import ConfigError
-from route_switch.estimator import QualityEstimator
-from route_switch.tiers import Tier
+from route_switch.routing.config import dump_config, load_config
+from route_switch.routing.controller import Router, route
+from route_switch.core.conversation import ConversationConfig, SessionFloors, flatten_turns, routing_text
+from route_switch.core.errors import ConfigError
+from route_switch.core.estimator import QualityEstimator
+from route_switch.core.tiers import Tier
 from servers import fitted_router_dir  # noqa: F401  (fixture)
 
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from route_switch.cli import main
-from route_switch.controller import Router
-from route_switch.encoders import make_encoder, minilm_files
-from route_switch.errors import ConfigError
-from route_switch.estimator import QualityEstimator
+from route_switch.routing.controller import Router
+from route_switch.core.encoders import make_encoder, minilm_files
+from route_switch.core.errors import ConfigError
+from route_switch.core.estimator import QualityEstimator
 
 
 def test_long_queries_are_read_as_head_and_tail(synthetic):

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from route_switch.errors import ArtifactError
-from route_switch.estimator import QualityEstimator
+from route_switch.core.errors import ArtifactError
+from route_switch.core.estimator import QualityEstimator
 
 
 @pytest.fixture(scope="module")

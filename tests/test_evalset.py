@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from route_switch.errors import EvalsetError
-from route_switch.evalset import load_evalset, save_evalset
+from route_switch.core.errors import EvalsetError
+from route_switch.core.evalset import load_evalset, save_evalset
 
 from conftest import synthetic_records
 
@@ -118,7 +118,7 @@ def test_split_is_reproducible_and_disjoint(synthetic):
                                      lambda p: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in p),
                                      lambda p: p.replace(" ", "\u2060 \u00ad")])
 def test_duplicate_prompts_with_invisible_or_wide_characters_are_collapsed(tmp_path, variant):
-    from route_switch.evalset import normalise_prompt
+    from route_switch.core.evalset import normalise_prompt
 
     df = _long_df(6)
     dup = df[df.id == "q1"].copy()

@@ -30,7 +30,7 @@ def cli_env(**extra) -> dict:
 
 @pytest.fixture(scope="module")
 def synthetic_file(tmp_path_factory) -> Path:
-    from route_switch.evalset import from_records, save_evalset
+    from route_switch.core.evalset import from_records, save_evalset
     from route_switch.testing.synthetic import synthetic_records
 
     path = tmp_path_factory.mktemp("data") / "syn.parquet"
@@ -52,7 +52,7 @@ def test_serve_refuses_to_start_when_no_tier_has_an_api_base(fitted_router_dir):
 
 def test_health_is_not_ready_without_endpoints(fitted_router_dir):
     pytest.importorskip("starlette")
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
     from route_switch.server import create_app
 
     app = create_app(Router.from_config(fitted_router_dir), api_keys={KEY})

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from route_switch.controller import Router
-from route_switch.errors import ArtifactError
-from route_switch.estimator import QualityEstimator
-from route_switch.fusion import TierFusion, llm_quality
-from route_switch.program import TierVote
-from route_switch.tiers import Tier
+from route_switch.routing.controller import Router
+from route_switch.core.errors import ArtifactError
+from route_switch.core.estimator import QualityEstimator
+from route_switch.routing.fusion import TierFusion, llm_quality
+from route_switch.llm.router_llm import TierVote
+from route_switch.core.tiers import Tier
 
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
 
@@ -45,7 +45,7 @@ def test_cv_weight_follows_the_informative_signal():
 
 
 def test_one_se_rule_prefers_the_middle_unless_an_extreme_clearly_wins():
-    from route_switch.fusion import one_se_weight
+    from route_switch.routing.fusion import one_se_weight
 
     noisy = {0.0: [0.80, 0.70, 0.82, 0.71, 0.80], 0.5: [0.80, 0.70, 0.81, 0.72, 0.79], 1.0: [0.6] * 5}
     assert one_se_weight(noisy) == 0.5  # 0.0 is best on average, but not by more than the noise
@@ -155,8 +155,8 @@ def test_fit_with_program_writes_a_fused_router(tmp_path, monkeypatch, capsys):
     from conftest import synthetic_records
 
     from route_switch.cli import main
-    from route_switch.config import load_config
-    from route_switch.evalset import from_records, save_evalset
+    from route_switch.routing.config import load_config
+    from route_switch.core.evalset import from_records, save_evalset
 
     monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "syn.parquet"
@@ -172,6 +172,6 @@ def test_fit_with_program_writes_a_fused_router(tmp_path, monkeypatch, capsys):
     assert d.path == "llm" and "fused" in d.reason and len(d.tier_probs) == 3
     assert "router LLM fused" in capsys.readouterr().out
     # the bypass counts tokens one way from the first call on, whether or not a model has loaded
-    from route_switch.llm.tokens import estimate_tokens
+    from route_switch.core.tokens import estimate_tokens
 
     assert r.count_tokens is estimate_tokens

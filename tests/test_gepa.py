@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from route_switch.paths import packaged_dir
-from route_switch.artifacts import load_artifact, load_program
-from route_switch.errors import ConfigError
-from route_switch.evalset import from_records
-from route_switch.gepa import explain, feedback_metric
+from route_switch.core.paths import packaged_dir
+from route_switch.llm.artifacts import load_artifact, load_program
+from route_switch.core.errors import ConfigError
+from route_switch.core.evalset import from_records
+from route_switch.optimization.gepa import explain, feedback_metric
 from route_switch.llm.fakes import FAKE_PROPOSALS
-from route_switch.optimize import objective, optimize
+from route_switch.optimization.objective import objective
+from route_switch.optimization.optimize import optimize
 
 from conftest import synthetic_records
 
@@ -87,7 +88,7 @@ def test_gepa_refuses_demo_pool_and_unknown_optimizer(split, start, tmp_path):
 def test_compact_proposer_shows_short_requests_with_feedback():
     import dspy
 
-    from route_switch.gepa import RouterInstructionProposer
+    from route_switch.optimization.gepa import RouterInstructionProposer
     from route_switch.llm.lm import make_lm
 
     lm = make_lm(FAKE)
@@ -112,7 +113,7 @@ def test_compact_proposer_shows_short_requests_with_feedback():
 
 
 def test_compact_proposer_rejects_pasted_requests_and_rules_without_tier():
-    from route_switch.gepa import RouterInstructionProposer
+    from route_switch.optimization.gepa import RouterInstructionProposer
 
     recs = [{"Inputs": {"query": "A baker sells 12 muffins for $3 each and 8 cakes for $10 each. How much?"},
              "Feedback": "You chose tier 3 (large): quality 1.00 at 100% of the top tier's cost."}]

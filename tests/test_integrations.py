@@ -20,8 +20,8 @@ openai = pytest.importorskip("openai")
 
 from servers import FakeUpstream, fitted_router_dir, free_port  # noqa: E402,F401
 
-from route_switch.controller import Router  # noqa: E402
-from route_switch.tiers import Tier  # noqa: E402
+from route_switch.routing.controller import Router  # noqa: E402
+from route_switch.core.tiers import Tier  # noqa: E402
 
 EASY = [{"role": "user", "content": "Say hello to Peru 4."}]
 HARD = [{"role": "user", "content": "Prove that the sum of the first 7 odd numbers is a perfect square, step by step."}]
@@ -57,7 +57,7 @@ def test_openai_dropin_routes_and_returns_sdk_types(router):
 
     client = route_switch.OpenAI(router=router)
     for model, messages in (("router-tau-1", EASY), ("router", HARD), ("router-tau-0", HARD), ("router-lambda-0", EASY)):
-        tau, lam = route_switch.knobs.parse_router_model(model)
+        tau, lam = route_switch.core.knobs.parse_router_model(model)
         expected = router.route(messages, tau=tau, lam=lam)
         out = client.chat.completions.create(model=model, messages=messages, max_tokens=20)
         assert isinstance(out, ChatCompletion)
@@ -77,8 +77,8 @@ def test_openai_dropin_from_directory_and_bad_model(fitted_router_dir, ups, tmp_
     import yaml
 
     import route_switch
-    from route_switch.errors import ConfigError
-    from route_switch.knobs import UnknownRouterModel
+    from route_switch.core.errors import ConfigError
+    from route_switch.core.knobs import UnknownRouterModel
 
     with pytest.raises(ConfigError, match="api_base"):  # the fitted directory names no endpoints
         route_switch.OpenAI(router=fitted_router_dir)
@@ -189,8 +189,8 @@ def test_async_openai_dropin(router, fitted_router_dir, ups):
 
 def test_import_route_switch_imports_no_integration_library():
     code = ("import sys, route_switch\n"
-            "from route_switch.controller import Router\n"
-            "from route_switch import telemetry\n"
+            "from route_switch.routing.controller import Router\n"
+            "from route_switch.routing import telemetry\n"
             "bad = [m for m in ('openai', 'dspy', 'litellm', 'opentelemetry') if m in sys.modules]\n"
             "assert not bad, bad\n"
             "assert callable(route_switch.OpenAI) and 'openai' in sys.modules\n")
@@ -276,7 +276,7 @@ def spans():
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from route_switch import telemetry
+    from route_switch.routing import telemetry
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -14,9 +14,9 @@ import pytest
 
 from servers import fitted_router_dir  # noqa: F401
 
-from route_switch.paths import packaged_dir
-from route_switch.errors import ArtifactError, ConfigError, EvalsetError
-from route_switch.estimator import QualityEstimator, checksum
+from route_switch.core.paths import packaged_dir
+from route_switch.core.errors import ArtifactError, ConfigError, EvalsetError
+from route_switch.core.estimator import QualityEstimator, checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -131,10 +131,10 @@ def test_corrupt_indices_give_exit_2_not_a_segfault(fitted_router_dir, tmp_path)
 # ---------------------------------------------------------------------------------------------- fit
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from route_switch import fitting
+    from route_switch.routing import fitting
     sys.path.insert(0, {tests!r})
     from conftest import synthetic_records
-    from route_switch.evalset import from_records
+    from route_switch.core.evalset import from_records
 
     kill_at, calls = int(sys.argv[2]), [0]
 
@@ -147,7 +147,7 @@ KILLER = textwrap.dedent("""
         return run
 
     os.rename, os.replace = counted(os.rename), counted(os.replace)
-    fitting._exchange = counted(fitting._exchange)
+    files.exchange_paths = counted(files.exchange_paths)
     ev = from_records(synthetic_records(seed=int(sys.argv[3])), source="synthetic")
     fitting.fit(ev, sys.argv[1])
     print("renames", calls[0])
@@ -160,7 +160,7 @@ def _fit_killed(out: Path, kill_at: int, seed: int):
 
 
 def _version(d: Path) -> str:
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
 
     r = Router.from_config(d)
     assert r.route("Prove that the square root of 2 is irrational.").path == "estimator"
@@ -189,7 +189,7 @@ def test_fit_killed_at_every_rename_leaves_a_loadable_router(tmp_path):
 
 
 def test_second_fit_into_a_locked_folder_fails_with_one_line(tmp_path):
-    from route_switch.jobs.lock import JobLock
+    from route_switch.core.files import JobLock
 
     spec = packaged_dir("evalsets") / "dcrouter-3tier.yaml"
     out = tmp_path / "router"
@@ -211,7 +211,7 @@ def test_two_concurrent_fits_leave_one_whole_version(tmp_path):
 
 
 def test_failed_write_leaves_no_temp_file_and_the_previous_folder(fitted_router_dir, tmp_path, monkeypatch, synthetic):
-    from route_switch import fitting
+    from route_switch.routing import fitting
 
     out = _copy(fitted_router_dir, tmp_path / "r")
     before = _version(out)
@@ -268,8 +268,8 @@ def _synthetic_file(tmp_path: Path) -> Path:
 
 
 def test_python_api_refuses_bad_values(synthetic, tmp_path, fitted_router_dir):
-    from route_switch.controller import Router
-    from route_switch.fitting import fit
+    from route_switch.routing.controller import Router
+    from route_switch.routing.fitting import fit
     from route_switch.server import create_app
 
     with pytest.raises(ConfigError, match="bypass_tokens"):
@@ -288,7 +288,7 @@ def test_evalset_silent_loss_is_an_error(tmp_path, case, row, field):
     import pandas as pd
 
     from conftest import synthetic_records
-    from route_switch.evalset import load_evalset
+    from route_switch.core.evalset import load_evalset
 
     df = pd.DataFrame(synthetic_records(n=30)).astype({"id": object})
     if case == "null_id":
@@ -308,7 +308,7 @@ def test_evalset_silent_loss_is_an_error(tmp_path, case, row, field):
 @pytest.mark.parametrize("key, value", [("price_in", ".nan"), ("price_in", ".inf"), ("price_out", "-.inf"),
                                         ("price_out", ".NaN"), ("price_in", "true")])
 def test_non_finite_tier_price_is_refused_naming_the_field(tmp_path, key, value):
-    from route_switch.config import load_config
+    from route_switch.routing.config import load_config
 
     other = "price_out" if key == "price_in" else "price_in"
     f = tmp_path / "router.yaml"
@@ -339,7 +339,7 @@ def _bomb(d: Path, member: str, n_bytes: int) -> None:
 def test_decompression_bomb_is_refused_before_inflating(fitted_router_dir, tmp_path, monkeypatch):
     import time
 
-    import route_switch.estimator as estimator
+    import route_switch.core.estimator as estimator
 
     d = _copy(fitted_router_dir, tmp_path / "r")
     _bomb(d, "memory", 64 * 2**20)
@@ -366,8 +366,8 @@ def test_npy_header_declaring_more_than_the_zip_holds_is_refused(fitted_router_d
 def test_artifact_symlinked_to_dev_zero_is_refused_at_once(fitted_router_dir, tmp_path, name):
     import time
 
-    from route_switch.controller import Router
-    from route_switch.fusion import TierFusion
+    from route_switch.routing.controller import Router
+    from route_switch.routing.fusion import TierFusion
 
     d = _copy(fitted_router_dir, tmp_path / "r")
     (d / name).unlink(missing_ok=True)
@@ -381,9 +381,9 @@ def test_artifact_symlinked_to_dev_zero_is_refused_at_once(fitted_router_dir, tm
 
 @pytest.mark.parametrize("name", ["estimator.json", "router.yaml", "fusion.json"])
 def test_huge_artifact_file_is_refused_naming_it(fitted_router_dir, tmp_path, monkeypatch, name):
-    import route_switch.paths as paths
-    from route_switch.controller import Router
-    from route_switch.fusion import TierFusion
+    import route_switch.core.paths as paths
+    from route_switch.routing.controller import Router
+    from route_switch.routing.fusion import TierFusion
 
     d = _copy(fitted_router_dir, tmp_path / "r")
     with open(d / name, "ab") as f:
@@ -395,7 +395,7 @@ def test_huge_artifact_file_is_refused_naming_it(fitted_router_dir, tmp_path, mo
 
 
 def test_encoder_params_are_checked_at_fit_time_too():
-    from route_switch.encoders import make_encoder
+    from route_switch.core.encoders import make_encoder
 
     for params, fld in (({"max_chars": "abc"}, "max_chars"), ({"min_df": 2.5}, "min_df"), ({"nope": 1}, "nope")):
         with pytest.raises(ConfigError) as e:

@@ -6,11 +6,11 @@ import math
 import pytest
 
 from route_switch.cli import main
-from route_switch.config import load_config
-from route_switch.controller import Router, route
-from route_switch.errors import ConfigError
-from route_switch.fitting import fit
-from route_switch.knobs import check_knob
+from route_switch.routing.config import load_config
+from route_switch.routing.controller import Router, route
+from route_switch.core.errors import ConfigError
+from route_switch.routing.fitting import fit
+from route_switch.core.knobs import check_knob
 from servers import fitted_router_dir  # noqa: F401  (fixture)
 
 BAD_TAU = [math.nan, -5, 1.5, math.inf, -math.inf, True, "0.2"]

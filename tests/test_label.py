@@ -10,13 +10,13 @@ from chat_upstream import ChatUpstream, tiers_at
 from servers import FakeUpstream, free_port
 
 from route_switch.labeling.label import read_progress
-from route_switch.decision import Decision
-from route_switch.errors import ConfigError, InputError
-from route_switch.evalset import load_evalset
+from route_switch.core.decision import Decision
+from route_switch.core.errors import ConfigError, InputError
+from route_switch.core.evalset import load_evalset
 from route_switch.labeling import label, read_queries
 from route_switch.labeling.calls import ChatCaller, TierCallError
 from route_switch.labeling.judge import Judge, JudgeError, JudgeProgram
-from route_switch.routelog import RouteLog
+from route_switch.core.routelog import RouteLog
 
 FAKE_JUDGE = {"kind": "fake"}
 QUERIES = ["What is 6 * 7?", "Name a prime number above 10.", "Spell 'cat' backwards.", "What is 2 + 2?"]

@@ -18,5 +18,5 @@ def test_benchmarks_do_not_import_tests():
 
 
 def test_one_kind_of_router_per_name():
-    assert (ROOT / "route_switch" / "baselines.py").is_file()
+    assert (ROOT / "route_switch" / "core" / "baselines.py").is_file()
     assert not (ROOT / "route_switch" / "routers.py").exists()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from route_switch.paths import packaged_dir
+from route_switch.core.paths import packaged_dir
 from route_switch.llm import model_files
 from route_switch.llm.lm import LMConfigError, make_lm
-from route_switch.llm.tokens import count_tokens, estimate_tokens
-from route_switch.program import (ProgramError, RouterLLM, RouterLLMError, RoutingProgram, build_module,
-                                  program_from_module)
+from route_switch.core.tokens import count_tokens, estimate_tokens
+from route_switch.llm.program import ProgramError, RoutingProgram
+from route_switch.llm.router_llm import RouterLLM, RouterLLMError, build_module, program_from_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = packaged_dir("programs") / "default.yaml"
@@ -231,7 +231,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
 def test_imports_are_light():
     code = ("import sys, route_switch.llm, route_switch.llm.lm, route_switch.llm.engines, route_switch.llm.fakes, "
-            "route_switch.llm.tokens, route_switch.llm.model_files, route_switch.program\n"
+            "route_switch.core.tokens, route_switch.llm.model_files, route_switch.llm.program\n"
             "heavy = [m for m in ('dspy', 'llama_cpp', 'litellm') if m in sys.modules]\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from route_switch.paths import packaged_dir  # noqa: E402
-from route_switch.program import RouterLLM, RoutingProgram  # noqa: E402
+from route_switch.core.paths import packaged_dir  # noqa: E402
+from route_switch.llm.router_llm import RouterLLM  # noqa: E402
+from route_switch.llm.program import RoutingProgram  # noqa: E402
 
 pytestmark = pytest.mark.local_llm
 DEFAULT = packaged_dir("programs") / "default.yaml"
@@ -60,7 +61,7 @@ def test_prefix_state_survives_a_new_process(router, tmp_path):
 
 
 def test_local_timeout_is_reported(router):
-    from route_switch.program import RouterLLMError
+    from route_switch.llm.router_llm import RouterLLMError
 
     with pytest.raises(RouterLLMError):
         router.predict("Summarize the plot of Hamlet. " * 40, timeout_s=0.01)

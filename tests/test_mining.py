@@ -1,12 +1,12 @@
-"""Mined policy lines (route_switch.mining) and the paired gate (route_switch.significance)."""
+"""Mined policy lines (route_switch.optimization.mining) and the paired gate (route_switch.optimization.significance)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from route_switch.mining import mine_policies, mined_lines_in, policy_candidates
-from route_switch.policies import Policy, split_policies
-from route_switch.significance import paired_gain
+from route_switch.optimization.mining import mine_policies, mined_lines_in, policy_candidates
+from route_switch.llm.policies import Policy, split_policies
+from route_switch.optimization.significance import paired_gain
 
 TOPICS = {  # words per topic, and which tier each topic truly needs (0-based)
     "translate french german spanish sentence language": 0,
@@ -83,8 +83,8 @@ def test_paired_gain():
 
 
 def test_show_prints_mined_lines_with_support(tmp_path):
-    from route_switch.artifacts import save_artifact, show
-    from route_switch.program import RoutingProgram
+    from route_switch.llm.artifacts import save_artifact, show
+    from route_switch.llm.program import RoutingProgram
 
     prompts, scores, costs = _split()
     mined = mine_policies(prompts, scores, costs, lam=0.3, unit=10.0, min_support=10)

@@ -52,8 +52,8 @@ def _recorded_train_demos(f: Path) -> set[str]:
     """An artifact's demo queries whose evalset ids metrics.json records, checked to lie in the train split."""
     import json
 
-    from route_switch.artifacts import load_artifact
-    from route_switch.spec import load_spec
+    from route_switch.llm.artifacts import load_artifact
+    from route_switch.core.spec import load_spec
 
     m = f.parent / "metrics.json"
     if f.name != "demos.yaml" or not m.exists():

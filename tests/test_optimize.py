@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from route_switch.paths import packaged_dir
-from route_switch.artifacts import load_artifact, load_program
-from route_switch.errors import ConfigError
-from route_switch.evalset import from_records, save_evalset
+from route_switch.core.paths import packaged_dir
+from route_switch.llm.artifacts import load_artifact, load_program
+from route_switch.core.errors import ConfigError
+from route_switch.core.evalset import from_records, save_evalset
 from route_switch.llm.fakes import FAKE_PROPOSALS
-from route_switch.optimize import expected_objective, objective, optimize
+from route_switch.optimization.objective import expected_objective, objective
+from route_switch.optimization.optimize import optimize
 
 from conftest import synthetic_records
 
@@ -96,9 +97,9 @@ def test_tier_mismatch_is_refused(split, start, tmp_path):
 
 
 def test_data_demos_record_their_ids_and_evaluation_drops_them(split, start, tmp_path, monkeypatch):
-    from route_switch.artifacts import artifact_demo_ids
-    from route_switch.evaluate_llm import drop_demo_queries
-    from route_switch.program import clip_query
+    from route_switch.llm.artifacts import artifact_demo_ids
+    from route_switch.optimization.evaluate_llm import drop_demo_queries
+    from route_switch.core.template import clip_query
 
     train, test = split
     monkeypatch.setenv("ROUTE_SWITCH_DATA", str(tmp_path))  # demos from "shared data" are allowed, with ids
@@ -170,7 +171,7 @@ def test_corrupted_lm_cache_is_moved_aside_and_rebuilt(tmp_path):
 
 
 def test_candidates_are_screened_grounded_and_gated(split, start, tmp_path):
-    from route_switch.artifacts import instruction_origin, show
+    from route_switch.llm.artifacts import instruction_origin, show
 
     train, test = split
     res = optimize(train, test, start, lm_cfg=FAKE, name="g", out_root=tmp_path, cache_dir=tmp_path / "c",
@@ -204,7 +205,7 @@ def test_gate_keeps_the_start_when_nothing_beats_it(split, start, tmp_path):
 def test_break_even_lambda_ties_the_static_routers():
     import numpy as np
 
-    from route_switch.selection import break_even_lambda, cost_unit
+    from route_switch.core.selection import break_even_lambda, cost_unit
 
     rng = np.random.default_rng(0)
     scores = (rng.random((200, 3)) < [0.4, 0.6, 0.9]).astype(float)
@@ -215,7 +216,7 @@ def test_break_even_lambda_ties_the_static_routers():
 
 
 def test_grounded_instruction_reads_as_routing_text(split, start):
-    from route_switch.grounding import describes_tiers, grounded_instruction, needed_tier
+    from route_switch.optimization.grounding import describes_tiers, grounded_instruction, needed_tier
 
     train, _ = split
     text = grounded_instruction(train.prompts, train.scores, train.costs, start.tiers)
@@ -227,7 +228,7 @@ def test_grounded_instruction_reads_as_routing_text(split, start):
     assert needed_tier(s, np.tile([1.0, 2.0, 3.0], (4, 1))).tolist() == [1, 0, 0, 2]
     assert not describes_tiers("Please provide me with a detailed description of the task, tier 1 tier 2.",
                                start.tiers)[0]
-    from route_switch.grounding import strip_preamble
+    from route_switch.optimization.grounding import strip_preamble
 
     body = "Choose tier 1 for facts and tier 3 for proofs."
     assert strip_preamble("Given the instructions you provided, here is a proposed instruction that helps:\n" + body) == body

@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 
-from route_switch.artifacts import load_program, show
+from route_switch.llm.artifacts import load_program, show
 from route_switch.cli import main
-from route_switch.errors import ConfigError
+from route_switch.core.errors import ConfigError
 from route_switch.labeling.judge import JudgeProgram
-from route_switch.paths import find_shipped, packaged_dir
-from route_switch.spec import load_spec
+from route_switch.core.paths import find_shipped, packaged_dir
+from route_switch.core.spec import load_spec
 
 
 def test_packaged_files_exist():
@@ -51,7 +51,7 @@ def test_cli_show_packaged_program(tmp_path, monkeypatch, capsys):
 
 
 def test_router_yaml_names_a_shipped_program(tmp_path, monkeypatch):
-    from route_switch.config import dump_config, load_config
+    from route_switch.routing.config import dump_config, load_config
 
     monkeypatch.chdir(tmp_path)
     d = tmp_path / "r"

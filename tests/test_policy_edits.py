@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from route_switch.paths import packaged_dir
-from route_switch.paths import read_yaml
-from route_switch.policies import HEADER, Policy, PolicyError, apply_policies, apply_policy, split_policies
-from route_switch.program import RouterLLM, RoutingProgram
+from route_switch.core.paths import packaged_dir
+from route_switch.core.files import read_yaml
+from route_switch.llm.policies import HEADER, Policy, PolicyError, apply_policies, apply_policy, split_policies
+from route_switch.llm.router_llm import RouterLLM
+from route_switch.llm.program import RoutingProgram
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = packaged_dir("programs") / "default.yaml"

@@ -12,8 +12,8 @@ import pytest
 
 from servers import FakeUpstream, fitted_router_dir, router_with_upstreams, run_app  # noqa: F401
 
-from route_switch.controller import Router, route
-from route_switch.sanitize import is_routing_directive, strip_routing_directives
+from route_switch.routing.controller import Router, route
+from route_switch.core.sanitize import is_routing_directive, strip_routing_directives
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 KEY = "reliability-key"
@@ -66,7 +66,7 @@ def test_route_never_raises_on_bad_inputs(router, name):
 
 
 def test_route_bad_inputs_without_estimator_or_tiers():
-    from route_switch.spec import Tier
+    from route_switch.core.spec import Tier
 
     for r, tier in ((Router(), 1), (Router(tiers=[Tier("a", "a"), Tier("b", "b")]), 2)):
         for q in CORPUS.values():

@@ -14,11 +14,12 @@ import pytest
 
 from servers import FakeUpstream, free_port, run_app, wait_http  # noqa: F401
 
-from route_switch.config import dump_config, load_config
-from route_switch.fitting import fit
-from route_switch.jobs.promote import swap_in
-from route_switch.paths import atomic_write_text
-from route_switch.reload import RouterReloader, config_version
+from route_switch.routing.config import dump_config, load_config
+from route_switch.routing.fitting import fit
+from route_switch.core.files import copy_into
+from route_switch.core.files import atomic_write_text
+from route_switch.routing.reload import RouterReloader
+from route_switch.routing.version import config_version
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "reload-key"
@@ -38,7 +39,7 @@ def estimators(synthetic, tmp_path_factory):
 def deploy(estimators, where: Path, upstream: str | None = None) -> Path:
     """A production folder: ``router.yaml`` + ``estimator/`` (a copy of estimator a)."""
     a, _ = estimators
-    swap_in(a, where / "estimator")
+    copy_into(a, where / "estimator")
     cfg = load_config(a)
     cfg.estimator = str(where / "estimator")
     for t in cfg.tiers:
@@ -59,7 +60,7 @@ def test_reload_swaps_on_change_and_keeps_the_old_router_on_bad_files(estimators
     v0, first = r.version, r.current
     assert v0 == config_version(prod) and r.route("Say hello to Peru.").tier >= 1
     assert r.reload() == {"reloaded": False, "version": v0, "previous": v0}  # nothing changed
-    swap_in(estimators[1], prod / "estimator")  # the weekly job's promotion
+    copy_into(estimators[1], prod / "estimator")  # the weekly job's promotion
     res = r.reload()
     assert res["reloaded"] and res["version"] != v0 and r.current is not first and r.version == res["version"]
     v1 = r.version
@@ -71,7 +72,7 @@ def test_reload_swaps_on_change_and_keeps_the_old_router_on_bad_files(estimators
     (prod / "estimator" / "arrays.npz").write_bytes(b"not an npz")  # a half-copied estimator
     atomic_write_text(prod / "router.yaml", good)
     assert "error" in r.reload() and r.version == v1
-    swap_in(estimators[0], prod / "estimator")
+    copy_into(estimators[0], prod / "estimator")
     assert r.reload()["reloaded"] and r.version == v0  # same files as at the start: same version
 
 
@@ -109,7 +110,7 @@ def test_proxy_serves_through_ten_reloads_without_a_failure(estimators, tmp_path
             versions = [reloader.version]
             try:
                 for k in range(10):
-                    swap_in(estimators[(k + 1) % 2], prod / "estimator")
+                    copy_into(estimators[(k + 1) % 2], prod / "estimator")
                     set_tau(prod, round(0.05 + 0.02 * k, 2))
                     if k % 2:  # the other half is left to the file watch
                         r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
@@ -160,7 +161,7 @@ def test_a_log_written_into_the_router_folder_is_no_reload(estimators, tmp_path)
     """``fit`` puts router.yaml and the estimator in one folder; a route log there must not reload the router."""
     import shutil
 
-    from route_switch.reload import config_files, fingerprint
+    from route_switch.routing.version import config_files, fingerprint
 
     prod = tmp_path / "prod"
     shutil.copytree(estimators[0], prod)
@@ -181,7 +182,7 @@ def test_a_log_written_into_the_router_folder_is_no_reload(estimators, tmp_path)
 def test_fingerprint_covers_the_fusion_and_the_program_files(estimators, tmp_path):
     import shutil
 
-    from route_switch.reload import config_files
+    from route_switch.routing.version import config_files
 
     prod = tmp_path / "prod"
     shutil.copytree(estimators[0], prod)

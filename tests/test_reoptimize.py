@@ -17,14 +17,14 @@ from chat_upstream import ChatUpstream, tiers_at
 from conftest import synthetic_records
 from servers import free_port
 
-from route_switch.paths import packaged_dir
-from route_switch.decision import Decision
-from route_switch.errors import ConfigError
-from route_switch.evalset import from_records, load_evalset, save_evalset
+from route_switch.core.paths import packaged_dir
+from route_switch.core.decision import Decision
+from route_switch.core.errors import ConfigError
+from route_switch.core.evalset import from_records, load_evalset, save_evalset
 from route_switch.jobs.job_config import load_job
-from route_switch.jobs.lock import JobLock, JobLockedError
+from route_switch.core.files import JobLock, JobLockedError
 from route_switch.jobs.reoptimize import reoptimize
-from route_switch.routelog import RouteLog
+from route_switch.core.routelog import RouteLog
 
 NEW_QUERIES = [f"Prove that {n} has exactly two divisors, step by step." for n in (7, 11, 13)] + \
               [f"What is the capital of {c}?" for c in ("Italy", "Spain", "Greece", "Egypt", "Cuba")] + \
@@ -122,7 +122,7 @@ def test_failed_run_leaves_artifact_untouched(tmp_path, upstream, monkeypatch):
     rl = RouteLog(tmp_path / "logs" / "routes.jsonl", privacy="full")
     rl.write("What is the capital of Peru?", Decision(1, "small", "small", "estimator", "t"))
     rl.close()
-    import route_switch.fitting as fitting
+    import route_switch.routing.fitting as fitting
 
     def broken_fit(*a, **k):
         raise RuntimeError("disk full (simulated)")
@@ -210,7 +210,7 @@ def test_lock_contention_in_process(tmp_path, upstream):
 def test_lock_held_by_another_process(tmp_path):
     lock = tmp_path / ".lock"
     code = ("import sys, time; sys.path.insert(0, %r)\n"
-            "from route_switch.jobs.lock import JobLock\n"
+            "from route_switch.core.files import JobLock\n"
             "l = JobLock(%r).acquire(); print('held', flush=True); time.sleep(30)") % (
         str(Path(__file__).resolve().parents[1]), str(lock))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -230,7 +230,7 @@ def test_lock_held_by_another_process(tmp_path):
 
 # ----------------------------------------------------------------------------- drift
 def test_drift_flags_a_shifted_period(synthetic):
-    from route_switch.estimator import QualityEstimator
+    from route_switch.core.estimator import QualityEstimator
     from route_switch.jobs.drift import drift_report, format_drift
 
     est = QualityEstimator().fit(synthetic.prompts, synthetic.scores, synthetic.models, synthetic.costs)

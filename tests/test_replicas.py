@@ -15,8 +15,8 @@ import pytest
 
 from servers import fitted_router_dir, free_port, redis_url, wait_http  # noqa: F401  (fixtures)
 
-from route_switch.config import dump_config, load_config
-from route_switch.controller import Router
+from route_switch.routing.config import dump_config, load_config
+from route_switch.routing.controller import Router
 
 pytest.importorskip("redis")
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_decision_cache_shared_between_routers(redis_url, fitted_router_dir, tmp
 
 
 def test_state_config_errors(tmp_path):
-    from route_switch.errors import ConfigError
+    from route_switch.core.errors import ConfigError
 
     for text, field in [("state: {redis_url: 'redis://user:secret@h:6379/0'}", "state.redis_url"),
                         ("state: {redis_url: 'http://h'}", "state.redis_url"),
@@ -158,7 +158,7 @@ def test_four_workers_hold_one_limit(redis_url, fitted_router_dir, tmp_path):
 LOCKER = """
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
-from route_switch.jobs.lock import JobLock, JobLockedError
+from route_switch.core.files import JobLock, JobLockedError
 
 lock_path, journal, until = sys.argv[2], sys.argv[3], time.time() + float(sys.argv[4])
 fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from route_switch.cli import main
-from route_switch.config import load_config
-from route_switch.controller import Router
-from route_switch.risk import hoeffding_pvalue, ltt_tau, risk_report, wsr_pvalue
-from route_switch.seeds import describe, evaluate_seeds
-from route_switch.selection import ANCHORED_GRID, anchor_index, select_anchored
+from route_switch.routing.config import load_config
+from route_switch.routing.controller import Router
+from route_switch.core.risk import hoeffding_pvalue, ltt_tau, risk_report, wsr_pvalue
+from route_switch.core.seeds import describe, evaluate_seeds
+from route_switch.core.selection import ANCHORED_GRID, anchor_index, select_anchored
 
 COST = np.array([1.0, 4.0, 20.0])
 
@@ -110,7 +110,7 @@ def test_describe_and_seed_summary():
 
 
 def test_bootstrap_interval_contains_the_point_estimate(synthetic):
-    from route_switch.evaluate import evaluate
+    from route_switch.core.evaluate import evaluate
 
     train, test = synthetic.split(0.3, seed=0)
     res = evaluate(train, test, routers=("route-switch",), operating_point=False, bootstrap=60)
@@ -134,7 +134,7 @@ def test_evaluate_seeds_cli_keeps_single_seed_json_without_seeds(synthetic, tmp_
 
 
 def test_router_yaml_selection_rule_is_validated(tmp_path):
-    from route_switch.errors import ConfigError
+    from route_switch.core.errors import ConfigError
 
     f = tmp_path / "router.yaml"
     f.write_text("selection: {rule: nope, tau: 0.1}\n")

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from route_switch.controller import Router, route
-from route_switch.estimator import QualityEstimator
-from route_switch.fitting import fit
-from route_switch.tiers import Tier
+from route_switch.routing.controller import Router, route
+from route_switch.core.estimator import QualityEstimator
+from route_switch.routing.fitting import fit
+from route_switch.core.tiers import Tier
 
 TIERS = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
 
@@ -24,7 +24,7 @@ class FakeLLM:
         self.mode, self.tier, self.delay, self.calls = mode, tier, delay, 0
 
     def vote(self, query, timeout_s=None, deadline=None):
-        from route_switch.program import TierVote
+        from route_switch.llm.router_llm import TierVote
 
         self.calls += 1
         time.sleep(self.delay)
@@ -126,11 +126,12 @@ def test_tier_numbers_are_1_based_and_converted_in_one_place():
     import re
     from pathlib import Path
 
-    from route_switch.tiers import to_index, to_tier
+    from route_switch.core.tiers import to_index, to_tier
 
     assert [to_index(t) for t in (1, 2, 3)] == [0, 1, 2] and [to_tier(i) for i in (0, 1, 2)] == [1, 2, 3]
     src = Path(__file__).resolve().parents[1] / "route_switch"
     flips = re.compile(r"(tier|index|\bk|\bi)\s*[+-] 1\b(?!\.)")
-    for f in ("program.py", "controller.py", "server/app.py", "fusion.py", "server/upstream.py", "server/budgets.py"):
+    for f in ("llm/program.py", "llm/router_llm.py", "routing/controller.py", "server/app.py", "routing/fusion.py",
+              "server/upstream.py", "server/budgets.py"):
         hits = [line for line in (src / f).read_text().splitlines() if flips.search(line) and "to_tier" not in line]
         assert not hits, (f, hits)

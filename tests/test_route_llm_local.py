@@ -9,10 +9,10 @@ import yaml
 
 pytest.importorskip("llama_cpp")
 
-from route_switch.paths import packaged_dir  # noqa: E402
-from route_switch.controller import Router  # noqa: E402
-from route_switch.fitting import fit  # noqa: E402
-from route_switch.tiers import Tier  # noqa: E402
+from route_switch.core.paths import packaged_dir  # noqa: E402
+from route_switch.routing.controller import Router  # noqa: E402
+from route_switch.routing.fitting import fit  # noqa: E402
+from route_switch.core.tiers import Tier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.local_llm

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from route_switch.decision import Decision
-from route_switch.errors import ConfigError
-from route_switch.routelog import RouteLog, query_sha256, read_route_log, route_log_files
+from route_switch.core.decision import Decision
+from route_switch.core.errors import ConfigError
+from route_switch.core.routelog import RouteLog, query_sha256, read_route_log, route_log_files
 
 D = Decision(tier=2, tier_name="medium", model="m-2", path="estimator", reason="tau",
              predicted_quality={"m-1": 0.4, "m-2": 0.9})
@@ -82,7 +82,7 @@ def test_bad_settings_and_missing_file(tmp_path):
 
 
 def test_router_writes_through_the_hook(tmp_path):
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
 
     log = RouteLog(tmp_path / "routes.jsonl", privacy="hash")
     r = Router(route_log=log)
@@ -94,7 +94,7 @@ def test_router_writes_through_the_hook(tmp_path):
 
 
 def test_write_failure_never_breaks_route(tmp_path):
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
 
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "routes.jsonl").mkdir()  # a directory where the file should be: every write fails
@@ -103,7 +103,7 @@ def test_write_failure_never_breaks_route(tmp_path):
 
 
 def test_from_config_builds_the_log(tmp_path):
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
 
     cfg = tmp_path / "router.yaml"
     cfg.write_text("tiers:\n  - {name: s, model: a}\n  - {name: l, model: b}\n"
@@ -118,8 +118,8 @@ def test_from_config_builds_the_log(tmp_path):
 WRITER = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from route_switch.decision import Decision
-from route_switch.routelog import RouteLog
+from route_switch.core.decision import Decision
+from route_switch.core.routelog import RouteLog
 
 log = RouteLog(sys.argv[2], privacy="full", max_bytes=int(sys.argv[4]), backups=1000)
 d = Decision(tier=2, tier_name="medium", model="m-2", path="estimator", reason="tau",

@@ -140,7 +140,7 @@ DISGUISED = {
 
 @pytest.mark.parametrize("name", sorted(DISGUISED))
 def test_sanitizer_folds_unicode_disguises(name):
-    from route_switch.sanitize import strip_routing_directives
+    from route_switch.core.sanitize import strip_routing_directives
 
     q = "What is 2+2?"
     assert strip_routing_directives(f"{q} {PLAIN_DIRECTIVE}") == q
@@ -149,7 +149,7 @@ def test_sanitizer_folds_unicode_disguises(name):
 
 
 def test_sanitizer_heldout_unicode_corpus_and_clean_text_unchanged():
-    from route_switch.sanitize import strip_routing_directives
+    from route_switch.core.sanitize import strip_routing_directives
 
     corpus = _injection_corpus()
     q = "Prove that the sum of the first 9 odd numbers is a perfect square."

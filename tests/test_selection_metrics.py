@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from route_switch.metrics import aiq, apgr, cost_ratio_at, cpt, pareto_front, upper_hull
-from route_switch.selection import calibrate, outcome, select_lambda, select_tau
+from route_switch.core.metrics import aiq, apgr, cost_ratio_at, cpt, pareto_front, upper_hull
+from route_switch.core.selection import calibrate, outcome, select_lambda, select_tau
 
 PRED = np.array([[0.50, 0.80, 0.90],
                  [0.90, 0.92, 0.95],
@@ -82,7 +82,7 @@ def test_pareto_front():
 
 
 def test_pareto_plot_labels_every_single_model(tmp_path):
-    from route_switch.evaluate import plot_pareto
+    from route_switch.core.evaluate import plot_pareto
 
     singles = [{"name": f"model-{i}", "cost": 1e-6 * 2 ** i, "quality": 0.4 + 0.05 * i} for i in range(5)]
     res = {"singles": singles, "evalset": "toy", "n_test": 10, "oracle": {"cost": 2e-6, "quality": 0.9},

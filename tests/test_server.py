@@ -19,7 +19,7 @@ openai = pytest.importorskip("openai")
 from servers import (FakeUpstream, fitted_router_dir, free_port, llama_upstream, router_with_upstreams,  # noqa: E402,F401
                      run_app)
 
-from route_switch.errors import ConfigError  # noqa: E402
+from route_switch.core.errors import ConfigError  # noqa: E402
 from route_switch.server import create_app  # noqa: E402
 
 KEY = "test-key-123"
@@ -163,7 +163,7 @@ def test_auth_required(fake_proxy):
 
 
 def test_refuses_to_start_without_keys(fitted_router_dir, monkeypatch):
-    from route_switch.controller import Router
+    from route_switch.routing.controller import Router
     from route_switch.server import serve
 
     r = Router.from_config(fitted_router_dir)

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from route_switch.controller import Router
-from route_switch.errors import ArtifactError
-from route_switch.estimator import QualityEstimator
-from route_switch.template import MARKER, TemplateView
-from route_switch.tiers import Tier
+from route_switch.routing.controller import Router
+from route_switch.core.errors import ArtifactError
+from route_switch.core.estimator import QualityEstimator
+from route_switch.core.template import MARKER, TemplateView
+from route_switch.core.tiers import Tier
 
 SYSTEM = ("You are a careful assistant working for a help desk. Answer accurately and concisely.\n"
           "If the question asks for code, return one complete function and nothing else.\n"
@@ -139,7 +139,7 @@ def test_old_files_without_template_still_load(synthetic, tmp_path):
 
 
 def test_cv_choice_recorded(synthetic, tmp_path):
-    from route_switch.evaluate import evaluate
+    from route_switch.core.evaluate import evaluate
 
     grid = {"C": [0.5, 2.0], "k": [5, 20], "w": [0.0, 0.5, 1.0]}
     est = QualityEstimator(grid=grid).fit(synthetic.prompts, synthetic.scores, synthetic.models, synthetic.costs)
@@ -177,7 +177,7 @@ def test_cv_chooses_the_template_strength(templated, tmp_path):
     rec = est.cv_["encoder"]
     assert [c["params"] for c in rec["candidates"]] == [{"template": 1, "template_markers": 1},
                                                        {"template": 3, "template_markers": 8}]
-    from route_switch.estimator import _better
+    from route_switch.core.estimator import _better
 
     a, b = rec["candidates"]
     best = b if _better(b, a) else a

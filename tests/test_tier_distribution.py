@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from route_switch.artifacts import load_program
+from route_switch.llm.artifacts import load_program
 from route_switch.llm.openai_engine import probs_from_logprobs
-from route_switch.program import RouterLLM, RouterLLMError
+from route_switch.llm.router_llm import RouterLLM, RouterLLMError
 from servers import LoopbackServer, QuietHandler, completion
 
 LAYOUT = "[[ ## tier ## ]]\n{}\n\n[[ ## completed ## ]]"

@@ -25,11 +25,11 @@ pytest.importorskip("llama_cpp")
 from conftest import synthetic_records  # noqa: E402
 from servers import llama_upstream  # noqa: E402,F401
 
-from route_switch.paths import packaged_dir  # noqa: E402
-from route_switch.decision import Decision  # noqa: E402
-from route_switch.evalset import from_records, load_evalset, save_evalset  # noqa: E402
+from route_switch.core.paths import packaged_dir  # noqa: E402
+from route_switch.core.decision import Decision  # noqa: E402
+from route_switch.core.evalset import from_records, load_evalset, save_evalset  # noqa: E402
 from route_switch.jobs.reoptimize import reoptimize  # noqa: E402
-from route_switch.routelog import RouteLog  # noqa: E402
+from route_switch.core.routelog import RouteLog  # noqa: E402
 
 pytestmark = pytest.mark.local_llm
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,5 +5,5 @@
 * :mod:`.dspy`: ``RoutedLM``, a ``dspy.LM`` that routes every call of a DSPy program and reports
   tier shares and cost per program;
 * :mod:`.litellm`: a ``litellm.Router`` pre-routing hook that lets route-switch pick the deployment;
-* :mod:`route_switch.telemetry`: OpenTelemetry spans per decision (extra ``otel``).
+* :mod:`route_switch.routing.telemetry`: OpenTelemetry spans per decision (extra ``otel``).
 """

@@ -26,9 +26,9 @@ import threading
 
 import dspy
 
-from .. import telemetry
-from ..llm.engines import _request_messages, _response
-from .openai_client import _Routing, call_tiers
+from route_switch.routing import telemetry
+from route_switch.llm.engines import _request_messages, _response
+from route_switch.integrations.openai_client import _Routing, call_tiers
 
 _PROGRAM = contextvars.ContextVar("route_switch_dspy_program", default=None)
 _FIELD = re.compile(r"^\[\[ ## [^\]]+ ## \]\]\s*$", re.M)
@@ -101,7 +101,7 @@ class RoutingEngine:
 
     def __init__(self, router, tau: float | None = None, lam: float | None = None, timeout: float = 60.0,
                  max_retries: int = 0, client_kwargs: dict | None = None):
-        from ..knobs import check_knobs
+        from route_switch.core.knobs import check_knobs
 
         self.core = _Routing(router, timeout, max_retries, client_kwargs or {}, async_=False)
         self.tau, self.lam = check_knobs(tau, lam, self.core.router.rule)

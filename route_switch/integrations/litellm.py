@@ -25,10 +25,10 @@ from __future__ import annotations
 import itertools
 import threading
 
-from .. import telemetry
-from ..knobs import check_knobs
-from ..tiers import to_tier
-from .openai_client import _router, load_router
+from route_switch.routing import telemetry
+from route_switch.core.knobs import check_knobs
+from route_switch.core.tiers import to_tier
+from route_switch.integrations.openai_client import _router, load_router
 
 META_KEY = "route_switch"
 

@@ -16,7 +16,7 @@ the real ``openai`` client. The answer is the SDK's own type (``ChatCompletion``
   routed tier, path, reason, ``retried_from``, predicted quality, route latency, ``cost_usd``
   when the tier has prices and the upstream reports usage); on a ``ChatCompletion`` it is in
   ``model_extra`` like the proxy's;
-* ``route_switch_decision``: the :class:`~route_switch.decision.Decision`.
+* ``route_switch_decision``: the :class:`~route_switch.core.decision.Decision`.
 
 Fallback is the proxy's: a connection error, a timeout, HTTP 5xx / 401 / 403 / 404 / 408 / 409 /
 429, a body that is not a chat completion, or a stream that ends before its first event moves
@@ -36,13 +36,13 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
-from .. import telemetry
-from ..controller import Router
-from ..decision import Decision
-from ..errors import ConfigError
-from ..knobs import parse_router_model
-from ..server.upstream import RETRY_STATUS
-from ..tiers import Tier, api_key_from_env, to_index, to_tier
+from route_switch.routing import telemetry
+from route_switch.routing.controller import Router
+from route_switch.core.decision import Decision
+from route_switch.core.errors import ConfigError
+from route_switch.core.knobs import parse_router_model
+from route_switch.server.upstream import RETRY_STATUS
+from route_switch.core.tiers import Tier, api_key_from_env, to_index, to_tier
 
 SESSION_HEADER = "x-route-switch-session"
 
@@ -301,8 +301,8 @@ class _Chat:
 class OpenAI:
     """``openai.OpenAI`` look-alike for ``chat.completions.create``: routes, then calls the chosen tier.
 
-    ``router``: a :class:`~route_switch.controller.Router`, a router directory / ``router.yaml``
-    path, or a :class:`~route_switch.reload.RouterReloader`. Its tiers need ``api_base`` (and
+    ``router``: a :class:`~route_switch.routing.controller.Router`, a router directory / ``router.yaml``
+    path, or a :class:`~route_switch.routing.reload.RouterReloader`. Its tiers need ``api_base`` (and
     ``api_key_env`` where the endpoint wants a key). ``timeout`` bounds each tier's attempt;
     ``max_retries`` is the SDK's own retry count per tier (0: a failure moves to the next tier at
     once). Other keyword arguments go to each tier's ``openai.OpenAI`` (``http_client``,

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tiers import to_index
+from route_switch.core.tiers import to_index
 
 log = logging.getLogger("route_switch")
 
 
 def objectives(choice, ev, lam) -> dict:
     """Held-out figures of per-query tier choices (0-based; None = no valid tier), λ in the one unit."""
-    from ..optimize import outcomes
-    from ..selection import cost_unit
+    from route_switch.optimization.objective import outcomes
+    from route_switch.core.selection import cost_unit
 
     eye = np.eye(len(ev.models))
     votes = [None if k is None else eye[k] for k in choice]
@@ -23,9 +23,9 @@ def objectives(choice, ev, lam) -> dict:
 
 def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
     """Per-query tier index (0-based; None = no valid tier) of a routing program on ``ev``."""
-    from ..llm.cache import cached_lm
-    from ..optimize import program_votes
-    from ..program import RouterLLM
+    from route_switch.llm.cache import cached_lm
+    from route_switch.optimization.objective import program_votes
+    from route_switch.llm.router_llm import RouterLLM
 
     lm, _ = cached_lm(lm_cfg, program.labels, cache_dir)
     router = RouterLLM(program, lm=lm)
@@ -35,7 +35,7 @@ def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
 
 def estimator_choices(est_dir: Path, ev, tiers) -> list | None:
     """Per-query tier index of the router fitted in ``est_dir`` (its router.yaml τ/λ); None if unusable."""
-    from ..controller import Router
+    from route_switch.routing.controller import Router
 
     if not (Path(est_dir) / "router.yaml").exists():
         return None
@@ -49,7 +49,7 @@ def estimator_choices(est_dir: Path, ev, tiers) -> list | None:
 
 
 def misroute_changes(ev, cur, cand, limit: int = 20) -> dict:
-    from ..evaluate import misroutes
+    from route_switch.core.evaluate import misroutes
 
     unit = ev.costs.mean(axis=0)
     top = len(ev.models) - 1
@@ -62,8 +62,8 @@ def misroute_changes(ev, cur, cand, limit: int = 20) -> dict:
 
 def per_query(choice, ev, lam) -> np.ndarray:
     """Objective of each held-out query under per-query tier choices (None: as if no valid tier)."""
-    from ..optimize import objective
-    from ..selection import cost_unit
+    from route_switch.optimization.objective import objective
+    from route_switch.core.selection import cost_unit
 
     unit = cost_unit(ev.costs.mean(axis=0))
     return np.array([objective(k, ev.scores[i], ev.costs[i], lam, unit) for i, k in enumerate(choice)])
@@ -72,11 +72,11 @@ def per_query(choice, ev, lam) -> np.ndarray:
 def gate(cur_choice, cand_choice, ev, lam, *, min_gain: float = 0.0, confidence: float = 0.9,
          seed: int = 0) -> tuple[bool, dict, str]:
     """Promote only a real gain: the paired-bootstrap lower bound of candidate − current on the held-out
-    queries must exceed ``min_gain`` (:func:`~route_switch.significance.paired_gain`).
+    queries must exceed ``min_gain`` (:func:`~route_switch.optimization.significance.paired_gain`).
 
     Returns ``(passed, gain, one line saying why)``; without a usable current version the candidate passes.
     """
-    from ..significance import describe_gain, paired_gain
+    from route_switch.optimization.significance import describe_gain, paired_gain
 
     if cur_choice is None:
         return True, {}, "no deployed version yet: the candidate is promoted"

@@ -5,13 +5,13 @@ import datetime as _dt
 
 import numpy as np
 
-from .job_config import Job
+from route_switch.jobs.job_config import Job
 
 
 def sample_logged_queries(job: Job, now: _dt.datetime | None = None) -> tuple[list[str], dict]:
     """Distinct logged query texts of the last period (seeded sample) and counts for the report."""
-    from ..errors import InputError
-    from ..routelog import read_route_log
+    from route_switch.core.errors import InputError
+    from route_switch.core.routelog import read_route_log
 
     now = now or _dt.datetime.now(_dt.timezone.utc)
     recs = read_route_log(job.route_log, since=now - _dt.timedelta(days=job.period_days))
@@ -31,7 +31,7 @@ def merge_evalsets(new, old):
     """New labels first (they win on duplicate prompts), then the existing evalset; deduped."""
     import pandas as pd
 
-    from ..evalset import long_to_evalset, validate_long
+    from route_switch.core.evalset import long_to_evalset, validate_long
 
     parts = [e.to_long() for e in (new, old) if e is not None]
     df = validate_long(pd.concat(parts, ignore_index=True), file="<merged>")

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import check_number
-from ..errors import ConfigError
+from route_switch.routing.config import check_number
+from route_switch.core.errors import ConfigError
 
 KEYS = {"name", "root", "artifact_root", "start_program", "estimator_dir", "router_config", "route_log",
         "period_days", "sample_size", "seed", "evalset", "tiers", "judge_lm", "judge_program", "router_lm",
@@ -75,7 +75,7 @@ def load_job(path) -> Job:
     """Parse and validate a job YAML; errors name the file and the field."""
     import yaml
 
-    from ..tiers import tiers_from_list
+    from route_switch.core.tiers import tiers_from_list
 
     p = Path(path)
     f = str(p)
@@ -110,7 +110,7 @@ def load_job(path) -> Job:
         q = path_of(key, required=False)
         if q is None or q.exists():
             return q
-        from ..paths import find_shipped
+        from route_switch.core.paths import find_shipped
 
         shipped = find_shipped(raw[key], "programs")
         return shipped if shipped.exists() else q
@@ -120,7 +120,7 @@ def load_job(path) -> Job:
         _err(f, "name", "must be the artifact name (a folder name under artifact_root), e.g. default")
     router_cfg = None
     if raw.get("router_config") is not None:
-        from ..config import load_config
+        from route_switch.routing.config import load_config
 
         router_cfg = load_config(path_of("router_config"))
     if raw.get("tiers") is not None:

@@ -31,13 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, RouteSwitchError
-from .gate import estimator_choices, gate, misroute_changes, objectives, program_choices
-from .inputs import merge_evalsets, sample_logged_queries
-from .job_config import Job, load_job
-from .lock import JobLock
-from .promote import swap_in
-from .report import write_report
+from route_switch.core.errors import ConfigError, RouteSwitchError
+from route_switch.jobs.gate import estimator_choices, gate, misroute_changes, objectives, program_choices
+from route_switch.jobs.inputs import merge_evalsets, sample_logged_queries
+from route_switch.jobs.job_config import Job, load_job
+from route_switch.core.files import JobLock
+from route_switch.core.files import copy_into
+from route_switch.jobs.report import write_report
 
 
 def reoptimize(job_yaml_path, *, dry_run: bool = False, now: _dt.datetime | None = None, echo=print) -> dict:
@@ -72,10 +72,10 @@ def _ensure(d: Path) -> Path:
 
 
 def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
-    from ..artifacts import diff, load_program, read_metrics
-    from ..evalset import load_evalset, normalise_prompt, save_evalset
-    from ..labeling import label
-    from ..paths import cache_dir as default_cache
+    from route_switch.llm.artifacts import diff, load_program, read_metrics
+    from route_switch.core.evalset import load_evalset, normalise_prompt, save_evalset
+    from route_switch.labeling import label
+    from route_switch.core.paths import cache_dir as default_cache
 
     t = time.time()
     clock = lambda k: res["timings_s"].__setitem__(k, round(time.time() - t, 2))  # noqa: E731
@@ -93,7 +93,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     cache = job.cache_dir or default_cache()
 
     # drift of the period's queries vs the training evalset, through the current estimator
-    from .drift import drift_report
+    from route_switch.jobs.drift import drift_report
 
     est = _current_estimator(job, old)
     res["drift"] = (drift_report(queries, old.prompts, est, threshold=job.drift_threshold,
@@ -124,7 +124,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     res["evalset"].update(train=len(train), holdout=len(hold))
 
     # candidate router program (MIPROv2 from the current one) into a temporary out_root
-    from ..optimize import optimize
+    from route_switch.optimization.optimize import optimize
 
     start = load_program(current)
     opt = dict(job.optimize)
@@ -151,7 +151,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     clock("evaluate_program")
 
     # candidate estimator: refit on the training part, compared with the current one
-    from ..fitting import fit
+    from route_switch.routing.fitting import fit
 
     fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
     e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
@@ -169,12 +169,12 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
         m = read_metrics(r.artifact)
         m["reoptimize"] = {"job": job.file, "holdout": p_cand, "previous": p_cur, "delta": delta, "gain": gain,
                           "gate": why}
-        from ..paths import atomic_write_text
+        from route_switch.core.files import atomic_write_text
 
         atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
-        swap_in(r.artifact, job.artifact)
+        copy_into(r.artifact, job.artifact)
     if eok:
-        swap_in(tmp / "estimator", job.estimator_dir)
+        copy_into(tmp / "estimator", job.estimator_dir)
     save_evalset(merged, job.evalset)
     res["promoted"] = {"program": ok, "estimator": eok}
     res["status"] = "promoted" if (ok or eok) else "not_promoted"
@@ -183,7 +183,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
 
 def _current_estimator(job: Job, old):
     """The deployed estimator, or one fitted on the training evalset (for the drift check only)."""
-    from ..estimator import QualityEstimator
+    from route_switch.core.estimator import QualityEstimator
 
     try:
         return QualityEstimator.load(job.estimator_dir)

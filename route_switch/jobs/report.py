@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .job_config import Job
+from route_switch.jobs.job_config import Job
 
 
 def _fmt(d: dict | None) -> str:
@@ -27,8 +27,8 @@ def _misroute_md(m: dict) -> list[str]:
 
 def write_report(job: Job, res: dict, stamp: str) -> Path:
     """Markdown report (and the same data as JSON) in ``report_dir``."""
-    from ..paths import atomic_write_text
-    from .drift import format_drift
+    from route_switch.core.files import atomic_write_text
+    from route_switch.jobs.drift import format_drift
 
     L = [f"# Re-optimisation `{job.name}` — {stamp} UTC", "", f"- job: `{job.file}`", f"- status: **{res['status']}**"]
     if res.get("error"):

@@ -1,4 +1,4 @@
 """Labelling: answers from every tier, rated by a judge program, written as an evalset."""
-from .label import estimate, label, read_queries
+from route_switch.labeling.label import estimate, label, read_queries
 
 __all__ = ["label", "estimate", "read_queries"]

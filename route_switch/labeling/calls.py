@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..errors import RouteSwitchError
-from ..llm.cache import get_json
+from route_switch.core.errors import RouteSwitchError
+from route_switch.llm.cache import get_json
 
 log = logging.getLogger("route_switch")
 
@@ -46,7 +46,7 @@ class ChatCaller:
     """
 
     def __init__(self, cache_dir, timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 0.5):
-        from ..llm.cache import open_cache
+        from route_switch.llm.cache import open_cache
 
         self.cache = open_cache(cache_dir)
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
@@ -57,7 +57,7 @@ class ChatCaller:
     def _client(self, api_base: str, api_key_env: str | None, who: str):
         import openai
 
-        from ..tiers import api_key_from_env
+        from route_switch.core.tiers import api_key_from_env
 
         key = (api_base, api_key_env)
         with self._lock:
@@ -129,7 +129,7 @@ class ChatCaller:
         return CallResult(text, int(n_in), int(n_out), usage_estimated=est)
 
     def call_tier(self, tier, messages: list[dict], max_tokens: int = 512, temperature: float = 0.0) -> CallResult:
-        """Ask a :class:`~route_switch.tiers.Tier`'s model (``upstream_model`` or ``model``)."""
+        """Ask a :class:`~route_switch.core.tiers.Tier`'s model (``upstream_model`` or ``model``)."""
         if not tier.api_base:
             raise TierCallError(f"tier '{tier.name}' has no api_base")
         return self.chat(tier.api_base, tier.upstream_model or tier.model, messages, api_key_env=tier.api_key_env,

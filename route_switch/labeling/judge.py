@@ -16,9 +16,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RouteSwitchError
-from ..paths import find_shipped, read_yaml
-from ..program import ProgramError, clip_query
+from route_switch.core.errors import RouteSwitchError
+from route_switch.core.paths import find_shipped
+from route_switch.core.files import read_yaml
+from route_switch.llm.program import ProgramError
+from route_switch.core.template import clip_query
 
 DEFAULT_JUDGE = "programs/judge.yaml"  # the user's programs/judge.yaml, else the packaged one
 MAX_ANSWER_CHARS = 2000  # longer answers are cut (head + tail) before judging
@@ -82,7 +84,7 @@ class OpenAIChatEngine:
         return self
 
     def complete(self, request):
-        from ..llm.engines import _request_messages, _response
+        from route_switch.llm.engines import _request_messages, _response
 
         cfg = request.config
         extra = {"grammar": self.grammar} if self.grammar else None
@@ -127,7 +129,7 @@ class FakeJudgeEngine:
         return self
 
     def complete(self, request):
-        from ..llm.engines import _layout, _request_messages, _response
+        from route_switch.llm.engines import _layout, _request_messages, _response
 
         self.calls += 1
         last = _request_messages(request)[-1]["content"]
@@ -151,7 +153,7 @@ def make_judge_lm(cfg: dict, labels, caller=None, cache_dir=None):
     """A dspy.LM for the judge (see module docstring)."""
     import dspy
 
-    from ..llm.lm import LMConfigError
+    from route_switch.llm.lm import LMConfigError
 
     cfg = dict(cfg or {})
     kind = cfg.get("kind", "openai")
@@ -166,9 +168,9 @@ def make_judge_lm(cfg: dict, labels, caller=None, cache_dir=None):
         engine = OpenAIChatEngine(caller, str(cfg["api_base"]), str(cfg["model"]), cfg.get("api_key_env"),
                                   verdict_grammar(labels) if cfg.get("grammar") else None)
     elif kind == "local":
-        from ..llm.cache import CachedEngine
-        from ..llm.engines import LlamaCppEngine
-        from ..llm.model_files import ensure_local_model
+        from route_switch.llm.cache import CachedEngine
+        from route_switch.llm.engines import LlamaCppEngine
+        from route_switch.llm.model_files import ensure_local_model
 
         path = cfg.get("model_path") or ensure_local_model(cfg.get("cache_dir"))
         engine = LlamaCppEngine(str(path), labels=labels, output_field="verdict", n_ctx=int(cfg.get("n_ctx", 4096)),

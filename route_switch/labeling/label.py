@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
-from ..llm.tokens import estimate_tokens
-from ..routelog import query_sha256
+from route_switch.core.errors import ConfigError, InputError
+from route_switch.core.tokens import estimate_tokens
+from route_switch.core.routelog import query_sha256
 
 log = logging.getLogger("route_switch")
 
@@ -38,7 +38,7 @@ def read_queries(source, since=None) -> list[dict]:
         return _clean(rows, "<list>")
     path = Path(source)
     if _is_route_log(path):
-        from ..routelog import read_route_log
+        from route_switch.core.routelog import read_route_log
 
         recs = read_route_log(path, since=since)
         rows = [{"query": r["query"]} for r in recs if isinstance(r.get("query"), str)]
@@ -50,7 +50,7 @@ def read_queries(source, since=None) -> list[dict]:
             log.warning("%s: %d of %d entries have no query text (privacy: hash) and are skipped",
                         path, len(recs) - len(rows), len(recs))
         return _clean(rows, str(path))
-    from ..evalset import read_table
+    from route_switch.core.evalset import read_table
 
     df = read_table(path)
     col = "query" if "query" in df.columns else "prompt" if "prompt" in df.columns else None
@@ -65,7 +65,7 @@ def read_queries(source, since=None) -> list[dict]:
 def _is_route_log(path: Path) -> bool:
     if not (path.name.endswith(".jsonl") or re.search(r"\.jsonl\.\d+$", path.name)):
         return False
-    from ..routelog import route_log_files
+    from route_switch.core.routelog import route_log_files
 
     for f in route_log_files(path) or [path]:
         if f.exists():
@@ -163,9 +163,9 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from ..evalset import from_records, save_evalset
-    from ..paths import cache_dir as default_cache
-    from .calls import ChatCaller
+    from route_switch.core.evalset import from_records, save_evalset
+    from route_switch.core.paths import cache_dir as default_cache
+    from route_switch.labeling.calls import ChatCaller
 
     tiers = list(tiers)
     if len(tiers) < 2:
@@ -200,7 +200,7 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
 
     cdir = Path(cache_dir) if cache_dir else default_cache() / "labels"
     caller = ChatCaller(cdir, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
-    from .judge import Judge
+    from route_switch.labeling.judge import Judge
 
     judge = Judge(judge_lm_cfg, judge_program, caller=caller, cache_dir=cdir / "judge-local")
     lock = threading.Lock()

@@ -17,7 +17,7 @@ log = logging.getLogger("route_switch")
 
 
 def request_key(namespace: str, request) -> str:
-    from .engines import _request_messages
+    from route_switch.llm.engines import _request_messages
 
     payload = {"ns": namespace, "messages": _request_messages(request), "config": repr(request.config)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
@@ -91,7 +91,7 @@ class CachedEngine:
         return self
 
     def complete(self, request):
-        from .engines import _response
+        from route_switch.llm.engines import _response
 
         key = request_key(self.namespace, request)
         d = get_json(self.cache, key)
@@ -116,7 +116,7 @@ class CachedEngine:
 def lm_identity(lm_cfg: dict) -> str:
     kind = lm_cfg.get("kind", "local")
     if kind == "local":
-        from .model_files import model_spec
+        from route_switch.llm.model_files import model_spec
 
         return f"local:{lm_cfg.get('model_path') or model_spec(lm_cfg.get('model')).sha256[:16]}"
     return f"{kind}:{lm_cfg.get('model')}@{lm_cfg.get('api_base', '')}:{lm_cfg.get('mode', '')}"
@@ -126,7 +126,7 @@ def cached_lm(lm_cfg: dict, labels, cache_dir: Path, max_tokens: int | None = No
     """``make_lm(lm_cfg)`` with its engine wrapped by the disk cache."""
     import dspy
 
-    from .lm import make_lm
+    from route_switch.llm.lm import make_lm
 
     cfg = dict(lm_cfg)
     if max_tokens:

@@ -77,12 +77,6 @@ _LLAMAS: dict[tuple, object] = {}
 _LLAMAS_LOCK = threading.Lock()
 
 
-def loaded_llama():
-    """Any already-loaded llama_cpp.Llama (for token counting), else None."""
-    entry = next(iter(_LLAMAS.values()), None)
-    return entry[0] if entry else None
-
-
 def _shared_llama(model_path: str, n_ctx: int, n_threads: int, n_batch: int):
     """(Llama, lock): one model per process and settings; the lock serialises its use."""
     key = (model_path, n_ctx, n_threads, n_batch)
@@ -95,7 +89,10 @@ def _shared_llama(model_path: str, n_ctx: int, n_threads: int, n_batch: int):
             if not _LLAMAS:
                 import atexit
 
+                from route_switch.core.tokens import set_default_tokenizer
+
                 atexit.register(_drain)
+                set_default_tokenizer(llm)  # the bypass counts tokens with the router model's tokenizer
             _LLAMAS[key] = (llm, threading.Lock())
         return _LLAMAS[key]
 

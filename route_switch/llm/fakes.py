@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import time
 
-from ..tiers import to_index
-from .engines import _layout, _request_messages, _response, single_output_field
+from route_switch.core.tiers import to_index
+from route_switch.llm.engines import _layout, _request_messages, _response, single_output_field
 
 HARD_WORDS = ("prove", "derive", "implement", "algorithm", "refactor", "debug", "optimi", "step by step",
               "integral", "theorem", "complexity", "design")
@@ -34,9 +34,9 @@ FAKE_PROPOSALS = ("Prefer tier 1 for short factual questions.", "Send proofs and
 
 
 def fake_policy_tier(system: str, query: str) -> int | None:
-    """FAKE policy following: the tier of the first policy line (route_switch.policies) whose topic
+    """FAKE policy following: the tier of the first policy line (route_switch.llm.policies) whose topic
     shares a word with the query (words of 4+ letters, compared on their first 5 letters)."""
-    from route_switch.policies import PolicyError, Policy
+    from route_switch.llm.policies import PolicyError, Policy
 
     stems = lambda text: {w[:5] for w in re.findall(r"[a-z]{4,}", text.lower())}
     for line in system.splitlines():

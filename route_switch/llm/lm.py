@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from route_switch.errors import ConfigError
+from route_switch.core.errors import ConfigError
 
 
 class LMConfigError(ConfigError):
@@ -56,7 +56,7 @@ def make_lm(cfg: dict | None = None, labels=("1", "2", "3")):
         model = cfg.get("model")
         if not isinstance(model, str) or not model:
             raise LMConfigError("lm config kind=openai needs 'model'")
-        from route_switch.tiers import api_key_from_env
+        from route_switch.core.tiers import api_key_from_env
 
         # without api_key_env: local servers accept any key
         api_key = api_key_from_env(cfg.get("api_key_env"), "lm config", LMConfigError) or "none"

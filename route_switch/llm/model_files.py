@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from route_switch.errors import RouteSwitchError
+from route_switch.core.errors import RouteSwitchError
 
 log = logging.getLogger("route_switch")
 
@@ -69,7 +69,7 @@ class ModelFileError(RouteSwitchError, RuntimeError):
 
 def default_cache_dir() -> Path:
     """``$ROUTE_SWITCH_CACHE/models`` or ``~/.cache/route-switch/models``."""
-    from ..paths import cache_dir
+    from route_switch.core.paths import cache_dir
 
     return cache_dir() / "models"
 

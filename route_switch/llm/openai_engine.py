@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 
-from .engines import _request_messages, _response
+from route_switch.llm.engines import _request_messages, _response
 
 
 def probs_from_logprobs(text: str, content, labels, output_field: str = "tier") -> tuple[list[float], str]:

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 
 def __getattr__(name):
-    if name in ("create_app", "serve", "keys_from_env"):
-        from . import app
+    if name in ("create_app", "keys_from_env"):
+        from route_switch.server import app
 
         return getattr(app, name)
+    if name == "serve":
+        from route_switch.server.run import serve
+
+        return serve
     raise AttributeError(f"module 'route_switch.server' has no attribute {name!r}")
 
 

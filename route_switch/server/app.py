@@ -27,14 +27,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import telemetry
-from ..controller import Router
-from ..errors import ConfigError
-from ..knobs import UnknownRouterModel, check_knob, parse_router_model
-from ..tiers import to_index, to_tier
-from .ratelimit import RateLimiter
-from .state import make_state
-from .upstream import AllTiersFailed, forward
+from route_switch.routing import telemetry
+from route_switch.routing.controller import Router
+from route_switch.core.errors import ConfigError
+from route_switch.core.knobs import UnknownRouterModel, check_knob, parse_router_model
+from route_switch.core.tiers import to_index, to_tier
+from route_switch.server.ratelimit import RateLimiter
+from route_switch.server.state import make_state
+from route_switch.server.upstream import AllTiersFailed, forward
 
 KEYS_ENV = "ROUTE_SWITCH_API_KEYS"
 access_log = logging.getLogger("route_switch.server.access")
@@ -215,7 +215,7 @@ async def read_json(request: Request, limit: int) -> dict:
 
 def parse_model(name) -> tuple[float | None, float | None]:
     """``router`` -> router defaults; ``router-tau-0.2`` / ``router-lambda-0.5`` -> that knob
-    (:func:`route_switch.knobs.parse_router_model`, as an ``ApiError``)."""
+    (:func:`route_switch.core.knobs.parse_router_model`, as an ``ApiError``)."""
     try:
         return parse_router_model(name, who="this proxy")
     except UnknownRouterModel as e:
@@ -245,8 +245,8 @@ def content_text(content, where: str) -> str:
 
 def query_from_messages(messages, conversation=None, count_tokens=None) -> str:
     """The text to route: the last user message plus earlier context (``conversation``:
-    a :class:`~route_switch.conversation.ConversationConfig`; None = the last user message only)."""
-    from ..conversation import flatten_turns
+    a :class:`~route_switch.core.conversation.ConversationConfig`; None = the last user message only)."""
+    from route_switch.core.conversation import flatten_turns
 
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects", code="invalid_messages")
@@ -520,7 +520,7 @@ class Proxy:
 
     def _spend_cap(self, request: Request, ctx: _Ctx, body: dict) -> tuple[int | None, str]:
         """(highest tier this request may use or None, which limit sets it: budget | max_cost); raises 429 / 400."""
-        from .budgets import BudgetRefused, tiers_within
+        from route_switch.server.budgets import BudgetRefused, tiers_within
 
         caps, notes = [], []
         if self.budgets is not None:
@@ -564,7 +564,7 @@ class Proxy:
 
     def _charge(self, ctx: _Ctx, index: int, usage, text: str, estimate_out: int = 0):
         """Record what this answer cost (usage x the tier's prices; estimated without usage)."""
-        from .budgets import usage_cost
+        from route_switch.server.budgets import usage_cost
 
         tier = ctx.router.tiers[index]
         cost = usage_cost(tier, usage)
@@ -583,7 +583,7 @@ class Proxy:
 
     async def _relay(self, ctx: _Ctx, f, text: str = ""):
         """Pass upstream SSE bytes through as they arrive; an error mid-stream ends it with an error event."""
-        from .budgets import StreamUsage
+        from route_switch.server.budgets import StreamUsage
 
         status = 200
         usage = StreamUsage()
@@ -681,14 +681,14 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
     """The proxy app. ``api_keys`` empty raises ``ConfigError`` unless ``insecure_no_auth``.
 
     ``rate_limit_per_min`` is per API key (per client address without auth); 0/None disables it.
-    ``router`` may be a :class:`~route_switch.reload.RouterReloader`: then each reload swaps the
+    ``router`` may be a :class:`~route_switch.routing.reload.RouterReloader`: then each reload swaps the
     router between requests, ``POST /admin/reload`` reloads now, and with ``sighup_reload`` so
     does ``SIGHUP`` (main thread only).
     ``auth_failures_per_min`` bounds failed authentications per client address (then 429).
     ``app.state.proxy`` holds the :class:`Proxy` (metrics, router) for tests and embedding.
     ``budgets``: optional :class:`~route_switch.server.budgets.Budgets` (spend limits, ``max_cost``).
     """
-    from ..reload import RouterReloader
+    from route_switch.routing.reload import RouterReloader
 
     reloader = router if isinstance(router, RouterReloader) else None
     p = Proxy(reloader.current if reloader else router, api_keys, max_body_bytes, rate_limit_per_min,
@@ -740,22 +740,4 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
     return app
 
 
-def _setup_logging(level: str, router: Router | None = None):
-    from .logs import setup
-
-    secrets = set(keys_from_env())
-    for t in (router.tiers if router else []):
-        env = getattr(t, "api_key_env", None)
-        if env and os.environ.get(env):
-            secrets.add(os.environ[env])
-    setup(level, secrets)
-
-
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-def serve(config_path, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
-    """Run the proxy with uvicorn until interrupted: see :func:`route_switch.server.run.serve`."""
-    from .run import serve as run_serve
-
-    run_serve(config_path, host, port, **options)

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import ConfigError
-from ..tiers import to_tier
+from route_switch.core.errors import ConfigError
+from route_switch.core.tiers import to_tier
 
 log = logging.getLogger("route_switch.server")
 PERIODS = ("day", "week", "month")
@@ -128,7 +128,7 @@ class JsonSpendStore:
 
     def flush(self) -> None:
         """Write the file now if anything changed since the last write."""
-        from ..paths import atomic_write_text
+        from route_switch.core.files import atomic_write_text
 
         with self._write_lock:
             with self._lock:
@@ -216,7 +216,7 @@ class Budgets:
     @classmethod
     def from_file(cls, path: str | Path) -> "Budgets":
         """Read a budget YAML (see the module docstring); errors name the file and field."""
-        from ..paths import read_yaml
+        from route_switch.core.files import read_yaml
 
         p = Path(path)
         if not p.exists():

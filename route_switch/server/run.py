@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from ..errors import ConfigError
+from route_switch.core.errors import ConfigError
 
 OPTIONS_ENV = "ROUTE_SWITCH_SERVE_OPTIONS"
 log = logging.getLogger("route_switch.server")
@@ -26,8 +26,8 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
 
     ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`).
     ``demo_api_base``: serve every tier there, at every (re)load (``serve --demo``)."""
-    from ..reload import RouterReloader
-    from .app import KEY_ID_SECRET_ENV, KEYS_ENV, _setup_logging, create_app, keys_from_env
+    from route_switch.routing.reload import RouterReloader
+    from route_switch.server.app import KEY_ID_SECRET_ENV, KEYS_ENV, create_app, keys_from_env
 
     check_serve_options(watch_s=watch_s)
     keys = keys_from_env()
@@ -36,8 +36,8 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
                           "(or pass --insecure-no-auth explicitly)")
     build = None
     if demo_api_base:
-        from ..controller import Router
-        from .demo import point_tiers_at
+        from route_switch.routing.controller import Router
+        from route_switch.server.demo import point_tiers_at
 
         build = lambda path: point_tiers_at(Router.from_config(path), demo_api_base)  # noqa: E731
     reloader = RouterReloader(config_path, build=build)
@@ -46,7 +46,7 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
         raise ConfigError(problem, file=str(config_path))
     budgets = None
     if budgets_path:
-        from .budgets import Budgets
+        from route_switch.server.budgets import Budgets
 
         budgets = Budgets.from_file(budgets_path)
         if set(budgets.keys) - {"default"} and not os.environ.get(KEY_ID_SECRET_ENV):
@@ -63,7 +63,7 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
 def check_serve_options(**values) -> None:
     """Raise ConfigError naming the option unless ``port`` is 0..65535, ``workers`` >= 1, ``watch_s``
     a finite number >= 0 (those given)."""
-    from ..config import check_number
+    from route_switch.routing.config import check_number
 
     for key, lo, hi, cast in (("port", 0, 65535, int), ("workers", 1, None, int), ("watch_s", 0, None, float)):
         if key in values:
@@ -79,7 +79,7 @@ def _checked_app(options: dict):
     """``build_app(**options)``, refused when no tier has an ``api_base`` (no chat could be forwarded)."""
     from pathlib import Path
 
-    from .app import endpoint_problem
+    from route_switch.server.app import endpoint_problem
 
     app = build_app(**options)
     problem = endpoint_problem(app.state.proxy.router)
@@ -102,13 +102,13 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     """
     import uvicorn
 
-    from .app import KEY_ID_SECRET_ENV, LOOPBACK
+    from route_switch.server.app import KEY_ID_SECRET_ENV, LOOPBACK
 
     check_serve_options(port=port, workers=workers, watch_s=watch_s)
 
     upstream = None
     if demo:
-        from .demo import DemoUpstream
+        from route_switch.server.demo import DemoUpstream
 
         upstream = DemoUpstream().start()
     options = dict(config_path=str(config_path), insecure_no_auth=insecure_no_auth, max_body_bytes=max_body_bytes,
@@ -146,3 +146,16 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     # one key-id secret for all workers, so they count a key in one bucket (and log it alike)
     os.environ.setdefault(KEY_ID_SECRET_ENV, os.urandom(32).hex())
     uvicorn.run("route_switch.server.run:app_from_env", factory=True, workers=workers, **common)
+
+
+def _setup_logging(level: str, router=None):
+    """JSON logs on stderr, with the proxy keys and the tiers' upstream keys redacted."""
+    from route_switch.server.app import keys_from_env
+    from route_switch.server.logs import setup
+
+    secrets = set(keys_from_env())
+    for t in (router.tiers if router else []):
+        env = getattr(t, "api_key_env", None)
+        if env and os.environ.get(env):
+            secrets.add(os.environ[env])
+    setup(level, secrets)

@@ -5,19 +5,17 @@ N workers or replicas a 60 req/min limit becomes N×60. With ``state: {redis_url
 (or ``redis_url``), :class:`RedisState` keeps one token bucket per key in Redis, updated by one Lua
 script so concurrent workers cannot both spend the last token, timed by the Redis server's clock
 so machines with skewed clocks agree. ``share_cache: true`` also shares the decision cache
-(:class:`RedisDecisionCache`), keyed by the router's config version so a reload never serves a
-decision of the previous estimator.
+(:class:`route_switch.routing.shared_cache.RedisDecisionCache`).
 
 If Redis is unreachable the proxy keeps answering: limits fall back to the in-process bucket (and
 the shared cache is skipped) until Redis answers again; a warning is logged at most every 30 s.
 """
 from __future__ import annotations
 
-import json
 import logging
-import time
 
-from .ratelimit import RateLimiter
+from route_switch.routing.shared_cache import RedisWarning
+from route_switch.server.ratelimit import RateLimiter
 
 log = logging.getLogger("route_switch.server")
 
@@ -37,20 +35,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return tostring(wait)
 """
-
-
-class _Warn:
-    """Log a Redis failure at most every ``every_s`` seconds (a Redis outage must not flood the log)."""
-
-    def __init__(self, every_s: float = 30.0):
-        self.every_s, self.last = every_s, -1e9
-
-    def __call__(self, what: str, e: BaseException):
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            log.warning("redis unavailable for %s (%s: %s): using in-process state until it answers",
-                        what, type(e).__name__, str(e)[:200])
 
 
 class LocalState:
@@ -79,7 +63,7 @@ class RedisState(LocalState):
         super().__init__(per_minute)  # the fallback while Redis is down
         self.url, self.prefix, self.timeout_s = url, prefix, timeout_s
         self._client = self._script = self._pool = None
-        self._warn = _Warn()
+        self._warn = RedisWarning()
 
     def _redis(self):
         if self._client is None:  # created in the event loop that uses it (one per worker)
@@ -117,44 +101,9 @@ class RedisState(LocalState):
             self._client = None
 
 
-class RedisDecisionCache:
-    """Routing decisions shared through Redis (sync: the router runs in a worker thread).
-
-    ``get``/``put`` never raise: a Redis failure is a cache miss.
-    """
-
-    def __init__(self, url: str, namespace: str, prefix: str = "route-switch", ttl_s: int = 3600,
-                 timeout_s: float = 0.2):
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self.prefix, self.namespace, self.ttl_s = prefix, namespace, ttl_s
-        self._warn = _Warn()
-
-    def _key(self, key: tuple) -> str:
-        digest, tau, lam = key
-        return f"{self.prefix}:decision:{self.namespace}:{digest.hex()}:{tau}:{lam}"
-
-    def get(self, key: tuple):
-        from ..decision import Decision
-
-        try:
-            raw = self._redis.get(self._key(key))
-            return None if raw is None else Decision(**json.loads(raw))
-        except Exception as e:  # redis errors, or an entry written by another version: a miss
-            self._warn("the decision cache", e)
-            return None
-
-    def put(self, key: tuple, decision) -> None:
-        try:
-            self._redis.set(self._key(key), json.dumps(decision.to_dict()), ex=self.ttl_s)
-        except Exception as e:
-            self._warn("the decision cache", e)
-
-
 def make_state(config: dict | None, per_minute: float | None) -> LocalState:
     """The state store for a router config's ``state:`` mapping (``None``: in-process)."""
-    from ..config import redis_url
+    from route_switch.routing.config import redis_url
 
     url = redis_url(config)
     if not url:

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import httpx
 
-from ..tiers import Tier, api_key_from_env, to_tier
+from route_switch.core.tiers import Tier, api_key_from_env, to_tier
 
 RETRY_STATUS = {401, 403, 404, 408, 409, 429}
 SSE_PREFIXES = (b"data:", b":", b"event:", b"id:", b"retry:")

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 
-from .upstreams import LOOPBACK, free_port
+from route_switch.testing.upstreams import LOOPBACK, free_port
 
 
 class RedisNotInstalled(RuntimeError):

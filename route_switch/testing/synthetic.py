@@ -29,6 +29,6 @@ def synthetic_records(n: int = 240, seed: int = 0) -> list[dict]:
 
 def synthetic_evalset(n: int = 240, seed: int = 0):
     """The synthetic records as an ``Evalset`` (models small/medium/large)."""
-    from ..evalset import from_records
+    from route_switch.core.evalset import from_records
 
     return from_records(synthetic_records(n, seed), source="synthetic")
