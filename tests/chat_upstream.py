@@ -2,7 +2,8 @@
 
 ``ChatUpstream(answer=fn)`` answers ``fn(model, messages) -> str`` with a ``usage`` block
 (prompt tokens = words in the messages, completion tokens = words in the answer).
-``fail_next`` answers that many requests with HTTP 500 first; ``mode`` as in
+``fail_next`` answers that many requests with HTTP 500 first, ``limit_next`` that many with HTTP 429
+and ``Retry-After: 1`` (``times`` records when each request came); ``mode`` as in
 ``servers.FakeUpstream``: ok | 500 | malformed | slow (sleeps ``delay`` s). ``hits`` counts
 requests, ``seen`` keeps (model, last user message) of each.
 """
@@ -25,9 +26,10 @@ def echo_answer(model: str, messages: list[dict]) -> str:
 
 
 class ChatUpstream(LoopbackServer):
-    def __init__(self, answer=echo_answer, mode: str = "ok", delay: float = 5.0, fail_next: int = 0):
-        self.answer, self.mode, self.delay, self.fail_next = answer, mode, delay, fail_next
-        self.hits, self.seen = 0, []
+    def __init__(self, answer=echo_answer, mode: str = "ok", delay: float = 5.0, fail_next: int = 0,
+                 limit_next: int = 0):
+        self.answer, self.mode, self.delay, self.fail_next, self.limit_next = answer, mode, delay, fail_next, limit_next
+        self.hits, self.seen, self.times = 0, [], []
         self._lock = threading.Lock()
         outer = self
 
@@ -37,8 +39,19 @@ class ChatUpstream(LoopbackServer):
                 with outer._lock:
                     outer.hits += 1
                     outer.seen.append((req.get("model"), req["messages"][-1]["content"]))
+                    outer.times.append(time.monotonic())
                     fail = outer.fail_next > 0
                     outer.fail_next -= fail
+                    limited = outer.limit_next > 0
+                    outer.limit_next -= limited
+                if limited:
+                    body = b'{"error": {"message": "slow down"}}'
+                    self.send_response(429)
+                    for k, v in (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                 ("Retry-After", "1")):
+                        self.send_header(k, v)
+                    self.end_headers()
+                    return self.wfile.write(body)
                 if outer.mode == "slow":
                     time.sleep(outer.delay)
                 if fail or outer.mode == "500":

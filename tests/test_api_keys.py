@@ -26,7 +26,7 @@ def test_every_user_raises_naming_tier_and_variable(monkeypatch, tmp_path):
     tier = Tier(name="large", model="m", api_base="http://127.0.0.1:9/v1", api_key_env="RS_MISSING_KEY")
     with pytest.raises(UpstreamFailure, match="tier 'large': environment variable RS_MISSING_KEY"):
         _request(tier, {"messages": []}, stream=False)
-    caller = ChatCaller(tmp_path / "c", timeout_s=0.5, retries=0, backoff_s=0.01)
+    caller = ChatCaller(tmp_path / "c", timeout_s=0.5, retries=0)
     try:
         with pytest.raises(TierCallError, match="tier 'large': environment variable RS_MISSING_KEY"):
             caller.call_tier(tier, [{"role": "user", "content": "hi"}])

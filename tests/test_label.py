@@ -87,14 +87,30 @@ def test_resume_after_interruption_makes_no_repeated_calls(tmp_path, monkeypatch
 
 def test_retries_5xx_then_succeeds(tmp_path):
     with ChatUpstream(fail_next=2) as up:
-        ev = run(tmp_path, up.url, queries=QUERIES[:1], retries=3, backoff_s=0.01, concurrency=1)
+        ev = run(tmp_path, up.url, queries=QUERIES[:1], retries=3, concurrency=1)
         assert up.hits == 3 + 2 and len(ev) == 1
+
+
+def test_429_waits_as_retry_after_says_then_succeeds(tmp_path):
+    with ChatUpstream(limit_next=1) as up:
+        caller = ChatCaller(tmp_path / "c", timeout_s=5, retries=2)
+        r = caller.call_tier(tiers_at(up.url)[0], [{"role": "user", "content": "hi"}])
+        assert r.text.startswith("The answer") and up.hits == caller.calls == 2
+        assert up.times[1] - up.times[0] >= 0.9  # the client waited as the server asked (Retry-After: 1)
+
+
+def test_429_without_retries_fails_at_once_naming_the_status(tmp_path):
+    with ChatUpstream(limit_next=5) as up:
+        caller = ChatCaller(tmp_path / "c", timeout_s=5, retries=0)
+        with pytest.raises(TierCallError, match="HTTP 429 after 1 attempt"):
+            caller.call_tier(tiers_at(up.url)[0], [{"role": "user", "content": "hi"}])
+        assert up.hits == 1
 
 
 def test_upstream_down_is_reported_not_guessed(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(InputError, match="no query could be labelled.*APIConnectionError"):
-        run(tmp_path, url, retries=1, backoff_s=0.01)
+        run(tmp_path, url, retries=1)
     assert not (tmp_path / "ev.jsonl").exists()
 
 
@@ -102,7 +118,7 @@ def test_upstream_down_is_reported_not_guessed(tmp_path):
                                          ("slow", "APITimeoutError after 2 attempt")])
 def test_bad_upstreams_on_a_real_socket(tmp_path, mode, match):
     with FakeUpstream(mode, delay=3.0) as up:
-        caller = ChatCaller(tmp_path / "c", timeout_s=0.5, retries=1, backoff_s=0.01)
+        caller = ChatCaller(tmp_path / "c", timeout_s=0.5, retries=1)
         with pytest.raises(TierCallError, match=match):
             caller.call_tier(tiers_at(up.url)[0], [{"role": "user", "content": "hi"}])
         assert up.hits == (1 if mode == "malformed" else 2)  # malformed is not retried

@@ -1,9 +1,10 @@
 """Calling tier models on their OpenAI-compatible endpoints: timeouts, retries, a JSON disk cache.
 
 Every call is cached in a ``diskcache`` as JSON text keyed by a SHA-256 of (endpoint, model,
-messages, params), so a re-run never asks a model the same thing twice. Retries (exponential
-backoff) cover 5xx / 429, timeouts and connection errors; anything else (4xx, a malformed
-response) fails at once with :class:`TierCallError`. Cost = the API's ``usage`` x the tier's prices.
+messages, params), so a re-run never asks a model the same thing twice. Retries are the ``openai``
+client's own (``max_retries``: exponential backoff with jitter, ``Retry-After`` honoured) and cover
+408 / 409 / 429 / 5xx, timeouts and connection errors; anything else (4xx, a malformed response)
+fails at once with :class:`TierCallError`. Cost = the API's ``usage`` x the tier's prices.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from route_switch.core.errors import RouteSwitchError
@@ -45,16 +45,21 @@ class ChatCaller:
     ``calls`` counts requests that reached an endpoint (retries included), ``hits`` cache hits.
     """
 
-    def __init__(self, cache_dir, timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(self, cache_dir, timeout_s: float = 60.0, retries: int = 3):
         from route_switch.llm.cache import open_cache
 
         self.cache = open_cache(cache_dir)
-        self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
+        self.timeout_s, self.retries = float(timeout_s), int(retries)
         self.calls = self.hits = 0
         self._lock = threading.Lock()
         self._clients: dict = {}
 
+    def _count_request(self, _request) -> None:
+        with self._lock:
+            self.calls += 1
+
     def _client(self, api_base: str, api_key_env: str | None, who: str):
+        import httpx
         import openai
 
         from route_switch.core.tiers import api_key_from_env
@@ -64,8 +69,10 @@ class ChatCaller:
             if key not in self._clients:
                 # without api_key_env: local servers accept any key
                 api_key = api_key_from_env(api_key_env, who, TierCallError) or "none"
+                # the event hook counts every attempt the client makes, its own retries included
+                http = httpx.Client(timeout=self.timeout_s, event_hooks={"request": [self._count_request]})
                 self._clients[key] = openai.OpenAI(base_url=api_base, api_key=api_key, timeout=self.timeout_s,
-                                                   max_retries=0)
+                                                   max_retries=self.retries, http_client=http)
             return self._clients[key]
 
     def chat(self, api_base: str, model: str, messages: list[dict], *, api_key_env: str | None = None,
@@ -90,35 +97,20 @@ class ChatCaller:
         body = {k: v for k, v in params.items() if k in ("max_tokens", "temperature")}
         extra_body = {k: v for k, v in params.items() if k not in body} or None
         where = f"{api_base} (model {model})"
-        for attempt in range(self.retries + 1):
-            with self._lock:
-                self.calls += 1
-            try:
-                resp = client.chat.completions.create(model=model, messages=messages, extra_body=extra_body, **body)
-                text = resp.choices[0].message.content
-                if not isinstance(text, str):
-                    raise TierCallError(f"{where}: the response has no message content")
-                break
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError,
-                    openai.RateLimitError) as e:
-                status = getattr(e, "status_code", None)
-                why = f"HTTP {status}" if status else type(e).__name__
-                if attempt >= self.retries:
-                    raise TierCallError(f"{where}: {why} after {attempt + 1} attempt(s): {str(e)[:200]}") from None
-                delay = self.backoff_s * 2 ** attempt
-                log.info("%s: %s, retrying in %.2fs", where, why, delay)
-                time.sleep(delay)
-            except openai.APIStatusError as e:
-                if e.status_code >= 500:  # other 5xx (502, 503, ...) are transient too
-                    if attempt >= self.retries:
-                        raise TierCallError(f"{where}: HTTP {e.status_code} after {attempt + 1} attempt(s)") from None
-                    time.sleep(self.backoff_s * 2 ** attempt)
-                    continue
-                raise TierCallError(f"{where}: HTTP {e.status_code}: {str(e)[:200]}") from None
-            except TierCallError:
-                raise
-            except (ValueError, AttributeError, IndexError, TypeError) as e:  # not JSON / not a completion
-                raise TierCallError(f"{where}: malformed response ({type(e).__name__}: {str(e)[:120]})") from None
+        attempts = f"after {self.retries + 1} attempt(s)"
+        try:
+            resp = client.chat.completions.create(model=model, messages=messages, extra_body=extra_body, **body)
+            text = resp.choices[0].message.content
+        except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            raise TierCallError(f"{where}: {type(e).__name__} {attempts}: {str(e)[:200]}") from None
+        except openai.APIStatusError as e:
+            retried = e.status_code in (408, 409, 429) or e.status_code >= 500
+            raise TierCallError(f"{where}: HTTP {e.status_code}{' ' + attempts if retried else ''}: "
+                                f"{str(e)[:200]}") from None
+        except (ValueError, AttributeError, IndexError, TypeError) as e:  # not JSON / not a completion
+            raise TierCallError(f"{where}: malformed response ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(text, str):
+            raise TierCallError(f"{where}: the response has no message content")
         usage = getattr(resp, "usage", None)
         n_in, n_out = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
         est = n_in is None or n_out is None
@@ -136,4 +128,6 @@ class ChatCaller:
                          max_tokens=max_tokens, temperature=temperature, who=f"tier '{tier.name}'")
 
     def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
         self.cache.close()

@@ -155,7 +155,7 @@ def read_progress(path: Path, key: str | None = None) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- labelling
 def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4, timeout_s: float = 60,
           retries: int = 3, cache_dir=None, dry_run: bool = False, judge_program=None, max_tokens=512,
-          assumed_out_tokens: int | None = None, backoff_s: float = 0.5, since=None, echo=print):
+          assumed_out_tokens: int | None = None, since=None, echo=print):
     """Label ``queries`` (list or file, see :func:`read_queries`) on ``tiers`` (cheapest first).
 
     ``max_tokens``: answer length limit, an int or ``{tier_name: int}``. Returns the Evalset written
@@ -199,7 +199,7 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
         return None
 
     cdir = Path(cache_dir) if cache_dir else default_cache() / "labels"
-    caller = ChatCaller(cdir, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+    caller = ChatCaller(cdir, timeout_s=timeout_s, retries=retries)
     from route_switch.labeling.judge import Judge
 
     judge = Judge(judge_lm_cfg, judge_program, caller=caller, cache_dir=cdir / "judge-local")
