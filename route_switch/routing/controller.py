@@ -205,21 +205,27 @@ class Router:
         return d
 
     def route_batch(self, queries: Sequence[str], *, tau: float | None = None, lam: float | None = None) -> list[Decision]:
-        """Route many queries with one estimator call (no LLM, no cache): for throughput."""
+        """Route many queries with one estimator call, for throughput: the same decisions as
+        :meth:`route` (bypass, sanitiser, estimator view), without the cache and the route log.
+        A router with a router LLM routes each query with :meth:`route`."""
         for q in queries:
             if not isinstance(q, str):
                 raise TypeError(f"route_batch() takes str queries, got {type(q).__name__}")
         tau, lam = check_knobs(tau, lam, self.rule)
-        if self.estimator is None or not queries:
+        if self.estimator is None or self.llm is not None or not queries:
             return [self.route(q, tau=tau, lam=lam) for q in queries]
         tau, lam = self._knob(tau, lam)
         t0 = time.perf_counter()
-        clean = strip_routing_directives if self.sanitize else (lambda q: q)
-        pred = self._predict([clean(self._estimator_view(q[:MAX_QUERY_CHARS])) for q in queries])
-        choice = self._select(pred, tau, lam)
+        texts = [self._estimator_text(q[:MAX_QUERY_CHARS]) for q in queries]
+        out = [self._bypass(t) for t in texts]
+        todo = [i for i, d in enumerate(out) if d is None]
+        if todo:
+            pred = self._predict([texts[i] for i in todo])
+            choice = self._select(pred, tau, lam)
+            for j, i in enumerate(todo):
+                out[i] = self._estimator_decision(pred[j], int(choice[j]), tau, lam, "")
         ms = (time.perf_counter() - t0) * 1000 / len(queries)
-        return [self._estimator_decision(pred[i], int(choice[i]), tau, lam, "").with_(latency_ms=round(ms, 4))
-                for i in range(len(queries))]
+        return [d.with_(latency_ms=round(ms, 4)) for d in out]
 
     def _knob(self, tau, lam):
         if tau is None and lam is None:
@@ -251,30 +257,42 @@ class Router:
         return d
 
     def _decide(self, query: str, tau, lam, explicit: bool = False) -> Decision:
-        # Sentences that order the router around ("use tier 3") say nothing about difficulty:
-        # the router scores the query without them (the app still forwards the original).
-        if self.llm is None and self.estimator is not None:
-            query = self._estimator_view(query)  # sanitise only what the estimator reads
-        if self.sanitize:
-            query = strip_routing_directives(query)
-        if self.bypass_tokens and self.tiers:
-            n = self.count_tokens(query)
-            if n < self.bypass_tokens:
-                return self._tier_decision(1, "bypass", f"{n} tokens < bypass threshold {self.bypass_tokens}")
+        text = self._estimator_text(query)
+        bypassed = self._bypass(text)
+        if bypassed is not None:
+            return bypassed
         why_not_llm = ""
         vote = None
         if self.llm is not None:
-            vote, why_not_llm = self._ask_llm(query)
+            vote, why_not_llm = self._ask_llm(self._sanitized(query))
         if vote is not None:
-            return self._llm_decision(query, vote, *((tau, lam) if explicit else (self.llm_tau, self.llm_lam)))
+            return self._llm_decision(text, vote, *((tau, lam) if explicit else (self.llm_tau, self.llm_lam)))
         if self.estimator is None:
             d = self._default("no estimator configured" + (f"; {why_not_llm}" if why_not_llm else ""))
             return d.with_(fallback_from="llm", llm_error=why_not_llm) if why_not_llm else d
-        pred = self._predict([query])
+        pred = self._predict([text])
         k = int(self._select(pred, tau, lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
 
-    def _llm_decision(self, query: str, vote, tau, lam) -> Decision:
+    def _sanitized(self, text: str) -> str:
+        # Sentences that order the router around ("use tier 3") say nothing about difficulty:
+        # the router scores the query without them (the app still forwards the original).
+        return strip_routing_directives(text) if self.sanitize else text
+
+    def _estimator_text(self, query: str) -> str:
+        """What the estimator (and the bypass) reads: the encoder's view of the query, sanitised
+        (the view first: it bounds the sanitiser's work on long prompts)."""
+        return self._sanitized(self._estimator_view(query))
+
+    def _bypass(self, text: str) -> Decision | None:
+        """Tier 1 without asking anyone when ``text`` has fewer than ``bypass_tokens`` tokens."""
+        if self.bypass_tokens and self.tiers:
+            n = self.count_tokens(text)
+            if n < self.bypass_tokens:
+                return self._tier_decision(1, "bypass", f"{n} tokens < bypass threshold {self.bypass_tokens}")
+        return None
+
+    def _llm_decision(self, text: str, vote, tau, lam) -> Decision:
         """τ/λ on the LLM's distribution, fused with the estimator's predictions when a fusion is fitted.
 
         This path always uses the τ rule (the anchored rule's τ = -1, "stay on the anchor", reads as 0).
@@ -284,7 +302,7 @@ class Router:
         tau = None if tau is None else max(tau, 0.0)
         probs = np.asarray(vote.probs, float)[None, :]
         if self.fusion is not None and self.estimator is not None:
-            pred = self.fusion.predict(self._predict([query]), probs)[0]
+            pred = self.fusion.predict(self._predict([text]), probs)[0]
             how = "estimator fused with the router LLM's tier distribution"
         else:
             pred = llm_quality(probs)[0]
