@@ -131,6 +131,7 @@ def test_corrupt_indices_give_exit_2_not_a_segfault(fitted_router_dir, tmp_path)
 # ---------------------------------------------------------------------------------------------- fit
 KILLER = textwrap.dedent("""
     import os, signal, sys
+    from route_switch.core import files
     from route_switch.routing import fitting
     sys.path.insert(0, {tests!r})
     from conftest import synthetic_records
@@ -381,14 +382,14 @@ def test_artifact_symlinked_to_dev_zero_is_refused_at_once(fitted_router_dir, tm
 
 @pytest.mark.parametrize("name", ["estimator.json", "router.yaml", "fusion.json"])
 def test_huge_artifact_file_is_refused_naming_it(fitted_router_dir, tmp_path, monkeypatch, name):
-    import route_switch.core.paths as paths
+    import route_switch.core.files as files
     from route_switch.routing.controller import Router
     from route_switch.routing.fusion import TierFusion
 
     d = _copy(fitted_router_dir, tmp_path / "r")
     with open(d / name, "ab") as f:
         f.write(b" " * (2 * 2**20))
-    monkeypatch.setattr(paths, "MAX_TEXT_BYTES", 2**20)
+    monkeypatch.setattr(files, "MAX_TEXT_BYTES", 2**20)
     with pytest.raises((ArtifactError, ConfigError)) as e:
         TierFusion.load(d / name) if name == "fusion.json" else Router.from_config(d)
     assert "more than the 1,048,576 bytes allowed" in str(e.value) and str(d / name) in str(e.value)
