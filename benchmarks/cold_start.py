@@ -26,7 +26,7 @@ def main(argv=None):
     from route_switch.core.paths import cache_dir
     from route_switch.llm.router_llm import RouterLLM
     from route_switch.core.baselines import make_router
-    from route_switch.core.selection import cost_unit
+    from route_switch.core.selection import cost_normaliser
     from route_switch.core.spec import load_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,7 +54,7 @@ def main(argv=None):
             lm, _ = cached_lm({"kind": "local"}, program.labels, cache_dir() / "lm")
             router = RouterLLM(program, lm=lm)
             votes = program_votes(router.module, [router.clip(q) for q in sub.prompts])
-            o = outcomes(votes, sub, 0.0, cost_unit(sub.costs.mean(axis=0)))
+            o = outcomes(votes, sub, 0.0, cost_normaliser(sub.costs.mean(axis=0)))
             row = {"evalset": name, "variant": path, "n": len(sub), "llm_aiq": round(o["llm_aiq"], 4),
                    "line_aiq": round(o["line_aiq"], 4), "static_rules_aiq": round(static_aiq, 4),
                    "above_line": round(o["llm_aiq"] - o["line_aiq"], 4),

@@ -27,7 +27,7 @@ def main(argv=None):
     from route_switch.llm.lm import make_lm
     from route_switch.optimization.objective import outcomes
     from route_switch.llm.router_llm import RouterLLM
-    from route_switch.core.selection import cost_unit
+    from route_switch.core.selection import cost_normaliser
     from route_switch.core.spec import load_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,7 +60,7 @@ def main(argv=None):
                     votes.append(None)
                 ms.append(1000 * (time.perf_counter() - t0))
                 evaluated.append(lm.engine.last_stats.get("evaluated_tokens", 0))
-            o = outcomes(votes, sub, 0.0, cost_unit(sub.costs.mean(axis=0)))
+            o = outcomes(votes, sub, 0.0, cost_normaliser(sub.costs.mean(axis=0)))
             q = np.percentile(ms, [50, 90, 99])
             row = {"evalset": name, "budget_tokens": budget, "n": len(ms), "p50_ms": round(q[0], 1),
                    "p90_ms": round(q[1], 1), "p99_ms": round(q[2], 1), "mean_ms": round(statistics.fmean(ms), 1),

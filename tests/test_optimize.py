@@ -205,18 +205,18 @@ def test_gate_keeps_the_start_when_nothing_beats_it(split, start, tmp_path):
 def test_break_even_lambda_ties_the_static_routers():
     import numpy as np
 
-    from route_switch.core.selection import break_even_lambda, cost_unit
+    from route_switch.core.selection import break_even_lambda, cost_normaliser
 
     rng = np.random.default_rng(0)
     scores = (rng.random((200, 3)) < [0.4, 0.6, 0.9]).astype(float)
     costs = np.tile([1.0, 4.0, 40.0], (200, 1)) * (1 + 0.1 * rng.random((200, 3)))
-    lam, unit = break_even_lambda(scores, costs), cost_unit(costs.mean(axis=0))
+    lam, unit = break_even_lambda(scores, costs), cost_normaliser(costs.mean(axis=0))
     obj = lambda k: float(np.mean(scores[:, k] - lam * costs[:, k] / unit))  # noqa: E731
     assert obj(0) == pytest.approx(obj(2))
 
 
 def test_grounded_instruction_reads_as_routing_text(split, start):
-    from route_switch.optimization.grounding import describes_tiers, grounded_instruction, needed_tier
+    from route_switch.optimization.grounding import describes_tiers, grounded_instruction, needed_tier_index
 
     train, _ = split
     text = grounded_instruction(train.prompts, train.scores, train.costs, start.tiers)
@@ -225,7 +225,7 @@ def test_grounded_instruction_reads_as_routing_text(split, start):
     import numpy as np
 
     s = np.array([[0, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0.5]])
-    assert needed_tier(s, np.tile([1.0, 2.0, 3.0], (4, 1))).tolist() == [1, 0, 0, 2]
+    assert needed_tier_index(s, np.tile([1.0, 2.0, 3.0], (4, 1))).tolist() == [1, 0, 0, 2]
     assert not describes_tiers("Please provide me with a detailed description of the task, tier 1 tier 2.",
                                start.tiers)[0]
     from route_switch.optimization.grounding import strip_preamble

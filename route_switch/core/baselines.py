@@ -126,7 +126,8 @@ class StaticRulesRouter(BaseRouter):
         self.tiers_ = tier_models(train)
         return self
 
-    def tier(self, prompt: str) -> int:
+    def tier_index(self, prompt: str) -> int:
+        """0-based tier (0 = cheapest) the rules give ``prompt``."""
         hits = len(HARD_WORDS.findall(prompt[:5000]))
         if hits >= 3 or len(prompt) > self.long_chars:
             return 2
@@ -137,7 +138,7 @@ class StaticRulesRouter(BaseRouter):
     def score(self, prompts):
         out = np.zeros((len(prompts), len(self.models_)))
         for i, p in enumerate(prompts):
-            out[i, self.tiers_[self.tier(p)]] = 1.0
+            out[i, self.tiers_[self.tier_index(p)]] = 1.0
         return out
 
 

@@ -16,7 +16,7 @@ from route_switch.core.evalset import Evalset
 from route_switch.core.metrics import aiq, apgr, cost_ratio_at, cpt, upper_hull
 from route_switch.core.baselines import make_router
 from route_switch.core.seeds import bootstrap_ci, format_bootstrap
-from route_switch.core.selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, cost_unit, outcome,
+from route_switch.core.selection import (ANCHORED_GRID, LAMBDA_GRID, TAU_GRID, anchor_index, calibrate, cost_normaliser, outcome,
                         select_lambda, select_tau, sweep)
 
 BASELINES = ("tfidf-lr", "static-rules", "random")
@@ -58,7 +58,7 @@ def _summary(pts: list[dict], ctx: dict) -> dict:
 def oracle_points(test: Evalset) -> list[dict]:
     """Knows every outcome: per query the best true score − λ·normalised cost (λ=0: cheapest top scorer)."""
     # The oracle knows each query's actual costs too; the tiny cost term breaks ties towards cheaper.
-    norm = test.costs / cost_unit(test.costs.mean(axis=0))
+    norm = test.costs / cost_normaliser(test.costs.mean(axis=0))
     pts = []
     for lam in LAMBDA_GRID:
         choice = (test.scores - (lam + 1e-9) * norm).argmax(axis=1)

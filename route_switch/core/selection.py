@@ -5,7 +5,7 @@ Both rules are pure vectorised functions, shared by ``route()``, evaluation and 
 * **τ rule** (IPR's tolerance): among the models whose predicted quality is at least
   ``max_k q̂_k − τ`` choose the cheapest (ties: the higher predicted quality). τ = 0 picks the
   model predicted best (cheapest among ties); τ = 1 always picks the cheapest model.
-* **λ rule**: choose ``argmax_k q̂_k − λ · c_k / C`` where ``C`` (:func:`cost_unit`) is the most
+* **λ rule**: choose ``argmax_k q̂_k − λ · c_k / C`` where ``C`` (:func:`cost_normaliser`) is the most
   expensive model's mean cost per query. λ has this one meaning everywhere: ``route()``, the
   oracle, and the optimiser's objective ``score − λ · cost / C`` (per query, with that query's cost).
   :func:`break_even_lambda` gives the λ at which sending everything to the cheapest or to the
@@ -25,17 +25,17 @@ def select_tau(pred: np.ndarray, unit_cost: np.ndarray, tau: float) -> np.ndarra
     return key.argmin(axis=1)
 
 
-def cost_unit(unit_cost) -> float:
+def cost_normaliser(unit_cost) -> float:
     """The unit λ prices cost in: the most expensive model's mean cost per query (1 if all are free)."""
     m = float(np.max(unit_cost)) if len(unit_cost) else 0.0
     return m if m > 0 else 1.0
 
 
 def select_lambda(pred: np.ndarray, unit_cost: np.ndarray, lam: float) -> np.ndarray:
-    """Index maximising predicted quality − λ·cost/C, per row (C = :func:`cost_unit`)."""
+    """Index maximising predicted quality − λ·cost/C, per row (C = :func:`cost_normaliser`)."""
     pred = np.atleast_2d(pred)
     c = np.asarray(unit_cost, dtype=float)
-    return (pred - lam * c[None, :] / cost_unit(c)).argmax(axis=1)
+    return (pred - lam * c[None, :] / cost_normaliser(c)).argmax(axis=1)
 
 
 def break_even_lambda(scores: np.ndarray, costs: np.ndarray) -> float:
@@ -46,7 +46,7 @@ def break_even_lambda(scores: np.ndarray, costs: np.ndarray) -> float:
     """
     q, c = np.asarray(scores, float).mean(axis=0), np.asarray(costs, float).mean(axis=0)
     lo, hi = int(np.argmin(c)), int(np.argmax(c))
-    dc = (c[hi] - c[lo]) / cost_unit(c)
+    dc = (c[hi] - c[lo]) / cost_normaliser(c)
     return float(max(q[hi] - q[lo], 0.0) / dc) if dc > 0 else 0.0
 
 

@@ -14,11 +14,11 @@ log = logging.getLogger("route_switch")
 def objectives(choice, ev, lam) -> dict:
     """Held-out figures of per-query tier choices (0-based; None = no valid tier), λ in the one unit."""
     from route_switch.optimization.objective import outcomes
-    from route_switch.core.selection import cost_unit
+    from route_switch.core.selection import cost_normaliser
 
     eye = np.eye(len(ev.models))
     votes = [None if k is None else eye[k] for k in choice]
-    return outcomes(votes, ev, lam, cost_unit(ev.costs.mean(axis=0)))
+    return outcomes(votes, ev, lam, cost_normaliser(ev.costs.mean(axis=0)))
 
 
 def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
@@ -63,9 +63,9 @@ def misroute_changes(ev, cur, cand, limit: int = 20) -> dict:
 def per_query(choice, ev, lam) -> np.ndarray:
     """Objective of each held-out query under per-query tier choices (None: as if no valid tier)."""
     from route_switch.optimization.objective import objective
-    from route_switch.core.selection import cost_unit
+    from route_switch.core.selection import cost_normaliser
 
-    unit = cost_unit(ev.costs.mean(axis=0))
+    unit = cost_normaliser(ev.costs.mean(axis=0))
     return np.array([objective(k, ev.scores[i], ev.costs[i], lam, unit) for i, k in enumerate(choice)])
 
 

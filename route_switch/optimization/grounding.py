@@ -28,7 +28,7 @@ ASKS_BACK = ("please provide", "provide me", "i will use", "could you provide", 
              "i need more information", "detailed description of the task")
 
 
-def needed_tier(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+def needed_tier_index(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
     """0-based cheapest tier (by mean cost) reaching each query's best score."""
     order = np.argsort(costs.mean(axis=0), kind="stable")
     s = scores[:, order]
@@ -62,7 +62,7 @@ def tier_keywords(prompts: list[str], tiers: np.ndarray, n_tiers: int, k: int = 
 
 def grounded_instruction(prompts: list[str], scores: np.ndarray, costs: np.ndarray, tiers: list[dict]) -> str:
     """One plain-text routing instruction rendered from a labelled split (see module docstring)."""
-    need = needed_tier(np.asarray(scores, float), np.asarray(costs, float))
+    need = needed_tier_index(np.asarray(scores, float), np.asarray(costs, float))
     n_tiers = len(tiers)
     words = tier_keywords(prompts, need, n_tiers)
     lengths = np.array([len(p.split()) for p in prompts])

@@ -2,7 +2,7 @@
 
 For a query with per-tier scores ``s`` and costs ``c``, a router LLM that answers the tier
 distribution ``p`` earns ``Σ_t p(t) · (s[t] − λ · c[t] / C)``; the metric is its mean over queries.
-``C`` (:func:`~route_switch.core.selection.cost_unit`) is the most expensive tier's mean cost per
+``C`` (:func:`~route_switch.core.selection.cost_normaliser`) is the most expensive tier's mean cost per
 query on the training split — the same unit λ has in ``route()``.
 """
 from __future__ import annotations

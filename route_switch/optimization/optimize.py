@@ -2,7 +2,7 @@
 
 **Objective.** For a query with per-tier scores ``s`` and costs ``c``, a router LLM that answers
 the tier distribution ``p`` earns ``Σ_t p(t) · (s[t] − λ · c[t] / C)``; the metric is its mean
-over queries. ``C`` (:func:`~route_switch.core.selection.cost_unit`) is the most expensive tier's mean
+over queries. ``C`` (:func:`~route_switch.core.selection.cost_normaliser`) is the most expensive tier's mean
 cost per query on the training split — the same unit λ has in ``route()``. By default λ is the
 *break-even* λ of the training split (:func:`~route_switch.core.selection.break_even_lambda`), where
 all-tier-1 and all-top score the same: the objective is then the height above the straight line
@@ -62,9 +62,9 @@ def to_examples(ev: Evalset, clip) -> list:
     """DSPy examples: the query as the router reads it, its scores and costs, and the needed tier as label."""
     import dspy
 
-    from route_switch.optimization.grounding import needed_tier
+    from route_switch.optimization.grounding import needed_tier_index
 
-    need = [to_tier(k) for k in needed_tier(ev.scores, ev.costs)]
+    need = [to_tier(k) for k in needed_tier_index(ev.scores, ev.costs)]
     return [dspy.Example(query=clip(p), scores=ev.scores[i].tolist(), costs=ev.costs[i].tolist(),
                          tier=str(need[i])).with_inputs("query") for i, p in enumerate(ev.prompts)]
 
@@ -127,9 +127,9 @@ def demo_sets_from(ev: Evalset, clip, start_demos: list[dict], n_sets: int, per_
     """
     import dspy
 
-    from route_switch.optimization.grounding import needed_tier
+    from route_switch.optimization.grounding import needed_tier_index
 
-    need = needed_tier(ev.scores, ev.costs)
+    need = needed_tier_index(ev.scores, ev.costs)
     clear = ev.scores.max(axis=1) >= 0.5
     rng = np.random.default_rng(seed)
     pools = [rng.permutation(np.flatnonzero(clear & (need == t))).tolist() for t in range(ev.scores.shape[1])]
@@ -205,7 +205,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     from route_switch.optimization.mining import mine_policies, policy_candidates
     from route_switch.core.paths import cache_dir as default_cache
     from route_switch.llm.router_llm import RouterLLM, build_module, program_from_module
-    from route_switch.core.selection import break_even_lambda, cost_unit
+    from route_switch.core.selection import break_even_lambda, cost_normaliser
     from route_switch.optimization.significance import paired_gain
 
     t0 = time.time()
@@ -221,7 +221,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     order = np.argsort(train.costs.mean(axis=0), kind="stable")
     train, test = (ev._replace(models=[ev.models[j] for j in order], scores=ev.scores[:, order],
                                costs=ev.costs[:, order]) for ev in (train, test))
-    unit = cost_unit(train.costs.mean(axis=0))
+    unit = cost_normaliser(train.costs.mean(axis=0))
     lam_source = "given" if lam is not None else "break-even"
     lam = float(lam) if lam is not None else round(break_even_lambda(train.scores, train.costs), 4)
 
@@ -311,7 +311,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
     in_shared, rel = _shared_path(train)
     demo_ids = _demo_ids(best.demos, fit_ev, clip) if choose_demos and not demo_pool else []
     metrics = {
-        "lambda": lam, "lambda_source": lam_source, "objective": OBJECTIVE, "cost_unit": unit,
+        "lambda": lam, "lambda_source": lam_source, "objective": OBJECTIVE, "cost_normaliser": unit,
         "evalset": {"name": evalset_name, "path": rel, "relative_to": "data root" if in_shared else "",
                     "hash": train.content_hash(), "tiers": list(train.models), "n_train": len(fit_ev),
                     "n_val": len(val_ev), "n_gate": len(gate_ev), "n_test": len(test_ev)},
