@@ -143,12 +143,12 @@ REFLECTION_HINT = ("Do not copy the current instruction. Write a revised routing
                    "answered well, and which kinds really needed a larger tier. Keep the tier numbers.")
 
 
-def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int = 0, budget: int = 200,
+def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int = 0, max_metric_calls: int = 200,
                  failure_score: float = 0.0, max_seconds: float | None = None, log_dir: str | None = None,
                  proposer: str = "compact"):
     """Optimise ``student``'s instruction with ``dspy.GEPA``; return the compiled module.
 
-    ``budget`` is GEPA's ``max_metric_calls`` (routing calls on train minibatches and the
+    ``max_metric_calls``: GEPA's budget of routing calls (train minibatches and the
     validation set); ``max_seconds`` stops the search early (the best candidate so far is kept).
     ``failure_score`` is the score of a call that raised (use ``−λ``, as for an invalid tier).
     ``proposer``: ``compact`` (:class:`RouterInstructionProposer`: one learned rule per step) or ``dspy`` (DSPy's default
@@ -171,7 +171,7 @@ def compile_gepa(student, trainset, valset, *, metric, reflection_lm, seed: int 
     else:  # ChatAdapter: the local engine pre-fills a one-field answer layout, which a 0.5B model follows
         proposal = InstructionProposer(additional_instructions=REFLECTION_HINT,
                                        adapter=ChatAdapter(use_json_adapter_fallback=False))
-    opt = dspy.GEPA(metric=metric, max_metric_calls=int(budget), reflection_lm=reflection_lm,
+    opt = dspy.GEPA(metric=metric, max_metric_calls=int(max_metric_calls), reflection_lm=reflection_lm,
                     instruction_proposer=proposal,
                     reflection_minibatch_size=3, candidate_selection_strategy="pareto", use_merge=False,
                     num_threads=1, failure_score=failure_score, perfect_score=1.0, skip_perfect_score=False,

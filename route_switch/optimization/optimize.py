@@ -260,7 +260,7 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, *, lam: float
             reflect_on = fit_ev.subset(np.arange(min(150, len(fit_ev))))  # GEPA reads feedback on these
             compiled = compile_gepa(student, to_examples(reflect_on, clip), valset,
                                     metric=feedback_metric(start, lam, unit, bar), reflection_lm=prompt_lm, seed=seed,
-                                    budget=num_trials * len(val_ev) + len(val_ev), failure_score=-lam)
+                                    max_metric_calls=num_trials * len(val_ev) + len(val_ev), failure_score=-lam)
         else:
             trainset = to_examples(fit_ev, clip)
             demo_sets = None
