@@ -14,119 +14,22 @@ from route_switch.core.template import clip_query
 from route_switch.llm.program import RoutingProgram
 
 
-class RouterOutputError(RouteSwitchError, ValueError):
-    """The router LLM answered something that is not one of the allowed tier labels."""
-
-
 class RouterLLMError(RouteSwitchError, RuntimeError):
     """RouterLLM.predict failed: backend error, timeout, or invalid output. Never a guessed tier."""
 
 
-def make_signature(program: RoutingProgram):
-    """DSPy Signature ``query -> tier`` with tier a Literal of the program's labels."""
-    from typing import Literal
-
-    import dspy
-
-    tier_type = Literal[tuple(program.labels)]
-    return dspy.make_signature(
-        {"query": (str, dspy.InputField(desc="the user's request to be answered by one of the model tiers")),
-         "tier": (tier_type, dspy.OutputField(desc="the cheapest tier that will answer well. " + program.tier_legend()))},
-        program.instruction, signature_name="RouteQuery")
-
-
-def _compact_adapter_cls():
-    import dspy
-
-    class CompactChatAdapter(dspy.ChatAdapter):
-        """ChatAdapter without the per-call output-format reminder after the query.
-
-        Used with engines that force the layout by grammar, so every token after the
-        query is constant and the whole prompt before the query is a cacheable prefix."""
-
-        def user_message_output_requirements(self, signature):
-            return None
-
-    return CompactChatAdapter
-
-
 def build_module(program: RoutingProgram, lm=None):
-    """A dspy.Module with one dspy.Predict(query -> tier); forward returns Prediction(tier=label).
+    """The DSPy module that runs ``program`` (:class:`~route_switch.llm.dspy_modules.RoutingModule`)."""
+    from route_switch.llm.dspy_modules import RoutingModule
 
-    `lm` (optional) is used via dspy.context in forward; without it the configured
-    dspy.settings.lm is used (e.g. MIPROv2's task model). A reply that is not an
-    allowed label raises (AdapterParseError / RouterOutputError); no tier is guessed.
-    """
-    import dspy
-
-    labels = tuple(program.labels)
-
-    class _Ref:  # holds the LM without deep-copying it when DSPy copies the module
-        def __init__(self, obj):
-            self.obj = obj
-
-        def __deepcopy__(self, memo):
-            return self
-
-    class RoutingModule(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.predict = dspy.Predict(make_signature(program))
-            self.predict.demos = [dspy.Example(query=d["query"], tier=str(d["tier"])).with_inputs("query")
-                                  for d in program.demos]
-            self._lm_ref = _Ref(lm)
-
-        def forward(self, query: str):
-            use_lm = self._lm_ref.obj or dspy.settings.lm
-            engine = getattr(use_lm, "engine", None)
-            compact = getattr(engine, "forces_layout", False)
-            adapter = _compact_adapter_cls()() if compact else dspy.ChatAdapter(use_json_adapter_fallback=False)
-            scorer = getattr(engine, "tier_probs", None)
-            if scorer is not None:  # one call gives the probability of every tier
-                messages = adapter.format(self.predict.signature, self.predict.demos, {"query": query})
-                probs = normalise_probs(scorer(messages), len(labels))
-                pred = dspy.Prediction(tier=labels[probs.index(max(probs))], probs=probs)
-                trace = dspy.settings.trace  # as dspy.Predict records its calls (optimisers read them)
-                if trace is not None and dspy.settings.max_trace_size > 0:
-                    if len(trace) >= dspy.settings.max_trace_size:
-                        trace.pop(0)
-                    trace.append((self.predict, {"query": query}, pred))
-                return pred
-            with dspy.context(lm=use_lm, adapter=adapter):
-                pred = self.predict(query=query)
-            tier = str(getattr(pred, "tier", "")).strip()
-            if tier not in labels:
-                raise RouterOutputError(f"router answered {tier!r}; allowed: {', '.join(labels)}")
-            pred.tier = tier
-            pred.probs = [1.0 if lab == tier else 0.0 for lab in labels]  # no distribution: one-hot
-            return pred
-
-    return RoutingModule()
-
-
-def normalise_probs(probs, n: int) -> list[float]:
-    """Validate an engine's tier distribution (n finite, non-negative values) and make it sum to 1."""
-    import math
-
-    try:
-        p = [float(x) for x in probs]
-    except (TypeError, ValueError):
-        raise RouterOutputError(f"tier distribution is not a list of numbers: {probs!r:.80}") from None
-    if len(p) != n or not all(math.isfinite(x) and x >= 0 for x in p) or sum(p) <= 0:
-        raise RouterOutputError(f"invalid tier distribution {p!r:.80} for {n} tiers")
-    s = sum(p)
-    return [x / s for x in p]
+    return RoutingModule(program, lm)
 
 
 def program_from_module(module, base: RoutingProgram) -> RoutingProgram:
     """Read an (optimised) module's instruction and demos back into a RoutingProgram."""
-    pred = module.predict
-    demos = []
-    for d in pred.demos:
-        q, t = d.get("query"), str(d.get("tier", "")).strip()
-        if isinstance(q, str) and t in base.labels:
-            demos.append({"query": q, "tier": int(t)})
-    return RoutingProgram(base.name, [dict(t) for t in base.tiers], pred.signature.instructions, demos)
+    from route_switch.llm.dspy_modules import program_from_module as read_back
+
+    return read_back(module, base)
 
 
 @dataclass(frozen=True)
