@@ -252,7 +252,8 @@ def test_cli_examples_run(runs, clidir):
         ran.add("show")
     if "diff" in table:
         out = ok(res["cli:diff"], table["diff"])
-        assert out.strip() and ("---" in out or "+++" in out or "instruction" in out.lower()), out
+        # the optimised artifact carries mined policy lines the default program does not
+        assert "+++ zeroeval-3tier/instruction.txt" in out and re.search(r"^\+- If the request is about .*, answer [123]\.$", out, re.M), out
         ran.add("diff")
     if "key-id" in table:
         out = ok(res["cli:key-id"], table["key-id"]).strip()
