@@ -356,3 +356,19 @@ def test_integration_example_runs(i, prod, workdir):
 
 def test_integration_pages_mark_their_examples():
     assert len(INTEGRATION_EXAMPLES) == 4  # openai, DSPy, LiteLLM, OpenTelemetry
+
+
+def test_files_the_docs_name_exist():
+    """Every file or folder of this repository that README.md or a page names in backticks exists
+    (``route_switch/…``, ``benchmarks/…``, ``tests/…``, ``examples/…``; ``programs/default.yaml`` is a
+    name the package resolves to its shipped program, so ``programs/`` is not checked here)."""
+    pat = re.compile(r"`((?:route_switch|benchmarks|tests|examples)/[\w./*-]*?)(?:::[\w\[\]*-]+)?`")
+    missing = {}
+    for page in PAGES:
+        for ref in pat.findall(page.read_text(encoding="utf-8")):
+            if "<" in ref or "..." in ref:
+                continue
+            found = list(ROOT.glob(ref)) if "*" in ref else [ROOT / ref] if (ROOT / ref).exists() else []
+            if not found:
+                missing.setdefault(ref, []).append(page.name)
+    assert not missing, f"named in the docs but not in the repository: {missing}"
