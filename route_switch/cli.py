@@ -352,7 +352,7 @@ def cmd_reoptimize(args) -> int:
     return 0
 
 
-ENCODER_HELP = ("encoder: tfidf (default) or minilm-onnx (needs the minilm extra, see the README's "
+ENCODER_HELP = ("encoder: tfidf (default) or minilm-onnx (needs the minilm extra, see docs/estimator.md, "
                 "\"Choosing an encoder\")")
 
 

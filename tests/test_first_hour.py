@@ -1,4 +1,4 @@
-"""A new user's first hour: the README's commands either work or stop with a one-line fix.
+"""A new user's first hour: the README's and docs' commands either work or stop with a one-line fix.
 
 ``serve`` on a router whose tiers name no endpoint refuses to start (``/health`` says not ready
 when such a router is embedded), ``serve --demo`` answers the real ``openai`` client from stand-in

@@ -5,7 +5,7 @@ frozen: adding a model trains only that model's adapter. State is saved as JSON 
 numpy arrays (``np.savez``, loaded with ``allow_pickle=False``), never as a pickle.
 
 The default, ``tfidf``, is word 1–2-gram TF-IDF (sublinear tf, n-grams seen in at least
-``min_df`` training prompts). It was chosen by measurement (README, "How the estimator works"):
+``min_df`` training prompts). It was chosen by measurement (docs/estimator.md):
 it fits the 1 ms ``route()`` budget that an int8 MiniLM sentence encoder (13–55 ms) breaks, needs
 neither torch nor a download, and routes as well on math/code traffic (MiniLM is better on
 mixed-task traffic). Its vocabulary holds n-grams of the

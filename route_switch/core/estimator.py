@@ -69,7 +69,7 @@ def knn_from_sim(sim: np.ndarray, mem: np.ndarray, mean: np.ndarray, k: int, pri
 CV_GRID = {"C": [0.1, 0.3, 1.0], "k": [10, 30, 60], "w": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
 # The template view's strength: how many shared segments a query names (``template_markers``) and
 # with how many tokens each (``template``). Many tasks told apart by their exemplars gain from the
-# strong setting; a few tasks already told apart by their questions lose by it (README, "Templates").
+# strong setting; a few tasks already told apart by their questions lose by it (docs/results.md, "Templates").
 ENCODER_CV_GRID = [{"template": 1, "template_markers": 1}, {"template": 3, "template_markers": 8}]
 CV_MIN_QUERIES = 100  # fewer training queries: no cross-validation, the given C, k, w are used
 

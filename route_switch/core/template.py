@@ -7,7 +7,7 @@ tokens (``zztpl<i>``, ``zztpl<i>x1``, ...; ``i`` the segment's index). The encod
 that differs word for word, plus a few tokens per shared segment, which keeps what the template says
 about the query (its task: the exemplars of a maths prompt are not those of a trivia prompt) at the
 weight of a few words instead of hundreds of n-grams. ``weight`` 3 was measured best among 1, 3
-and 8 on the templated ``dcrouter-3tier`` (README, "Templates").
+and 8 on the templated ``dcrouter-3tier`` (docs/results.md, "Templates").
 
 Segments are paragraphs (text between blank lines: an exemplar with its short code lines, a system
 prompt), else lines; a line longer than ``SENTENCE_SPLIT_CHARS`` that is not itself shared is also

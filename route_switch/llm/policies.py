@@ -11,7 +11,7 @@ person reads and edits like the rest of ``instruction.txt``::
 an edit made from code and one typed by hand read the same; with ``example=`` it also adds one
 query the policy covers to the demos, with the policy's tier. The embedded 0.5B model follows the
 rule alone poorly and the rule plus one example well (``benchmarks/policy_edits.py`` measures
-both and other wordings; see the README).
+both and other wordings; see docs/policies.md).
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ class TierVote:
         return "label" if sorted(self.probs)[-2:] == [0.0, 1.0] else "distribution"
 
 
-DEFAULT_QUERY_TOKENS = 64  # head + tail of longer queries: the measured best fusion, p99 < 800 ms (README)
+DEFAULT_QUERY_TOKENS = 64  # head + tail of longer queries: the measured best fusion, p99 < 800 ms (docs/results.md)
 
 
 class RouterLLM:

@@ -6,7 +6,7 @@ tier is ``k`` or cheaper: ``llm_quality_k = p(1) + … + p(k)`` (:func:`llm_qual
 is a router with the same τ/λ knob as the estimator.
 
 :class:`TierFusion` combines the two per tier. Two methods, chosen by measurement
-(``benchmarks/llm_router.py``; README "Router LLM against the estimator"):
+(``benchmarks/llm_router.py``; docs/results.md, "Router LLM against the estimator"):
 
 * ``mix`` (default): ``fused_k = (1 − w) · estimator_k + w · llm_quality_k``. By default
   (``w="cv"``) the weight is chosen from :data:`W_GRID` (estimator only … LLM only) by 5-fold
