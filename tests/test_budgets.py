@@ -20,7 +20,7 @@ from servers import FakeUpstream, fitted_router_dir, run_app  # noqa: E402,F401
 from route_switch.routing.controller import Router  # noqa: E402
 from route_switch.core.errors import ConfigError  # noqa: E402
 from route_switch.server import create_app  # noqa: E402
-from route_switch.server.app import key_hash  # noqa: E402
+from route_switch.server.auth import key_hash  # noqa: E402
 from route_switch.server.budgets import (Budgets, JsonSpendStore, StreamUsage, period_id,  # noqa: E402
                                          period_reset)
 
@@ -206,7 +206,7 @@ def test_per_key_budgets_need_a_stable_key_id_secret(fitted_router_dir, tmp_path
     import sys
 
     from route_switch.cli import main
-    from route_switch.server.app import KEY_ID_SECRET_ENV
+    from route_switch.server.auth import KEY_ID_SECRET_ENV
     from route_switch.server.run import build_app
 
     p = tmp_path / "budgets.yaml"

@@ -52,6 +52,21 @@ def test_routing_text_reads_parts_and_rejects_non_messages():
             routing_text(bad)
 
 
+def test_one_message_parser_strict_for_the_proxy_lenient_for_route():
+    """The proxy (strict: a 400 naming the item) and route() (odd parts skipped) read messages with one parser."""
+    from route_switch.core.conversation import MessagesError, turns_of
+
+    odd = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": 5}, "x"]}]
+    assert turns_of(odd) == [("user", "a")]
+    with pytest.raises(MessagesError, match=r"messages\[0\]\.content\[1\]\.text must be a string"):
+        turns_of(odd, strict=True)
+    with pytest.raises(MessagesError, match="non-empty"):
+        turns_of([], strict=True)
+    assert turns_of([]) == []
+    with pytest.raises(MessagesError, match=r"messages\[1\] must be an object with a string 'role'"):
+        turns_of([{"role": "user", "content": "a"}, {"content": "b"}], strict=True)
+
+
 def test_route_accepts_messages_and_routes_follow_up_on_context(estimator):
     r = Router(TIERS, estimator, tau=0.15, cache_size=0)
     alone = r.route("shorter, please")

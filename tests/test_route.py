@@ -132,7 +132,7 @@ def test_tier_numbers_are_1_based_and_converted_in_one_place():
     src = Path(__file__).resolve().parents[1] / "route_switch"
     flips = re.compile(r"(tier|index|\bk|\bi)\s*[+-] 1\b(?!\.)")
     for f in ("llm/program.py", "llm/router_llm.py", "routing/controller.py", "server/app.py", "routing/fusion.py",
-              "server/upstream.py", "server/budgets.py"):
+              "server/upstream.py", "server/budgets.py", "server/charging.py", "server/responses.py"):
         hits = [line for line in (src / f).read_text().splitlines() if flips.search(line) and "to_tier" not in line]
         assert not hits, (f, hits)
 

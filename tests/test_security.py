@@ -18,7 +18,7 @@ import pytest
 from servers import FakeUpstream, fitted_router_dir, free_port, router_with_upstreams, run_app, wait_http  # noqa: F401
 
 from route_switch.server import create_app
-from route_switch.server.app import key_hash
+from route_switch.server.auth import key_hash
 from route_switch.server.logs import Redactor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -335,9 +335,9 @@ def test_slow_body_gets_408_and_the_connection_back(fake_proxy, monkeypatch):
     import socket
     from urllib.parse import urlparse
 
-    import route_switch.server.app as app_module
+    from route_switch.server import request_body
 
-    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 0.5, raising=False)
+    monkeypatch.setattr(request_body, "BODY_TIMEOUT_S", 0.5)
     u = urlparse(fake_proxy)
     t0 = time.monotonic()
     with socket.create_connection((u.hostname, u.port), timeout=10) as s:

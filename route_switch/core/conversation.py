@@ -82,23 +82,46 @@ def is_messages(obj) -> bool:
     return isinstance(obj, (list, tuple)) and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in obj)
 
 
-def message_text(content) -> str:
-    """Text of a message ``content``: a str, None, or OpenAI-style parts (text parts joined)."""
+class MessagesError(TypeError):
+    """A chat message list that is not one; the message names the item (``messages[2].content[0]``)."""
+
+
+def message_text(content, where: str = "message", *, strict: bool = False) -> str:
+    """Text of a message ``content``: a str, None, or OpenAI-style parts (text parts joined).
+
+    ``strict`` (a request body the proxy answers 400): every part must be ``{"type": ...}`` and a
+    text part's ``text`` a string; otherwise (``route()``) such parts are skipped.
+    """
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, (list, tuple)):
-        return "\n".join(p["text"] for p in content
-                         if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-    raise TypeError(f"message content must be a str, None or a list of parts, got {type(content).__name__}")
+    if not isinstance(content, (list, tuple)):
+        raise MessagesError(f"{where}.content must be a string, null or a list of parts")
+    texts = []
+    for j, p in enumerate(content):
+        ok_part = isinstance(p, dict) and isinstance(p.get("type"), str)
+        if strict and not ok_part:
+            raise MessagesError(f"{where}.content[{j}] must be an object with a 'type'")
+        if ok_part and p["type"] == "text":
+            if isinstance(p.get("text"), str):
+                texts.append(p["text"])
+            elif strict:
+                raise MessagesError(f"{where}.content[{j}].text must be a string")
+    return "\n".join(texts)
 
 
-def turns_of(messages) -> list[tuple[str, str]]:
-    """``[(role, text)]`` of a message list; ``TypeError`` when it is not one."""
-    if not is_messages(messages):
-        raise TypeError("expected a list of {'role': str, 'content': ...} messages")
-    return [(m["role"], message_text(m.get("content"))) for m in messages]
+def turns_of(messages, *, strict: bool = False) -> list[tuple[str, str]]:
+    """``[(role, text)]`` of a message list; :class:`MessagesError` (a ``TypeError``) naming the bad item.
+
+    ``strict`` also refuses an empty list and malformed content parts (see :func:`message_text`).
+    """
+    if not isinstance(messages, (list, tuple)) or (strict and not messages):
+        raise MessagesError(f"'messages' must be a {'non-empty ' if strict else ''}list of {{role, content}} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise MessagesError(f"messages[{i}] must be an object with a string 'role'")
+    return [(m["role"], message_text(m.get("content"), f"messages[{i}]", strict=strict)) for i, m in enumerate(messages)]
 
 
 def flatten_turns(turns: Sequence[tuple[str, str]], *, context_tokens: int = 256, roles: Sequence[str] = ("user",),

@@ -161,13 +161,47 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
     ``max_tokens``: answer length limit, an int or ``{tier_name: int}``. Returns the Evalset written
     to ``out_path`` (with ``meta["labeling"]`` = the run summary), or None for ``dry_run``.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from route_switch.core.evalset import from_records, save_evalset
     from route_switch.core.paths import cache_dir as default_cache
     from route_switch.labeling.calls import ChatCaller
+    from route_switch.labeling.judge import Judge
 
     tiers = list(tiers)
+    check_tiers(tiers)
+    limits = {t.name: int(max_tokens.get(t.name, 512) if isinstance(max_tokens, dict) else max_tokens) for t in tiers}
+    items = read_queries(queries, since=since)
+    if not items:
+        raise InputError("no queries to label")
+    out_path = Path(out_path)
+    prog_path = _progress_path(out_path)
+    done = read_progress(prog_path, tiers_key(tiers))
+    todo = [q for q in items if query_sha256(q["query"]) not in done]
+    echo(_plan_line(todo, len(items), tiers, limits, assumed_out_tokens, judge_lm_cfg))
+    if dry_run:
+        echo("dry run: no model was called")
+        return None
+
+    cdir = Path(cache_dir) if cache_dir else default_cache() / "labels"
+    caller = ChatCaller(cdir, timeout_s=timeout_s, retries=retries)
+    judge = Judge(judge_lm_cfg, judge_program, caller=caller, cache_dir=cdir / "judge-local")
+    labeller = _Labeller(tiers, limits, caller, judge)
+    t0 = time.time()
+    try:
+        n_new = labeller.run(todo, done, prog_path, concurrency)
+    finally:
+        caller.close()
+    recs = [done[query_sha256(q["query"])] for q in items if query_sha256(q["query"]) in done]
+    summary = _summary(recs, tiers, n_new, len(items) - len(todo), labeller.failures, caller, judge,
+                       time.time() - t0)
+    echo(format_summary(summary))
+    if not recs:
+        failures = labeller.failures
+        raise InputError(f"no query could be labelled; first error: {failures[0]['error'] if failures else '?'}")
+    return _write_evalset(recs, tiers, out_path, summary)
+
+
+def check_tiers(tiers: list):
+    """ConfigError naming the tier field when ``tiers`` cannot be labelled on: at least 2, each with
+    prices and an endpoint, distinct models."""
     if len(tiers) < 2:
         raise ConfigError("labelling needs at least 2 tiers", field="tiers")
     for i, t in enumerate(tiers):
@@ -179,48 +213,41 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
                               field=f"tiers[{i}].api_base")
     if len({t.model for t in tiers}) < len(tiers):
         raise ConfigError("tier models must be distinct (use upstream_model for the served name)", field="tiers")
-    limits = {t.name: int(max_tokens.get(t.name, 512) if isinstance(max_tokens, dict) else max_tokens) for t in tiers}
-    items = read_queries(queries, since=since)
-    if not items:
-        raise InputError("no queries to label")
-    out_path = Path(out_path)
-    prog_path = _progress_path(out_path)
-    done = read_progress(prog_path, tiers_key(tiers))
-    todo = [q for q in items if query_sha256(q["query"]) not in done]
+
+
+def _plan_line(todo: list[dict], n_items: int, tiers, limits: dict, assumed_out_tokens, judge_lm_cfg) -> str:
+    """What this run will call and roughly spend, said before any call."""
     est = estimate(todo, tiers, max_tokens=max(limits.values()), assumed_out_tokens=assumed_out_tokens,
                    judge_lm_cfg=judge_lm_cfg)
     jc = "unknown (no judge prices)" if est["judge_cost_usd"] is None else f"${est['judge_cost_usd']:.4f}"
-    echo(f"labelling {len(todo)} queries ({len(items) - len(todo)} already done) x {len(tiers)} tiers: "
-         f"<= {est['tier_calls']} tier calls (estimated ${est['tier_cost_usd']:.4f} at "
-         f"{est['assumed_out_tokens']} output tokens per answer) + <= {est['judge_calls_max']} judge calls "
-         f"({jc}); cached calls cost nothing")
-    if dry_run:
-        echo("dry run: no model was called")
-        return None
+    return (f"labelling {len(todo)} queries ({n_items - len(todo)} already done) x {len(tiers)} tiers: "
+            f"<= {est['tier_calls']} tier calls (estimated ${est['tier_cost_usd']:.4f} at "
+            f"{est['assumed_out_tokens']} output tokens per answer) + <= {est['judge_calls_max']} judge calls "
+            f"({jc}); cached calls cost nothing")
 
-    cdir = Path(cache_dir) if cache_dir else default_cache() / "labels"
-    caller = ChatCaller(cdir, timeout_s=timeout_s, retries=retries)
-    from route_switch.labeling.judge import Judge
 
-    judge = Judge(judge_lm_cfg, judge_program, caller=caller, cache_dir=cdir / "judge-local")
-    lock = threading.Lock()
-    failures: list[dict] = []
-    t0 = time.time()
+class _Labeller:
+    """Asks every tier, then the judge, for each query; a failed query is recorded, never guessed."""
 
-    def answers(item: dict) -> list:
+    def __init__(self, tiers: list, limits: dict, caller, judge):
+        self.tiers, self.limits, self.caller, self.judge = tiers, limits, caller, judge
+        self.failures: list[dict] = []
+
+    def answers(self, item: dict) -> list:
         msgs = [{"role": "user", "content": item["query"]}]
-        return [caller.call_tier(t, msgs, max_tokens=limits[t.name]) for t in tiers]
+        return [self.caller.call_tier(t, msgs, max_tokens=self.limits[t.name]) for t in self.tiers]
 
-    def rate(item: dict, answers: list) -> dict:
-        ref = answers[-1].text
+    def rate(self, item: dict, answers: list) -> dict:
+        """The progress record of a query: each tier's answer, cost and verdict against the top tier's."""
+        tiers, ref = self.tiers, answers[-1].text
         rows = []
         for t, a in zip(tiers, answers):
             if t is tiers[-1]:
                 verdict, score, by = "reference", 1.0, "definition"
             elif _words(a.text) == _words(ref) and _words(ref):
-                verdict, score, by = "equivalent", judge.program.verdicts.get("equivalent", 1.0), "identical"
+                verdict, score, by = "equivalent", self.judge.program.verdicts.get("equivalent", 1.0), "identical"
             else:
-                verdict, score = judge.judge(item["query"], ref, a.text)
+                verdict, score = self.judge.judge(item["query"], ref, a.text)
                 by = "judge"
             row = {"tier": t.name, "model": t.model, "in_tokens": a.in_tokens, "out_tokens": a.out_tokens,
                    "cost_usd": t.cost(a.in_tokens, a.out_tokens), "verdict": verdict, "score": score,
@@ -232,47 +259,67 @@ def label(queries, tiers, *, judge_lm_cfg: dict, out_path, concurrency: int = 4,
                 "task": item["task"], "gold": item.get("answer"),
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tiers": rows}
 
-    def fail(q, e):  # a failed query stays unlabelled; a re-run retries it
-        failures.append({"query": q["query"][:120], "error": f"{type(e).__name__}: {e}"[:400]})
+    def fail(self, q: dict, e: BaseException):  # a failed query stays unlabelled; a re-run retries it
+        self.failures.append({"query": q["query"][:120], "error": f"{type(e).__name__}: {e}"[:400]})
         log.warning("labelling failed for %r: %s", q["query"][:60], e)
 
-    # Two phases: every tier answer first, then every judge call (a local judge server then keeps
-    # the judge prompt's prefix in its KV cache from one call to the next).
-    prog_path.parent.mkdir(parents=True, exist_ok=True)
-    n_new = 0
-    pool = ThreadPoolExecutor(max_workers=max(1, int(concurrency)), thread_name_prefix="label")
-    try:
+    def run(self, todo: list[dict], done: dict, prog_path: Path, concurrency: int) -> int:
+        """Label ``todo`` into ``done`` and the progress file; the number labelled.
+
+        Two phases: every tier answer first, then every judge call (a local judge server then keeps
+        the judge prompt's prefix in its KV cache from one call to the next).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        prog_path.parent.mkdir(parents=True, exist_ok=True)
+        pool = ThreadPoolExecutor(max_workers=max(1, int(concurrency)), thread_name_prefix="label")
+        try:
+            got = self._answer_all(pool, todo)
+            return self._rate_all(pool, got, done, prog_path)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _answer_all(self, pool, todo: list[dict]) -> list[tuple[dict, list]]:
+        """``[(query, tier answers)]`` in ``todo``'s order, failed queries left out."""
+        from concurrent.futures import as_completed
+
         got = []
-        futs = {pool.submit(answers, q): q for q in todo}
+        futs = {pool.submit(self.answers, q): q for q in todo}
         for fut in as_completed(futs):
             try:
                 got.append((futs[fut], fut.result()))
             except Exception as e:
-                fail(futs[fut], e)
+                self.fail(futs[fut], e)
         order = {query_sha256(q["query"]): i for i, q in enumerate(todo)}
         got.sort(key=lambda x: order[query_sha256(x[0]["query"])])
-        futs = {pool.submit(rate, q, a): q for q, a in got}
+        return got
+
+    def _rate_all(self, pool, got: list[tuple[dict, list]], done: dict, prog_path: Path) -> int:
+        """Judge every answered query, appending each record to the progress file as it finishes."""
+        from concurrent.futures import as_completed
+
+        lock = threading.Lock()
+        n_new = 0
+        futs = {pool.submit(self.rate, q, a): q for q, a in got}
         with open(prog_path, "a", encoding="utf-8") as prog:
             for fut in as_completed(futs):
                 try:
                     rec = fut.result()
                 except Exception as e:
-                    fail(futs[fut], e)
+                    self.fail(futs[fut], e)
                     continue
                 with lock:
                     prog.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     prog.flush()
                     done[rec["qid"]] = rec
                     n_new += 1
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        caller.close()
+        return n_new
 
-    recs = [done[query_sha256(q["query"])] for q in items if query_sha256(q["query"]) in done]
-    summary = _summary(recs, tiers, n_new, len(items) - len(todo), failures, caller, judge, time.time() - t0)
-    echo(format_summary(summary))
-    if not recs:
-        raise InputError(f"no query could be labelled; first error: {failures[0]['error'] if failures else '?'}")
+
+def _write_evalset(recs: list[dict], tiers, out_path: Path, summary: dict):
+    """The labelled queries as an evalset in the long format, saved to ``out_path``."""
+    from route_switch.core.evalset import from_records, save_evalset
+
     long_rows = [{"id": r["qid"][:16], "prompt": r["query"], "task": r["task"], "split": "", "model": x["model"],
                   "score": x["score"], "cost_usd": x["cost_usd"]} for r in recs for x in r["tiers"]]
     ev = from_records(long_rows, models=[t.model for t in tiers], source=str(out_path))

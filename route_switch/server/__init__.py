@@ -6,10 +6,14 @@ from __future__ import annotations
 
 
 def __getattr__(name):
-    if name in ("create_app", "keys_from_env"):
-        from route_switch.server import app
+    if name == "create_app":
+        from route_switch.server.app import create_app
 
-        return getattr(app, name)
+        return create_app
+    if name == "keys_from_env":
+        from route_switch.server.auth import keys_from_env
+
+        return keys_from_env
     if name == "serve":
         from route_switch.server.run import serve
 

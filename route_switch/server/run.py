@@ -15,6 +15,7 @@ import os
 from route_switch.core.errors import ConfigError
 
 OPTIONS_ENV = "ROUTE_SWITCH_SERVE_OPTIONS"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}  # hosts only this machine reaches
 log = logging.getLogger("route_switch.server")
 
 
@@ -27,7 +28,8 @@ def build_app(config_path, *, insecure_no_auth: bool = False, max_body_bytes: in
     ``budgets_path``: a YAML of spend limits (:mod:`route_switch.server.budgets`).
     ``demo_api_base``: serve every tier there, at every (re)load (``serve --demo``)."""
     from route_switch.routing.reload import RouterReloader
-    from route_switch.server.app import KEY_ID_SECRET_ENV, KEYS_ENV, create_app, keys_from_env
+    from route_switch.server.app import create_app
+    from route_switch.server.auth import KEY_ID_SECRET_ENV, KEYS_ENV, keys_from_env
 
     check_serve_options(watch_s=watch_s)
     keys = keys_from_env()
@@ -79,7 +81,7 @@ def _checked_app(options: dict):
     """``build_app(**options)``, refused when no tier has an ``api_base`` (no chat could be forwarded)."""
     from pathlib import Path
 
-    from route_switch.server.app import endpoint_problem
+    from route_switch.server.admin import endpoint_problem
 
     app = build_app(**options)
     problem = endpoint_problem(app.state.proxy.router)
@@ -102,7 +104,7 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     """
     import uvicorn
 
-    from route_switch.server.app import KEY_ID_SECRET_ENV, LOOPBACK
+    from route_switch.server.auth import KEY_ID_SECRET_ENV
 
     check_serve_options(port=port, workers=workers, watch_s=watch_s)
 
@@ -150,7 +152,7 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
 
 def _setup_logging(level: str, router=None):
     """JSON logs on stderr, with the proxy keys and the tiers' upstream keys redacted."""
-    from route_switch.server.app import keys_from_env
+    from route_switch.server.auth import keys_from_env
     from route_switch.server.logs import setup
 
     secrets = set(keys_from_env())
