@@ -3,7 +3,7 @@
 1. ``RoutingModule`` records engine-scored calls in ``dspy.settings.trace`` exactly as ``dspy.Predict``
    records its own (``(predictor, inputs, prediction)``), so MIPROv2's bootstrapping sees them.
 2. The optimiser subclasses ``MIPROv2._propose_instructions`` and ``MIPROv2._bootstrap_fewshot_examples``
-   (route_switch/optimization/optimize.py): both must exist, take the program first, and be called by
+   (route_switch/optimization/mipro.py): both must exist, take the program first, and be called by
    ``compile``.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_engine_scored_calls_reach_the_trace():
 @pytest.mark.parametrize("hook", ["_propose_instructions", "_bootstrap_fewshot_examples"])
 def test_the_mipro_hooks_the_optimiser_overrides_exist(hook):
     fn = getattr(dspy.MIPROv2, hook, None)
-    assert callable(fn), f"dspy.MIPROv2.{hook} is gone: update route_switch/optimization/optimize.py"
+    assert callable(fn), f"dspy.MIPROv2.{hook} is gone: update route_switch/optimization/mipro.py"
     params = list(inspect.signature(fn).parameters)
     assert params[:2] == ["self", "program"], f"dspy.MIPROv2.{hook} changed its signature: {params}"
     assert hook in inspect.getsource(dspy.MIPROv2), f"MIPROv2 no longer calls {hook}"

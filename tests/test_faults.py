@@ -9,7 +9,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from servers import FaultyUpstream, fitted_router_dir, router_with_upstreams, run_app  # noqa: F401
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import time
 from pathlib import Path
 
 import httpx
