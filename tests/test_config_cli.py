@@ -14,9 +14,9 @@ from route_switch.core.spec import load_spec
 
 
 @pytest.mark.parametrize("text, field, line", [
-    ("tiers: [{name: a}]\n", "tiers[0]", None),
+    ("tiers: [{name: a}]\n", "tiers[0].model", None),
     ("tiers: [{model: a, price_in: -1}]\n", "tiers[0].price_in", None),
-    ("tiers: [{model: a}]\nselection: {tau: 2}\n", "tau", None),
+    ("tiers: [{model: a}]\nselection: {tau: 2}\n", "selection.tau", None),
     ("tiers: [{model: a}]\nselection: [1]\n", "selection", None),
     ("tiers: [{model: a}\n  bad", None, 2),
     ("tiers: [{model: a}]\nselction: {tau: 0.2}\n", "selction", None),
