@@ -82,8 +82,10 @@ def _message(err: dict) -> str:
 
 def translate(exc: ValidationError, model: type[BaseModel], file: str | None, where: str = "",
               error: type[InputError] = ConfigError) -> InputError:
-    """The first of pydantic's errors as ``error`` naming the file and the dotted field."""
-    err = exc.errors()[0]
+    """The first of pydantic's errors as ``error`` naming the file and the dotted field; an unknown key
+    first, since it is often a misspelling of the key reported missing."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])

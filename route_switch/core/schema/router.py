@@ -49,8 +49,8 @@ class Selection(Model):
 
     rule: Literal["tau", "anchored"] = Field("tau", description="tau, or anchored: stay on the best model "
                                                                 "unless a cheaper one is within tau")
-    tau: Any = Field(None, description=HELP["selection.tau"] + "; the anchored rule also takes -1 (always the anchor)")
-    lam: Any = Field(None, alias="lambda", description=HELP["selection.lambda"])
+    tau: float | None = Field(None, description=HELP["selection.tau"] + "; the anchored rule also takes -1 (always the anchor)")
+    lam: float | None = Field(None, alias="lambda", description=HELP["selection.lambda"])
     max_quality_loss: float | None = Field(None, description="written by fit --max-quality-loss: the certified loss")
     confidence: float | None = Field(None, description="written by fit --max-quality-loss: its confidence")
     anchor: Text | None = Field(None, description="written by fit --max-quality-loss: the anchor model")
