@@ -31,6 +31,9 @@
       redis_url_env: ROUTE_SWITCH_REDIS_URL   # env var holding redis://host:port/db (or redis_url: without a password)
       share_cache: false                   # also share routing decisions
       prefix: route-switch                 # key prefix (one per deployment)
+
+The schema is :class:`route_switch.core.schema.router.RouterFile`; ``route-switch config-schema``
+prints every key with its type, default and meaning.
 """
 from __future__ import annotations
 
