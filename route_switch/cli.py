@@ -163,14 +163,15 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {path}")
         return 0
     name, train, test, res = run()
-    if args.bypass:
+    if args.bypass_max_tokens:
         from route_switch.core.evaluate import bypass_report
 
-        res["bypass"] = bypass_report(train, test, _int_list(args.bypass, "--bypass"), target_quality=args.target_quality)
+        res["bypass"] = bypass_report(train, test, _int_list(args.bypass_max_tokens, "--bypass-max-tokens"),
+                                      target_quality=args.target_quality)
     if args.program:
         from route_switch.optimization.evaluate_llm import evaluate_llm
 
-        llm = evaluate_llm(train, test, args.program, lm_cfg=_lm_cfg(args), n=args.llm_n, fit_n=args.llm_fit_n,
+        llm = evaluate_llm(train, test, args.program, lm_cfg=_lm_cfg(args), n=args.llm_test_n, fit_n=args.llm_fusion_n,
                            progress=not args.json)
         res["routers"].update(llm["routers"])
         res["llm_eval"] = llm["llm_eval"]
@@ -202,9 +203,10 @@ def cmd_fit(args) -> int:
     out = args.out or Path("estimators") / name
     llm = None
     if args.program:
-        llm = {"program": args.program, "lm": _lm_cfg(args), "timeout_s": args.llm_timeout, "fit_n": args.llm_n}
+        llm = {"program": args.program, "lm": _lm_cfg(args), "timeout_s": args.llm_timeout_s,
+               "fusion_n": args.llm_fusion_n}
     cfg = fit(data, out, tiers=tiers, target_quality=args.target_quality, target_cost_share=args.target_cost_share,
-              bypass_tokens=args.bypass_tokens, llm=llm, estimator_params=_estimator_params(args),
+              bypass_tokens=args.bypass_max_tokens, llm=llm, estimator_params=_estimator_params(args),
               max_quality_loss=args.max_quality_loss, confidence=args.confidence, seed=args.seed or 0)
     how = (f"anchored tau={cfg.tau} certified for quality loss <= {args.max_quality_loss} with confidence "
            f"{args.confidence}" + ("" if cfg.risk["certified"] else " (no tau passed: always the best model)")
@@ -352,6 +354,19 @@ def cmd_reoptimize(args) -> int:
     return 0
 
 
+def cmd_config_schema(args) -> int:
+    from route_switch.core.schema.reference import markdown
+
+    if args.out:
+        from route_switch.core.files import atomic_write_text
+
+        atomic_write_text(args.out, markdown())
+        print(f"wrote {args.out}")
+    else:
+        print(markdown(), end="")
+    return 0
+
+
 ENCODER_HELP = ("encoder: tfidf (default) or minilm-onnx (needs the minilm extra, see docs/estimator.md, "
                 "\"Choosing an encoder\")")
 
@@ -363,25 +378,48 @@ def _add_estimator_args(p):
     p.add_argument("--confidence", type=_share, default=0.9, help="... with this probability (learn-then-test)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from route_switch import __version__
+class DeprecatedAlias(argparse._StoreAction):
+    """Stores like any option; an old spelling (kept for one release) also prints a one-line warning."""
 
-    p = Parser(prog="route-switch", description=DESCRIPTION, epilog=EPILOG)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string != self.option_strings[0]:
+            print(f"route-switch: warning: {option_string} is deprecated and will be removed in the next "
+                  f"release; use {self.option_strings[0]}", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
 
+
+def _add_knob(p, field: str, *old: str, **kw):
+    """The option of a config field (``llm.timeout_s`` -> ``--llm-timeout-s``, help from the same table),
+    with its old spellings as deprecated aliases."""
+    from route_switch.core.fields import HELP, flag
+
+    kw.setdefault("help", HELP.get(field))
+    if old:
+        kw["action"] = DeprecatedAlias
+    return p.add_argument(flag(field), *old, **kw)
+
+
+def _add_lm_args(p, lm_help: str = "router LM kind for --program",
+                 config_help: str = "YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm"):
+    p.add_argument("--lm", default="local", choices=["local", "fake"], help=lm_help)
+    p.add_argument("--lm-config", help=config_help)
+
+
+def _add_evaluate(sub):
     e = sub.add_parser("evaluate", help="fit on the train split, report cost/quality on the test split")
     _add_data_args(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     e.add_argument("--out", help="directory for result.json, pareto.png, misroutes.jsonl (default runs/<name>)")
     e.add_argument("--target-quality", type=knob_arg("target_quality"), default=0.95, help="operating point: share of the best model's quality")
-    e.add_argument("--bypass", help="comma-separated token thresholds: report what the bypass saves and misroutes")
+    _add_knob(e, "bypass.max_tokens", "--bypass",
+              help="comma-separated token thresholds: report what the bypass saves and misroutes")
     e.add_argument("--program", help="also measure the router LLM running this program (programs/*.yaml or "
                                      "optimized/<name>, hand edits included) against the estimator on the same queries")
-    e.add_argument("--llm-n", type=int, default=150, help="test queries routed by the router LLM")
-    e.add_argument("--llm-fit-n", type=int, default=None, help="training queries for fitting the fusion (default: --llm-n)")
-    e.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
-    e.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
+    e.add_argument("--llm-test-n", "--llm-n", type=int, default=150, action=DeprecatedAlias,
+                   help="test queries routed by the router LLM")
+    _add_knob(e, "llm.fusion_n", "--llm-fit-n", type=int, default=None,
+              help="training queries for fitting the fusion (default: --llm-test-n)")
+    _add_lm_args(e)
     e.add_argument("--seeds", type=_seeds, help="comma-separated split seeds: report mean ± spread over the splits")
     e.add_argument("--bootstrap", type=_number(int), default=0,
                    help="N resamples of the test split: 95%% intervals (with --seeds: per split; 0: off)")
@@ -389,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimator_args(e)
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_fit(sub):
     f = sub.add_parser("fit", help="fit the estimator, calibrate tau, write a router directory")
     _add_data_args(f)
     f.add_argument("--out", help="output directory (default estimators/<name>)")
@@ -397,28 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate tau for this share of the best single model's validation quality")
     f.add_argument("--target-cost-share", type=knob_arg("target_cost_share"),
                    help="instead: calibrate tau for at most this share of the top model's cost")
-    f.add_argument("--bypass-tokens", type=_number(int), default=0,
-                   help="queries of at most this many tokens go to tier 1 without scoring (0: off)")
+    _add_knob(f, "bypass.max_tokens", "--bypass-tokens", type=_number(int), default=0)
     f.add_argument("--program", help="also configure the router LLM with this program and fit its fusion "
                                      "with the estimator (programs/*.yaml or optimized/<name>)")
-    f.add_argument("--llm-n", type=int, default=200, help="training queries the router LLM routes to fit the fusion "
-                                                          "(0: configure the LLM without fusion)")
-    f.add_argument("--llm-timeout", type=float, default=2.0, help="seconds before route() falls back to the estimator")
-    f.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind for --program")
-    f.add_argument("--lm-config", help="YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm")
+    _add_knob(f, "llm.fusion_n", "--llm-n", type=int, default=200)
+    _add_knob(f, "llm.timeout_s", "--llm-timeout", type=float, default=2.0)
+    _add_lm_args(f)
     _add_estimator_args(f)
     f.set_defaults(func=cmd_fit)
 
+
+def _add_route(sub):
     r = sub.add_parser("route", help="route queries (arguments, or stdin) and print decisions as JSON lines")
     r.add_argument("query", nargs="*", help="queries to route, one decision each (none: read one query from stdin)")
     r.add_argument("--router", help="router directory or YAML (default: $ROUTE_SWITCH_CONFIG or ./route-switch.yaml)")
-    r.add_argument("--tau", type=knob_arg("tau"),
-                   help="tolerance in [0, 1]: the cheapest tier within tau of the best predicted quality "
-                        "(0: always the best; default: the router's calibrated tau)")
-    r.add_argument("--lambda", dest="lam", type=knob_arg("lambda"),
-                   help="instead of --tau: maximise predicted quality - lambda * relative cost")
+    _add_knob(r, "selection.tau", type=knob_arg("tau"), dest="tau")
+    _add_knob(r, "selection.lambda", type=knob_arg("lambda"), dest="lam")
     r.set_defaults(func=cmd_route)
 
+
+def _add_bench(sub):
     b = sub.add_parser("bench", help="latency / throughput / import time / RSS of route() as JSON")
     _add_data_args(b)
     b.add_argument("--json", action="store_true", help="compact one-line JSON")
@@ -427,19 +465,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--encoder", help=ENCODER_HELP)
     b.set_defaults(func=cmd_bench)
 
+
+def _add_optimize(sub):
     o = sub.add_parser("optimize", help="MIPROv2-optimise a routing program against quality - lambda*cost")
     o.add_argument("--evalset", required=True, help="evalset spec whose tiers match the program's")
-    o.add_argument("--lambda", dest="lam", type=knob_arg("lambda"), default=None,
-                   help="cost weight in score - lambda*cost/C (C: top tier's mean cost); default: the break-even "
-                        "lambda at which all-tier-1 and all-top score the same")
+    _add_knob(o, "selection.lambda", dest="lam", type=knob_arg("lambda"), default=None,
+              help="cost weight in score - lambda*cost/C (C: top tier's mean cost); default: the break-even "
+                   "lambda at which all-tier-1 and all-top score the same")
     o.add_argument("--min-gain", type=float, default=0.0,
                    help="the gate's lower bound of the gain over the start program must exceed this (default 0)")
     o.add_argument("--confidence", type=float, default=0.9, help="the gate's one-sided confidence (paired bootstrap)")
     o.add_argument("--name", default="default", help="artifact name: optimized/<name>/")
     o.add_argument("--start", help="starting program (default: optimized/<name> if present, else programs/default.yaml)")
     o.add_argument("--out-root", default="optimized", help="folder the artifact folder is written into")
-    o.add_argument("--lm", default="local", choices=["local", "fake"], help="router LM kind (or --lm-config)")
-    o.add_argument("--lm-config", help="YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
+    _add_lm_args(o, "router LM kind (or --lm-config)",
+                 "YAML file with the router LM config (e.g. kind: openai, model, api_base, api_key_env)")
     o.add_argument("--prompt-lm-config", help="YAML LM config of a stronger model to propose instructions")
     o.add_argument("--demo-pool", help="YAML list of {query, tier} you wrote; MIPROv2 picks demos from it")
     o.add_argument("--n-train", type=int, default=None,
@@ -459,21 +499,24 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=cmd_optimize)
 
+
+def _add_programs(sub):
+    """key-id, show and diff: small commands over keys and programs."""
     k = sub.add_parser("key-id", help="print the access-log / budget id of each API key read from stdin",
                        description="Read API keys from stdin, one per line (never put keys in argv), and print "
                                    "the id the proxy logs and budgets use for each. Needs the proxy's secret in "
                                    "$ROUTE_SWITCH_KEY_ID_SECRET.")
     k.set_defaults(func=cmd_key_id)
-
     s = sub.add_parser("show", help="print a program's instruction, demos and metrics")
     s.add_argument("name", help="artifact name under optimized/, a path, or a program name (programs/default.yaml)")
     s.set_defaults(func=cmd_show)
-
     d = sub.add_parser("diff", help="instruction diff and metric deltas of two programs")
     d.add_argument("a", help="the old program: artifact name under optimized/, a path, or programs/<name>.yaml")
     d.add_argument("b", help="the new program, named the same ways")
     d.set_defaults(func=cmd_diff)
 
+
+def _add_label(sub):
     lb = sub.add_parser("label", help="answer queries with every tier and judge them -> an evalset")
     lb.add_argument("--queries", required=True, help="JSONL/CSV/parquet with a query or prompt column, or a route log")
     lb.add_argument("--router", required=True, help="router directory or YAML whose tiers have api_base and prices")
@@ -486,11 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--dry-run", action="store_true", help="only print the estimated number of calls and cost")
     lb.set_defaults(func=cmd_label)
 
+
+def _add_reoptimize(sub):
     ro = sub.add_parser("reoptimize", help="the weekly job: label new traffic, re-optimise, gate, promote, report")
     ro.add_argument("job", help="job YAML (see examples/weekly-job.yaml)")
     ro.add_argument("--dry-run", action="store_true", help="plan and estimate only; change nothing")
     ro.set_defaults(func=cmd_reoptimize)
 
+
+def _add_serve(sub):
     v = sub.add_parser("serve", help="OpenAI-compatible routing proxy (keys from ROUTE_SWITCH_API_KEYS)")
     v.add_argument("--router", required=True,
                    help="router directory or YAML; at least one tier needs api_base (or pass --demo)")
@@ -508,11 +555,31 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--log-prompts", action="store_true", help="include prompt text in the request log")
     v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="level of the JSON log lines on stderr")
-    v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route_switch/server/budgets.py)")
+    v.add_argument("--budgets", help="YAML of spend limits per API key / tag (see route-switch config-schema)")
     v.add_argument("--workers", type=_number(int, 1), default=1, help="uvicorn worker processes (share limits via state.redis_url)")
     v.add_argument("--watch-s", type=_number(float), default=2.0,
                    help="seconds between checks of the router's files for a hot reload (0: only SIGHUP, /admin/reload)")
     v.set_defaults(func=cmd_serve)
+
+
+def _add_config_schema(sub):
+    c = sub.add_parser("config-schema", help="print the configuration reference (every key of every file) as Markdown")
+    c.add_argument("--out", help="write it to this file instead of stdout")
+    c.set_defaults(func=cmd_config_schema)
+
+
+SUBCOMMANDS = (_add_evaluate, _add_fit, _add_route, _add_bench, _add_optimize, _add_programs, _add_label,
+               _add_reoptimize, _add_serve, _add_config_schema)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from route_switch import __version__
+
+    p = Parser(prog="route-switch", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for add in SUBCOMMANDS:
+        add(sub)
     return p
 
 

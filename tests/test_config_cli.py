@@ -14,9 +14,9 @@ from route_switch.core.spec import load_spec
 
 
 @pytest.mark.parametrize("text, field, line", [
-    ("tiers: [{name: a}]\n", "tiers[0]", None),
+    ("tiers: [{name: a}]\n", "tiers[0].model", None),
     ("tiers: [{model: a, price_in: -1}]\n", "tiers[0].price_in", None),
-    ("tiers: [{model: a}]\nselection: {tau: 2}\n", "tau", None),
+    ("tiers: [{model: a}]\nselection: {tau: 2}\n", "selection.tau", None),
     ("tiers: [{model: a}]\nselection: [1]\n", "selection", None),
     ("tiers: [{model: a}\n  bad", None, 2),
     ("tiers: [{model: a}]\nselction: {tau: 0.2}\n", "selction", None),
@@ -82,7 +82,7 @@ def _llm_contract(res: dict, n: int):
 
 
 def test_evaluate_with_program_fake_llm(tmp_path, capsys, monkeypatch):
-    """`evaluate --program --llm-n` reports llm, fused and estimator-on-the-same-queries (FAKE router LM)."""
+    """`evaluate --program --llm-test-n` reports llm, fused and estimator-on-the-same-queries (FAKE router LM)."""
     from conftest import synthetic_records
     from route_switch.core.evalset import from_records, save_evalset
 
@@ -90,7 +90,7 @@ def test_evaluate_with_program_fake_llm(tmp_path, capsys, monkeypatch):
     data = tmp_path / "syn.parquet"
     save_evalset(from_records(synthetic_records(300)), data)
     assert main(["evaluate", "--data", str(data), "--models", "small,medium,large", "--test-size", "0.3",
-                 "--seed", "0", "--program", "programs/default.yaml", "--llm-n", "40", "--lm", "fake", "--json",
+                 "--seed", "0", "--program", "programs/default.yaml", "--llm-test-n", "40", "--lm", "fake", "--json",
                  "--out", str(tmp_path / "out")]) == 0
     _llm_contract(json.loads(capsys.readouterr().out), 40)
 
@@ -102,7 +102,7 @@ def test_evaluate_with_program_exact_form_real_llm(shared_data, tmp_path):
     models = "gemma-2-9b-it,llama-3.1-8b-instruct,llama-3.1-nemotron-51b-instruct"
     out = subprocess.run([sys.executable, "-m", "route_switch.cli", "evaluate", "--data", str(shared_data / "dcrouter.parquet"),
                           "--models", models, "--test-size", "0.3", "--seed", "0", "--program", "programs/default.yaml",
-                          "--llm-n", "12", "--json", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
+                          "--llm-test-n", "12", "--json", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout)
     _llm_contract(res, 12)
     assert res["llm_eval"]["distribution"] == "probabilities" and res["llm_eval"]["invalid_test"] == 0

@@ -116,7 +116,7 @@ def test_evaluate_bootstraps_every_seed(synthetic_file, tmp_path, capsys):
 def test_llm_block_explains_its_rows(synthetic_file, tmp_path, capsys, monkeypatch):
     """The main job's router-LLM table says what llm, route-switch+llm and route-switch@llm are (FAKE LM)."""
     monkeypatch.setenv("ROUTE_SWITCH_CACHE", str(tmp_path / "cache"))
-    assert main(["evaluate", "--data", str(synthetic_file), "--program", "programs/default.yaml", "--llm-n", "20",
+    assert main(["evaluate", "--data", str(synthetic_file), "--program", "programs/default.yaml", "--llm-test-n", "20",
                  "--lm", "fake", "--out", str(tmp_path / "out")]) == 0
     block = capsys.readouterr().out.split("router LLM (", 1)[1]
     for row in ("llm:", "route-switch+llm:", "route-switch@llm:", "tier-1/top line:"):

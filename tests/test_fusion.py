@@ -163,7 +163,7 @@ def test_fit_with_program_writes_a_fused_router(tmp_path, monkeypatch, capsys):
     save_evalset(from_records(synthetic_records(300)), data)
     out = tmp_path / "router"
     assert main(["fit", "--data", str(data), "--models", "small,medium,large", "--out", str(out),
-                 "--program", "programs/default.yaml", "--llm-n", "60", "--lm", "fake"]) == 0
+                 "--program", "programs/default.yaml", "--llm-fusion-n", "60", "--lm", "fake"]) == 0
     cfg = load_config(out)
     assert cfg.llm["lm"] == {"kind": "fake"} and 0 <= cfg.llm["tau"] <= 1
     assert TierFusion.load(cfg.llm["fusion"], n_tiers=3).n_fit_ == 60

@@ -248,11 +248,11 @@ def test_cli_one_line_errors(fitted_router_dir, tmp_path):
     (art / "metrics.json").write_text("[1, 2]")
     _one_line_exit_2(_cli("show", art), "metrics.json")
     spec = packaged_dir("evalsets") / "dcrouter-3tier.yaml"
-    _one_line_exit_2(_cli("evaluate", "--evalset", spec, "--bypass", "a,b", "--out", tmp_path / "run"), "--bypass")
+    _one_line_exit_2(_cli("evaluate", "--evalset", spec, "--bypass-max-tokens", "a,b", "--out", tmp_path / "run"), "--bypass-max-tokens")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     _one_line_exit_2(_cli("fit", "--data", _synthetic_file(tmp_path), "--out", blocker / "router"), "a-file")
-    for args in (["fit", "--data", "x.csv", "--bypass-tokens", "-5"],
+    for args in (["fit", "--data", "x.csv", "--bypass-max-tokens", "-5"],
                  ["serve", "--router", d, "--max-body-bytes", "-1"], ["serve", "--router", d, "--rate-limit", "-3"],
                  ["serve", "--router", d, "--upstream-timeout", "-1"], ["serve", "--router", d, "--upstream-timeout", "nan"]):
         r = _cli(*args)

@@ -66,8 +66,8 @@ def test_fit_refuses_bad_targets(synthetic, tmp_path):
     assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
-@pytest.mark.parametrize("sel, field", [("{tau: .nan}", "tau"), ("{tau: -5}", "tau"), ("{lambda: .inf}", "lambda"),
-                                        ("{lambda: -1}", "lambda"), ("{tau: yes}", "tau")])
+@pytest.mark.parametrize("sel, field", [("{tau: .nan}", "selection.tau"), ("{tau: -5}", "selection.tau"), ("{lambda: .inf}", "selection.lambda"),
+                                        ("{lambda: -1}", "selection.lambda"), ("{tau: yes}", "selection.tau")])
 def test_router_yaml_refuses_bad_knobs(tmp_path, sel, field):
     p = tmp_path / "router.yaml"
     p.write_text(f"tiers: [{{model: a}}]\nselection: {sel}\n")

@@ -22,7 +22,7 @@ def test_router_llm_path_bypass_and_fallback(synthetic, tmp_path):
     tiers = [Tier("small", "small"), Tier("medium", "medium"), Tier("large", "large")]
     fit(synthetic, tmp_path / "r", tiers=tiers, target_quality=0.95, bypass_tokens=3,
         llm={"program": str(packaged_dir("programs") / "default.yaml"), "lm": {"kind": "local"}, "timeout_s": 20.0,
-             "fit_n": 24})  # the real model routes 24 training queries to fit the fusion
+             "fusion_n": 24})  # the real model routes 24 training queries to fit the fusion
     doc = yaml.safe_load((tmp_path / "r" / "router.yaml").read_text())
     assert doc["llm"]["lm"] == {"kind": "local"} and doc["llm"]["fusion"] == "fusion.json"
     router = Router.from_config(tmp_path / "r")

@@ -43,38 +43,22 @@ class ConversationConfig:
 
     @classmethod
     def from_dict(cls, raw, file: str = "") -> "ConversationConfig":
+        """The ``conversation:`` mapping, checked against its schema (errors name the file and field)."""
         from route_switch.core.errors import ConfigError
+        from route_switch.core.schema import validate
+        from route_switch.core.schema.router import ConversationSection
 
         if raw is None:
             return cls()
         if not isinstance(raw, dict):
             raise ConfigError("must be a mapping like {context_tokens: 256, sticky: true}", file=file,
                               field="conversation")
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field="conversation")
-        out = cls()
-        for key in ("context_tokens", "sticky_drop", "max_sessions"):
-            if key in raw:
-                v = raw[key]
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise ConfigError(f"must be an integer >= 0, got {v!r}", file=file, field=f"conversation.{key}")
-                setattr(out, key, v)
-        if "session_ttl_s" in raw:
-            v = raw["session_ttl_s"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError(f"must be a number > 0, got {v!r}", file=file, field="conversation.session_ttl_s")
-            out.session_ttl_s = float(v)
-        if "sticky" in raw:
-            if not isinstance(raw["sticky"], bool):
-                raise ConfigError("must be true or false", file=file, field="conversation.sticky")
-            out.sticky = raw["sticky"]
-        if "roles" in raw:
-            r = raw["roles"]
-            if not isinstance(r, list) or not all(x in ("user", "assistant", "system", "tool") for x in r):
-                raise ConfigError("must be a list of user/assistant/system/tool", file=file, field="conversation.roles")
-            out.roles = tuple(r)
-        return out
+        return cls.from_section(validate(ConversationSection, raw, file, where="conversation"))
+
+    @classmethod
+    def from_section(cls, m) -> "ConversationConfig":
+        """From a validated :class:`~route_switch.core.schema.router.ConversationSection`."""
+        return cls(**m.model_dump() | {"roles": tuple(m.roles)})
 
 
 def is_messages(obj) -> bool:

@@ -5,7 +5,6 @@ Tier *numbers* are 1-based wherever people see them (Decision, CLI, HTTP, YAML);
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -60,30 +59,20 @@ class Tier:
 
 
 def tiers_from_list(items, file: str = "") -> list[Tier]:
-    """Parse a YAML list of tiers, naming the offending entry on error."""
+    """Parse a YAML list of tiers (schema: :class:`~route_switch.core.schema.router.TierSpec`), naming the
+    offending entry on error."""
+    from route_switch.core.schema import validate
+    from route_switch.core.schema.router import TierList
+
     if not isinstance(items, list) or not items:
         raise ConfigError("must be a non-empty list of {name, model, price_in, price_out}", file=file, field="tiers")
-    tiers = []
-    for i, t in enumerate(items):
-        where = f"tiers[{i}]"
-        if not isinstance(t, dict) or "model" not in t:
-            raise ConfigError("each tier needs at least 'model'", file=file, field=where)
-        prices = {}
-        for k in ("price_in", "price_out"):
-            v = t.get(k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                  or v < 0):
-                raise ConfigError(f"must be a finite non-negative number, got {v!r}", file=file, field=f"{where}.{k}")
-            prices[k] = None if v is None else float(v)
-        if "api_key" in t:
-            raise ConfigError("API keys never go in files: name an environment variable with api_key_env",
-                              file=file, field=f"{where}.api_key")
-        unknown = set(t) - {"name", "model", "price_in", "price_out", "api_base", "api_key_env", "upstream_model"}
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field=f"{where}.{sorted(unknown)[0]}")
-        endpoint = {k: (None if t.get(k) is None else str(t[k])) for k in ("api_base", "api_key_env", "upstream_model")}
-        tiers.append(Tier(name=str(t.get("name", f"tier{to_tier(i)}")), model=str(t["model"]), **prices, **endpoint))
-    return tiers
+    return tiers_from_specs(validate(TierList, {"tiers": items}, file).tiers)
+
+
+def tiers_from_specs(specs) -> list[Tier]:
+    """Tiers of validated :class:`~route_switch.core.schema.router.TierSpec` entries (unnamed: tier<N>)."""
+    return [Tier(**t.model_dump(exclude={"api_key"}, exclude_none=True) | {"name": t.name or f"tier{to_tier(i)}"})
+            for i, t in enumerate(specs)]
 
 
 def tiers_by_cost(models, unit_cost) -> list[Tier]:

@@ -30,47 +30,26 @@ class RoutingProgram:
 
     @classmethod
     def from_dict(cls, data, source: str = "<dict>") -> "RoutingProgram":
-        def bad(fld, msg):
-            raise ProgramError(msg, file=source, field=fld)
+        """A program from parsed YAML (schema: :class:`~route_switch.core.schema.program.ProgramFile`)."""
+        from route_switch.core.schema import validate
+        from route_switch.core.schema.program import ProgramFile
 
         if not isinstance(data, dict):
-            bad("<root>", "expected a mapping with name, tiers, instruction, demos")
-        name = data.get("name")
-        if not isinstance(name, str) or not name.strip():
-            bad("name", "must be a non-empty string")
-        tiers = data.get("tiers")
-        if not isinstance(tiers, list) or not 2 <= len(tiers) <= 9:
-            bad("tiers", "must be a list of 2 to 9 {name, description} entries")
-        clean_tiers = []
-        for i, t in enumerate(tiers):
-            if not isinstance(t, dict):
-                bad(f"tiers[{i}]", "must be a mapping with name and description")
-            for k in ("name", "description"):
-                if not isinstance(t.get(k), str) or not t[k].strip():
-                    bad(f"tiers[{i}].{k}", "must be a non-empty string")
-            clean_tiers.append({"name": t["name"].strip(), "description": t["description"].strip()})
-        instruction = data.get("instruction")
-        if not isinstance(instruction, str) or not instruction.strip():
-            bad("instruction", "must be a non-empty string")
-        demos = data.get("demos") or []
-        if not isinstance(demos, list):
-            bad("demos", "must be a list of {query, tier}")
-        names = {t["name"]: to_tier(i) for i, t in enumerate(clean_tiers)}
-        clean_demos = []
-        for i, d in enumerate(demos):
-            if not isinstance(d, dict):
-                bad(f"demos[{i}]", "must be a mapping with query and tier")
-            if not isinstance(d.get("query"), str) or not d["query"].strip():
-                bad(f"demos[{i}].query", "must be a non-empty string")
-            tier = d.get("tier")
-            if isinstance(tier, str) and tier in names:
-                tier = names[tier]
-            elif isinstance(tier, str) and tier.strip().isdigit():
-                tier = int(tier)
-            if isinstance(tier, bool) or not isinstance(tier, int) or not 1 <= tier <= len(clean_tiers):
-                bad(f"demos[{i}].tier", f"must be a tier number 1..{len(clean_tiers)} or a tier name")
-            clean_demos.append({"query": d["query"], "tier": tier})
-        return cls(name.strip(), clean_tiers, instruction.strip(), clean_demos)
+            raise ProgramError("expected a mapping with name, tiers, instruction, demos", file=source, field="<root>")
+        m = validate(ProgramFile, {k: v for k, v in data.items() if not (k == "demos" and v is None)}, source,
+                     error=ProgramError)
+        tiers = [t.model_dump() for t in m.tiers]
+        names = {t["name"]: to_tier(i) for i, t in enumerate(tiers)}
+        demos = []
+        for i, d in enumerate(m.demos):
+            tier = d.tier
+            if isinstance(tier, str):
+                tier = names.get(tier, int(tier) if tier.strip().isdigit() else None)
+            if tier is None or not 1 <= tier <= len(tiers):
+                raise ProgramError(f"must be a tier number 1..{len(tiers)} or a tier name", file=source,
+                                   field=f"demos[{i}].tier")
+            demos.append({"query": d.query, "tier": tier})
+        return cls(m.name, tiers, m.instruction, demos)
 
     @classmethod
     def from_yaml(cls, path) -> "RoutingProgram":

@@ -31,6 +31,9 @@
       redis_url_env: ROUTE_SWITCH_REDIS_URL   # env var holding redis://host:port/db (or redis_url: without a password)
       share_cache: false                   # also share routing decisions
       prefix: route-switch                 # key prefix (one per deployment)
+
+The schema is :class:`route_switch.core.schema.router.RouterFile`; ``route-switch config-schema``
+prints every key with its type, default and meaning.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ import yaml
 from route_switch.core.errors import ConfigError
 from route_switch.core.paths import find_shipped, packaged_dir
 from route_switch.core.files import read_yaml
-from route_switch.core.tiers import Tier, tiers_from_list
+from route_switch.core.tiers import Tier, tiers_from_specs
 
 
 @dataclass
@@ -83,44 +86,6 @@ def check_number(raw: dict, key: str, file: str, lo: float | None = None, hi: fl
     return cast(v)
 
 
-def _knob(sel: dict, key: str, file: str) -> float | None:
-    from route_switch.core.knobs import check_knob
-
-    try:
-        return check_knob(key, sel.get(key))
-    except ValueError as e:
-        raise ConfigError(str(e), file=file, field=key) from None
-
-
-STATE_KEYS = {"redis_url", "redis_url_env", "share_cache", "prefix"}
-
-
-def _state(state, f: str) -> dict | None:
-    """The ``state:`` mapping, checked (the URL itself may live in an environment variable)."""
-    if state is None:
-        return None
-    if not isinstance(state, dict) or not STATE_KEYS >= set(state):
-        raise ConfigError(f"must be a mapping with keys among {sorted(STATE_KEYS)}", file=f, field="state")
-    url, env = state.get("redis_url"), state.get("redis_url_env")
-    if (url is None) == (env is None):
-        raise ConfigError("give exactly one of redis_url, redis_url_env", file=f, field="state")
-    if url is not None:
-        from urllib.parse import urlparse
-
-        if not isinstance(url, str) or urlparse(url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"must be a redis://, rediss:// or unix:// URL, got {url!r}", file=f, field="state.redis_url")
-        if urlparse(url).password:
-            raise ConfigError("holds a password: put the URL in an environment variable and name it with "
-                              "redis_url_env", file=f, field="state.redis_url")
-    if env is not None and not (isinstance(env, str) and env):
-        raise ConfigError("must be the name of an environment variable", file=f, field="state.redis_url_env")
-    if not isinstance(state.get("share_cache", False), bool):
-        raise ConfigError("must be true or false", file=f, field="state.share_cache")
-    if not (isinstance(state.get("prefix", "route-switch"), str) and state.get("prefix", "route-switch")):
-        raise ConfigError("must be a non-empty string", file=f, field="state.prefix")
-    return dict(state)
-
-
 def redis_url(state: dict | None) -> str | None:
     """The Redis URL of a ``state:`` mapping (read from its environment variable if so configured)."""
     import os
@@ -135,33 +100,18 @@ def redis_url(state: dict | None) -> str | None:
     return url
 
 
-ROUTER_KEYS = ("tiers", "estimator", "selection", "bypass", "llm", "cache_size", "default_tier", "route_log",
-               "conversation", "state")
-
-
 def unknown_key_error(key, known, file: str, where: str = "") -> ConfigError:
     """A ConfigError for an unknown key, suggesting the closest known one ("did you mean 'selection'?")."""
-    import difflib
+    from route_switch.core.schema import unknown_key_error as unknown
 
-    close = difflib.get_close_matches(str(key), list(known), n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
-    return ConfigError(f"unknown key: {hint}", file=file, field=f"{where}{key}")
+    return unknown(key, known, file, where)
 
 
-def _check_keys(raw: dict, f: str) -> None:
-    for key in raw:
-        if key not in ROUTER_KEYS:
-            raise unknown_key_error(key, ROUTER_KEYS, f)
-    est = raw.get("estimator")
-    if est is not None and not (isinstance(est, str) and est.strip()):
-        raise ConfigError(f"must be the path of an estimator folder, got {est!r}", file=f, field="estimator")
+def read_router_yaml(p: Path):
+    """The validated :class:`~route_switch.core.schema.router.RouterFile` of the router YAML ``p``."""
+    from route_switch.core.schema import validate
+    from route_switch.core.schema.router import RouterFile
 
-
-def load_config(path: str | Path) -> RouterConfig:
-    """Read a router YAML (``yaml.safe_load``); relative paths inside resolve against its folder."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "router.yaml"
     if not p.exists():
         raise ConfigError("router config not found", file=str(p))
     raw = read_yaml(p, ConfigError)
@@ -169,54 +119,52 @@ def load_config(path: str | Path) -> RouterConfig:
         raise ConfigError("is empty: a router config needs at least 'tiers' and 'estimator'", file=str(p))
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=str(p))
-    f = str(p)
-    _check_keys(raw, f)
-    tiers = tiers_from_list(raw["tiers"], file=f) if "tiers" in raw else []
-    sel = raw.get("selection") or {}
-    if not isinstance(sel, dict):
-        raise ConfigError("must be a mapping like {tau: 0.1}", file=f, field="selection")
-    rule = sel.get("rule", "tau")
-    if rule not in ("tau", "anchored"):
-        raise ConfigError(f"must be 'tau' or 'anchored', got {rule!r}", file=f, field="selection.rule")
-    # the anchored rule also takes tau = -1 (always stay on the anchor)
-    tau = check_number(sel, "tau", f, -1, 1) if rule == "anchored" else _knob(sel, "tau", f)
-    lam = _knob(sel, "lambda", f)
-    risk = {k: sel[k] for k in ("max_quality_loss", "confidence", "anchor", "n_calibration", "certified", "method")
-            if k in sel} or None
-    if tau is None and lam is None:
-        tau = 0.1
-    bypass = raw.get("bypass") or {}
-    if not isinstance(bypass, dict):
-        raise ConfigError("must be a mapping like {max_tokens: 6}", file=f, field="bypass")
-    est = raw.get("estimator")
-    llm = raw.get("llm")
-    if llm is not None and not isinstance(llm, dict):
-        raise ConfigError("must be a mapping with 'program' and 'lm'", file=f, field="llm")
-    if llm:
-        llm = dict(llm)
-        for key in ("program", "fusion"):  # relative to this file
-            if isinstance(llm.get(key), str):
-                llm[key] = str(p.parent / llm[key])
-        if isinstance(llm.get("program"), str) and not Path(llm["program"]).exists():
-            shipped = find_shipped(raw["llm"]["program"], "programs")  # programs/default.yaml: the packaged one
-            if shipped.is_file() and shipped.resolve().parent == packaged_dir("programs").resolve():
-                llm["program"] = str(shipped.resolve())
-        for key, hi in (("tau", 1), ("lambda", None), ("timeout_s", None), ("max_query_tokens", None)):
-            check_number(llm, key, f, 0, hi, where="llm.")
-    default_tier = check_number(raw, "default_tier", f, 1, max(len(tiers), 1), int)
-    route_log = raw.get("route_log")
-    if route_log is not None:
-        if not isinstance(route_log, dict) or not isinstance(route_log.get("path"), str):
-            raise ConfigError("must be a mapping with at least 'path'", file=f, field="route_log")
-        route_log = dict(route_log, path=str(p.parent / route_log["path"]))
+    return validate(RouterFile, raw, str(p))
+
+
+def _llm_section(llm, p: Path) -> dict | None:
+    """The ``llm:`` section as the dict the router reads, its paths resolved against the file's folder."""
+    if llm is None:
+        return None
+    out = llm.model_dump(by_alias=True, exclude_none=True)
+    for key in ("program", "fusion"):  # relative to this file
+        if key in out:
+            out[key] = str(p.parent / out[key])
+    if not Path(out["program"]).exists():
+        shipped = find_shipped(llm.program, "programs")  # programs/default.yaml: the packaged one
+        if shipped.is_file() and shipped.resolve().parent == packaged_dir("programs").resolve():
+            out["program"] = str(shipped.resolve())
+    return out
+
+
+RISK_KEYS = ("max_quality_loss", "confidence", "anchor", "n_calibration", "certified", "method")
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read a router YAML (``yaml.safe_load``); relative paths inside resolve against its folder."""
     from route_switch.core.conversation import ConversationConfig
 
-    conversation = ConversationConfig.from_dict(raw["conversation"], f) if raw.get("conversation") is not None else None
-    state = _state(raw.get("state"), f)
-    return RouterConfig(tiers=tiers, estimator=None if est is None else str(p.parent / est), tau=tau, lam=lam,
-                        bypass_tokens=check_number(bypass, "max_tokens", f, 0, None, int) or 0, llm=llm,
-                        cache_size=check_number(raw, "cache_size", f, 0, None, int) if "cache_size" in raw else 10_000, default_tier=default_tier,
-                        route_log=route_log, conversation=conversation, state=state, file=f, rule=rule, risk=risk)
+    p = Path(path)
+    if p.is_dir():
+        p = p / "router.yaml"
+    m = read_router_yaml(p)
+    f = str(p)
+    tiers = tiers_from_specs(m.tiers or [])
+    sel = m.selection
+    tau, lam = (sel.tau, sel.lam) if sel else (None, None)
+    risk = {k: getattr(sel, k) for k in RISK_KEYS if sel and getattr(sel, k) is not None} or None
+    route_log = None
+    if m.route_log is not None:
+        route_log = m.route_log.model_dump() | {"path": str(p.parent / m.route_log.path)}
+    conversation = None
+    if m.conversation is not None:
+        conversation = ConversationConfig.from_section(m.conversation)
+    return RouterConfig(tiers=tiers, estimator=None if m.estimator is None else str(p.parent / m.estimator),
+                        tau=0.1 if tau is None and lam is None else tau, lam=lam,
+                        bypass_tokens=m.bypass.max_tokens if m.bypass else 0, llm=_llm_section(m.llm, p),
+                        cache_size=m.cache_size, default_tier=m.default_tier, route_log=route_log,
+                        conversation=conversation, state=m.state.model_dump(exclude_none=True) if m.state else None,
+                        file=f, rule=sel.rule if sel else "tau", risk=risk)
 
 
 def dump_config(cfg: RouterConfig, path: str | Path) -> None:

@@ -26,8 +26,8 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     """Calibrate τ on a validation slice, fit the estimator on all of ``train``, write ``out_dir``.
 
     ``out_dir`` receives ``estimator.json``, ``arrays.npz`` and ``router.yaml`` (tiers, τ, paths),
-    ready for ``Router.from_config(out_dir)``. With ``llm={program, lm, fit_n, ...}`` the router LLM
-    is configured too, and with ``fit_n > 0`` a fusion of the two is fitted and calibrated
+    ready for ``Router.from_config(out_dir)``. With ``llm={program, lm, fusion_n, ...}`` the router LLM
+    is configured too, and with ``fusion_n > 0`` a fusion of the two is fitted and calibrated
     (``fusion.json``, ``llm.tau``; see :func:`route_switch.routing.fusion.fit_fusion`).
 
     With ``max_quality_loss`` (ε) the anchored rule's τ is certified by Learn-then-Test
@@ -65,8 +65,12 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
         est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
     out = Path(out_dir)
     fusion = None
-    if llm and llm.get("program") and llm.get("fit_n", 0):  # slow (LLM calls): before taking the lock
-        fusion, llm = _fit_llm_fusion(train, llm, params, target_quality or 0.95)
+    if llm:  # fusion_n (fit_n, its old name) is an instruction to fit, not part of router.yaml
+        llm = dict(llm)
+        fusion_n = int(llm.pop("fusion_n", None) or llm.pop("fit_n", None) or 0)
+        llm.pop("fit_n", None)
+    if llm and llm.get("program") and fusion_n:  # slow (LLM calls): before taking the lock
+        fusion, llm = _fit_llm_fusion(train, llm, params, target_quality or 0.95, fusion_n)
     out.parent.mkdir(parents=True, exist_ok=True)
     tiers = list(tiers or tiers_by_cost(est.models_, est.unit_cost_))
     with JobLock(out.with_name(f".{out.name}.lock")):
@@ -92,13 +96,13 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     return cfg
 
 
-def _fit_llm_fusion(train: Evalset, llm: dict, params: dict, target_quality: float):
+def _fit_llm_fusion(train: Evalset, llm: dict, params: dict, target_quality: float, fusion_n: int):
     """Fit the fusion; return it and the ``llm`` section of router.yaml (without the fusion path)."""
     from route_switch.llm.artifacts import load_program, program_path
     from route_switch.routing.fusion import fit_fusion
 
     llm = dict(llm)
     fusion, tau, _report = fit_fusion(train, load_program(llm["program"]), lm_cfg=llm.get("lm"),
-                                      n=int(llm.pop("fit_n")), estimator_params=params, target_quality=target_quality)
+                                      n=fusion_n, estimator_params=params, target_quality=target_quality)
     llm.update(tau=round(tau, 4), program=str(program_path(llm["program"]).resolve()))
     return fusion, llm

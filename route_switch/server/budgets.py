@@ -178,29 +178,6 @@ class BudgetRefused(Exception):
     """A budget refuses this request (answer 429 with this message)."""
 
 
-def _rule(raw, where: str, file: str, defaults: dict) -> dict:
-    if not isinstance(raw, dict):
-        raise ConfigError("must be a mapping like {limit_usd: 20}", file=file, field=where)
-    unknown = set(raw) - {"limit_usd", "period", "near", "policy", "cap_tier"}
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=file, field=where)
-    r = dict(defaults, **raw)
-    lim = r.get("limit_usd")
-    if isinstance(lim, bool) or not isinstance(lim, (int, float)) or lim < 0:
-        raise ConfigError(f"limit_usd must be a number >= 0, got {lim!r}", file=file, field=where)
-    if r.get("period", "month") not in PERIODS:
-        raise ConfigError(f"period must be one of {PERIODS}, got {r.get('period')!r}", file=file, field=where)
-    if r.get("policy", "cap") not in POLICIES:
-        raise ConfigError(f"policy must be one of {POLICIES}, got {r.get('policy')!r}", file=file, field=where)
-    near = r.get("near", 0.8)
-    if isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 < near <= 1:
-        raise ConfigError(f"near must be within (0, 1], got {near!r}", file=file, field=where)
-    cap = r.get("cap_tier", 1)
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        raise ConfigError(f"cap_tier must be an integer >= 1, got {cap!r}", file=file, field=where)
-    return r
-
-
 class Budgets:
     """Budget rules + spend store; :meth:`plan` before routing, :meth:`charge` after the answer."""
 
@@ -217,36 +194,20 @@ class Budgets:
     def from_file(cls, path: str | Path) -> "Budgets":
         """Read a budget YAML (see the module docstring); errors name the file and field."""
         from route_switch.core.files import read_yaml
+        from route_switch.core.schema import validate
+        from route_switch.core.schema.budgets import BudgetsFile
 
         p = Path(path)
         if not p.exists():
             raise ConfigError("budget file not found", file=str(p))
-        raw = read_yaml(p, ConfigError) or {}
-        f = str(p)
-        if not isinstance(raw, dict):
-            raise ConfigError("must be a YAML mapping", file=f)
-        unknown = set(raw) - {"state", "tag_header", "defaults", "keys", "tags", "expected_output_tokens", "flush_s"}
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)}", file=f)
-        defaults = raw.get("defaults") or {}
-        if not isinstance(defaults, dict):
-            raise ConfigError("must be a mapping", file=f, field="defaults")
-        defaults = {k: v for k, v in _rule(dict(defaults, limit_usd=0), "defaults", f, {}).items() if k != "limit_usd"}
-        rules = {}
-        for section in ("keys", "tags"):
-            sec = raw.get(section) or {}
-            if not isinstance(sec, dict):
-                raise ConfigError("must be a mapping of name -> {limit_usd, ...}", file=f, field=section)
-            rules[section] = {str(k): _rule(v, f"{section}.{k}", f, defaults) for k, v in sec.items()}
-        eot = raw.get("expected_output_tokens", 256)
-        if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
-            raise ConfigError(f"must be an integer >= 0, got {eot!r}", file=f, field="expected_output_tokens")
-        state = p.parent / str(raw.get("state") or "budgets-state.json")
-        flush_s = raw.get("flush_s", 1.0)
-        if isinstance(flush_s, bool) or not isinstance(flush_s, (int, float)) or flush_s < 0:
-            raise ConfigError(f"must be a number of seconds >= 0, got {flush_s!r}", file=f, field="flush_s")
-        return cls(rules["keys"], rules["tags"], JsonSpendStore(state, float(flush_s)),
-                   str(raw.get("tag_header") or "X-Route-Switch-Tag"), eot)
+        raw = read_yaml(p, ConfigError)
+        if not isinstance(raw, (dict, type(None))):
+            raise ConfigError("must be a YAML mapping", file=str(p))
+        m = validate(BudgetsFile, {k: v for k, v in (raw or {}).items() if v is not None}, str(p))
+        rules = {section: {str(k): r.merged(m.defaults) for k, r in getattr(m, section).items()}
+                 for section in ("keys", "tags")}
+        return cls(rules["keys"], rules["tags"], JsonSpendStore(p.parent / m.state, m.flush_s), m.tag_header,
+                   m.expected_output_tokens)
 
     # -- which budgets apply
     def applicable(self, key_id: str, tag: str | None) -> list[Budget]:
