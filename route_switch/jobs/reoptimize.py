@@ -81,7 +81,14 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     clock = lambda k: res["timings_s"].__setitem__(k, round(time.time() - t, 2))  # noqa: E731
     models = [x.model for x in job.tiers]
     old = load_evalset(job.evalset, models=models) if job.evalset.exists() else None
-    queries, res["route_log"] = sample_logged_queries(job, now)
+    est = _current_estimator(job, old)
+    # the groups flagged as drifted by the last run get a share of this run's sample
+    from .drift_groups import focus_mask, format_groups, load_groups, moved_groups, needed_tiers, save_groups, state_path
+
+    last_groups = load_groups(state_path(job.work_dir, job.name))
+    focus = ((lambda texts: focus_mask(texts, last_groups, old.prompts if old is not None else [], est, job.seed))
+             if last_groups and est is not None else None)
+    queries, res["route_log"] = sample_logged_queries(job, now, focus=focus)
     known = set(map(normalise_prompt, old.prompts)) if old is not None else set()
     new_q = [q for q in queries if normalise_prompt(q) not in known]
     res["route_log"]["already_labelled"] = len(queries) - len(new_q)
@@ -95,13 +102,19 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     # drift of the period's queries vs the training evalset, through the current estimator
     from .drift import drift_report
 
-    est = _current_estimator(job, old)
     res["drift"] = (drift_report(queries, old.prompts, est, threshold=job.drift_threshold,
                                  confidence_threshold=job.confidence_threshold, seed=job.seed)
                     if est is not None and old is not None and queries else {"flagged": False, "skipped": "no training evalset or estimator yet"})
+    groups = []
+    if res["drift"].get("flagged"):
+        groups = moved_groups(queries, old.prompts, est, threshold=job.drift_threshold,
+                              max_groups=job.drift_max_groups, seed=job.seed)
     clock("sample_and_drift")
 
     lab = dict(job.labeling)
+    if job.replay is not None:  # stored outcomes instead of endpoints + judge (simulation, tests)
+        from ..labeling.replay import replay_label as label
+        lab = {"replay": job.replay}
     if new_q or dry_run:
         new = label(new_q, job.tiers, judge_lm_cfg=job.judge_lm, judge_program=job.judge_program,
                     out_path=job.work_dir / f"{job.name}-labels.jsonl", cache_dir=Path(cache) / "labels",
@@ -120,6 +133,9 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
                       "merged": len(merged)}
     if len(merged) < 8:
         raise RouteSwitchError(f"only {len(merged)} labelled queries: too few to optimise and hold out a slice")
+    needed_tiers(groups, merged, [t.name for t in job.tiers])
+    res["drift"]["groups"] = [{k: v for k, v in g.items() if k != "examples"} | {"examples": g["examples"][:3]}
+                              for g in groups]
     train, hold = merged.split(job.holdout_share, job.seed)
     res["evalset"].update(train=len(train), holdout=len(hold))
 
@@ -176,9 +192,22 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     if eok:
         swap_in(tmp / "estimator", job.estimator_dir)
     save_evalset(merged, job.evalset)
+    save_groups(state_path(job.work_dir, job.name), groups)  # [] clears last run's focus
     res["promoted"] = {"program": ok, "estimator": eok}
     res["status"] = "promoted" if (ok or eok) else "not_promoted"
+    res["verdict"] = verdict(ok, eok, why, ewhy)
     clock("total")
+
+
+def verdict(program_ok: bool, estimator_ok: bool, program_why: str, estimator_why: str) -> str:
+    """One line: what improved ("the estimator", "the program", "both") or why the current router stays."""
+    if program_ok and estimator_ok:
+        return "both improved: the router program and the estimator were promoted"
+    if program_ok:
+        return f"the program improved (promoted); the estimator was kept: {estimator_why}"
+    if estimator_ok:
+        return f"the estimator improved (promoted); the program was kept: {program_why}"
+    return f"no gain shown: the current router stays (program: {program_why}; estimator: {estimator_why})"
 
 
 def _current_estimator(job: Job, old):
