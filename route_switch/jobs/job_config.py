@@ -15,7 +15,7 @@ KEYS = {"name", "root", "artifact_root", "start_program", "estimator_dir", "rout
         "period_days", "sample_size", "seed", "evalset", "tiers", "judge_lm", "judge_program", "router_lm",
         "lambda", "optimize", "labeling", "fit", "gate", "holdout_share", "drift", "report_dir", "lock_file",
         "cache_dir", "work_dir"}
-OPT_KEYS = {"num_candidates", "num_trials", "n_train", "n_val", "n_test"}
+OPT_KEYS = {"num_candidates", "num_trials", "n_train", "n_val", "n_gate", "n_test"}
 LABEL_KEYS = {"concurrency", "timeout_s", "retries", "max_tokens", "assumed_out_tokens", "replay"}
 DRIFT_KEYS = {"threshold", "confidence_threshold", "focus_share", "max_groups"}
 

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError, RouteSwitchError
 from .gate import estimator_choices, gate, misroute_changes, objectives, program_choices
 from .inputs import merge_evalsets, sample_logged_queries
@@ -38,6 +40,8 @@ from .job_config import Job, load_job
 from .lock import JobLock
 from .promote import swap_in
 from .report import write_report
+
+MIN_NEW_FOR_FRESH_HOLDOUT = 30  # fewer new labels: hold out a slice of the whole merged evalset
 
 
 def reoptimize(job_yaml_path, *, dry_run: bool = False, now: _dt.datetime | None = None, echo=print) -> dict:
@@ -106,9 +110,14 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
                                  confidence_threshold=job.confidence_threshold, seed=job.seed)
                     if est is not None and old is not None and queries else {"flagged": False, "skipped": "no training evalset or estimator yet"})
     groups = []
-    if res["drift"].get("flagged"):
+    if "skipped" not in res["drift"]:
+        # a group can move while the period's mean barely does (a new task at 30% of traffic)
         groups = moved_groups(queries, old.prompts, est, threshold=job.drift_threshold,
                               max_groups=job.drift_max_groups, seed=job.seed)
+        if groups:
+            res["drift"]["flagged"] = True
+            res["drift"]["reasons"].append(f"{len(groups)} query group(s) moved: nearest-neighbour similarity "
+                                           f"fell by more than {job.drift_threshold} (see below)")
     clock("sample_and_drift")
 
     lab = dict(job.labeling)
@@ -136,7 +145,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     needed_tiers(groups, merged, [t.name for t in job.tiers])
     res["drift"]["groups"] = [{k: v for k, v in g.items() if k != "examples"} | {"examples": g["examples"][:3]}
                               for g in groups]
-    train, hold = merged.split(job.holdout_share, job.seed)
+    train, hold = holdout_split(merged, new, job)
     res["evalset"].update(train=len(train), holdout=len(hold))
 
     # candidate router program (MIPROv2 from the current one) into a temporary out_root
@@ -147,23 +156,31 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     n_val = min(opt.get("n_val", 60), max(1, len(train) // 3))
     n_train = min(opt.get("n_train", 150), len(train) - n_val)
     r = optimize(train, hold, start, lam=job.lam, lm_cfg=job.router_lm, name=job.name, out_root=tmp / "optimized",
-                 evalset_name=str(job.evalset), n_train=n_train, n_val=n_val, n_test=len(hold),
+                 evalset_name=str(job.evalset), n_train=n_train, n_val=n_val, n_test=min(len(hold), opt.get("n_test", len(hold))), n_gate=opt.get("n_gate", 120),
                  num_candidates=opt.get("num_candidates", 4), num_trials=opt.get("num_trials", 8), seed=job.seed,
                  cache_dir=Path(cache) / "lm", progress=False)
     clock("optimize")
     cand = load_program(r.artifact)
     lmc = Path(cache) / "lm"
-    cur_ch, cand_ch = program_choices(start, job.router_lm, hold, lmc), program_choices(cand, job.router_lm, hold, lmc)
+    # the router LLM is slow: optimize.n_test caps the held-out queries its programs are scored on
+    # (seeded subset); the estimator, which is fast, is gated on the whole held-out slice below
+    hold_p = hold
+    if opt.get("n_test") and opt["n_test"] < len(hold):
+        import numpy as np
+
+        hold_p = hold.subset(np.sort(np.random.default_rng(job.seed).permutation(len(hold))[:opt["n_test"]]))
+    res["evalset"]["holdout_program"] = len(hold_p)
+    cur_ch, cand_ch = program_choices(start, job.router_lm, hold_p, lmc), program_choices(cand, job.router_lm, hold_p, lmc)
     lam = r.metrics["lambda"]  # the one optimize used (given, or break-even on the training part)
-    p_cur, p_cand = objectives(cur_ch, hold, lam), objectives(cand_ch, hold, lam)
+    p_cur, p_cand = objectives(cur_ch, hold_p, lam), objectives(cand_ch, hold_p, lam)
     gate_kw = dict(min_gain=job.min_objective_delta, confidence=job.gate_confidence, seed=job.seed)
     # no artifact yet: the first run deploys one (from the start program when nothing beat it)
-    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold, lam, **gate_kw)
+    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold_p, lam, **gate_kw)
     delta = p_cand["objective"] - p_cur["objective"]
     res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "gain": gain, "pass": ok, "gate": why,
                       "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
                           "start_objective", "optimized_objective", "gate", "lm_calls", "cache_hits")},
-                      "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold, cur_ch, cand_ch)}
+                      "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold_p, cur_ch, cand_ch)}
     clock("evaluate_program")
 
     # candidate estimator: refit on the training part, compared with the current one
@@ -180,6 +197,15 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
                         "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
     clock("fit_and_evaluate_estimator")
 
+    if eok:
+        # the gate judged a refit on the training part; what is deployed learns from every label
+        # (same settings, the held-out slice added), so no labelled query is left unused. Done
+        # before any swap: a failure here still leaves everything as it was.
+        t_full = time.time()
+        fit(merged, tmp / "estimator-all", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
+        res["estimator"]["refit_all_s"] = round(time.time() - t_full, 2)
+        clock("refit_all")
+
     # promotion: everything above succeeded; each swap is atomic for readers
     if ok:
         m = read_metrics(r.artifact)
@@ -190,13 +216,27 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
         atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
         swap_in(r.artifact, job.artifact)
     if eok:
-        swap_in(tmp / "estimator", job.estimator_dir)
+        swap_in(tmp / "estimator-all", job.estimator_dir)
     save_evalset(merged, job.evalset)
     save_groups(state_path(job.work_dir, job.name), groups)  # [] clears last run's focus
     res["promoted"] = {"program": ok, "estimator": eok}
     res["status"] = "promoted" if (ok or eok) else "not_promoted"
     res["verdict"] = verdict(ok, eok, why, ewhy)
     clock("total")
+
+
+def holdout_split(merged, new, job: Job):
+    """(train, held-out) for the gates. With enough new labels, the held-out slice is drawn from this
+    period's new queries only: neither the current versions nor the candidates have seen them, and
+    they are the traffic the router now serves. Otherwise a seeded slice of the merged evalset."""
+    from ..evalset import normalise_prompt
+
+    if new is None or len(new) < MIN_NEW_FOR_FRESH_HOLDOUT:
+        return merged.split(job.holdout_share, job.seed)
+    _, fresh = new.split(job.holdout_share, job.seed)
+    held = set(map(normalise_prompt, fresh.prompts))
+    is_held = np.array([normalise_prompt(p) in held for p in merged.prompts])
+    return merged.subset(np.flatnonzero(~is_held)), merged.subset(np.flatnonzero(is_held))
 
 
 def verdict(program_ok: bool, estimator_ok: bool, program_why: str, estimator_why: str) -> str:
