@@ -186,12 +186,17 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     # candidate estimator: refit on the training part, compared with the current one
     from ..fitting import fit
 
-    fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
     e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
-    e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
     e_cur = objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
-    e_cand = objectives(e_cand_ch, hold, lam)
-    eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
+    if new is None and e_cur_ch is not None:
+        # no new labels: a refit could only reshuffle what the deployed estimator already learnt
+        e_cand_ch, e_cand, eok, egain = e_cur_ch, e_cur, False, {}
+        ewhy = "no new labels this period: nothing new to learn, the current estimator stays"
+    else:
+        fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
+        e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
+        e_cand = objectives(e_cand_ch, hold, lam)
+        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
     edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
     res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok, "gate": ewhy,
                         "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
