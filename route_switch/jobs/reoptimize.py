@@ -6,14 +6,17 @@
 2. sample up to ``sample_size`` queries logged in the last ``period_days`` (route log, privacy=full);
 3. drift check of those queries against the training evalset (:mod:`route_switch.jobs.drift`);
 4. label the ones not yet in the evalset (:func:`route_switch.labeling.label`), merge, dedupe;
-5. split off a held-out slice; run MIPROv2 from the current artifact into a temporary folder and
-   refit the estimator into another;
+5. split off a held-out slice (of this period's new labels when there are enough; see
+   :func:`holdout_split`); run MIPROv2 from the current artifact into a temporary folder and
+   refit the estimator into another (a promoted estimator is refit on every label);
 6. score current vs candidate on the held-out slice with the optimiser's metric
    (quality − λ·cost/top-tier cost): the router program and the estimator are gated separately;
 7. promote only a real gain: the one-sided paired-bootstrap lower bound of candidate − current on
    the held-out slice (``gate.confidence``, default 90%) must exceed ``gate.min_objective_delta``
    (default 0, so a run on unchanged data promotes nothing); by an atomic folder swap (the previous version
-   stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report.
+   stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report whose
+   one-line verdict says what improved, and which query groups drifted (:mod:`.drift_groups`;
+   the next run labels more of them).
 
 The steps live in small modules beside this one: ``job_config`` (the job file), ``lock``, ``inputs``
 (sampling the route log, merging evalsets), ``gate`` (held-out scoring and the gate), ``promote``
