@@ -144,3 +144,23 @@ def test_drift_names_moved_groups_and_focuses_the_next_sample(tmp_path):
     fo = res2["route_log"]["focus"]
     assert fo["sampled_from_groups"] == 30 and fo["in_drifted_groups"] >= 30, fo
     assert "drift focus:" in Path(res2["report"]).read_text()
+
+
+def test_gate_holds_out_only_this_periods_new_queries(tmp_path):
+    from route_switch.evalset import normalise_prompt
+    from route_switch.jobs.inputs import merge_evalsets
+    from route_switch.jobs.reoptimize import holdout_split
+
+    recs = synthetic_records(240)
+    old = from_records([r for r in recs if int(r["id"][1:]) < 150], source="old")
+    new = from_records([r for r in recs if int(r["id"][1:]) >= 150], source="new")
+    job = load_job(project(tmp_path, ["What is 2 + 2?"]))
+    train, hold = holdout_split(merge_evalsets(new, old), new, job)
+    fresh = set(map(normalise_prompt, new.prompts))
+    assert len(hold) == round(job.holdout_share * len(new)) or abs(len(hold) - job.holdout_share * len(new)) <= 1
+    assert all(normalise_prompt(p) in fresh for p in hold.prompts)
+    assert len(train) + len(hold) == 240 and not set(train.prompts) & set(hold.prompts)
+    # too few new labels: a slice of the whole merged evalset
+    few = new.subset(list(range(10)))
+    _, hold2 = holdout_split(merge_evalsets(few, old), few, job)
+    assert sum(normalise_prompt(p) not in fresh for p in hold2.prompts) > 0
