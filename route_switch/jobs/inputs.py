@@ -8,8 +8,12 @@ import numpy as np
 from route_switch.jobs.job_config import Job
 
 
-def sample_logged_queries(job: Job, now: _dt.datetime | None = None) -> tuple[list[str], dict]:
-    """Distinct logged query texts of the last period (seeded sample) and counts for the report."""
+def sample_logged_queries(job: Job, now: _dt.datetime | None = None, focus=None) -> tuple[list[str], dict]:
+    """Distinct logged query texts of the last period (seeded sample) and counts for the report.
+
+    ``focus``: optional ``texts -> bool mask`` (queries of the groups flagged as drifted last run);
+    up to ``job.drift_focus_share`` of the sample is drawn from the masked texts, the rest uniformly.
+    """
     from route_switch.core.errors import InputError
     from route_switch.core.routelog import read_route_log
 
@@ -22,7 +26,18 @@ def sample_logged_queries(job: Job, now: _dt.datetime | None = None) -> tuple[li
                          "route_log.privacy: full in the router config", file=str(job.route_log), field="query")
     rng = np.random.default_rng(job.seed)
     if len(texts) > job.sample_size:
-        texts = [texts[i] for i in sorted(rng.choice(len(texts), job.sample_size, replace=False))]
+        mask = np.asarray(focus(texts), bool) if focus is not None and job.drift_focus_share > 0 else None
+        if mask is not None and mask.any():
+            inside, outside = np.flatnonzero(mask), np.flatnonzero(~mask)
+            k_in = min(len(inside), int(round(job.drift_focus_share * job.sample_size)))
+            k_out = min(len(outside), job.sample_size - k_in)
+            k_in = min(len(inside), job.sample_size - k_out)  # too few outside: fill from the groups
+            pick = np.concatenate([rng.choice(inside, k_in, replace=False), rng.choice(outside, k_out, replace=False)])
+            stats["focus"] = {"in_drifted_groups": int(mask.sum()), "sampled_from_groups": int(k_in),
+                              "share": job.drift_focus_share}
+        else:
+            pick = rng.choice(len(texts), job.sample_size, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
     stats["sampled"] = len(texts)
     return texts, stats
 

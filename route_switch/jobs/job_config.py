@@ -15,8 +15,9 @@ KEYS = {"name", "root", "artifact_root", "start_program", "estimator_dir", "rout
         "period_days", "sample_size", "seed", "evalset", "tiers", "judge_lm", "judge_program", "router_lm",
         "lambda", "optimize", "labeling", "fit", "gate", "holdout_share", "drift", "report_dir", "lock_file",
         "cache_dir", "work_dir"}
-OPT_KEYS = {"num_candidates", "num_trials", "n_train", "n_val", "n_test"}
-LABEL_KEYS = {"concurrency", "timeout_s", "retries", "max_tokens", "assumed_out_tokens"}
+OPT_KEYS = {"num_candidates", "num_trials", "n_train", "n_val", "n_gate", "n_test"}
+LABEL_KEYS = {"concurrency", "timeout_s", "retries", "max_tokens", "assumed_out_tokens", "replay"}
+DRIFT_KEYS = {"threshold", "confidence_threshold", "focus_share", "max_groups"}
 
 @dataclass
 class Job:
@@ -43,6 +44,9 @@ class Job:
     holdout_share: float = 0.3
     drift_threshold: float = 0.1
     confidence_threshold: float = 0.1
+    drift_focus_share: float = 0.3  # share of the next sample drawn from the groups flagged as drifted
+    drift_max_groups: int = 3
+    replay: Path | None = None  # labelling.replay: stored outcomes instead of endpoints + judge
     report_dir: Path = Path("reports")
     lock_file: Path = Path(".reoptimize.lock")
     cache_dir: Path | None = None
@@ -129,8 +133,18 @@ def load_job(path) -> Job:
         tiers = router_cfg.tiers
     else:
         _err(f, "tiers", "is required (or a router_config with tiers)")
+    lab = _mapping(raw, "labeling", f, LABEL_KEYS)
+    replay = None
+    if lab.get("replay") is not None:
+        v = lab.pop("replay")
+        if not isinstance(v, str) or not v.strip():
+            _err(f, "labeling.replay", f"must be the path of an evalset with each tier's score and cost, got {v!r}")
+        replay = Path(os.path.expanduser(v))
+        replay = replay if replay.is_absolute() else root / replay
+        if not replay.is_file():
+            _err(f, "labeling.replay", f"file not found: {replay}")
     for i, t in enumerate(tiers):
-        if not t.api_base:
+        if not t.api_base and replay is None:
             _err(f, f"tiers[{i}].api_base", f"tier '{t.name}' needs its OpenAI-compatible endpoint for labelling")
         if t.price_in is None or t.price_out is None:
             _err(f, f"tiers[{i}].price_in", f"tier '{t.name}' needs price_in and price_out")
@@ -139,10 +153,10 @@ def load_job(path) -> Job:
         if router_cfg is None or not router_cfg.estimator:
             _err(f, "estimator_dir", "is required (or a router_config with an estimator)")
         est_dir = Path(router_cfg.estimator)
-    judge_lm = _mapping(raw, "judge_lm", f, required=True)
+    judge_lm = _mapping(raw, "judge_lm", f, required=replay is None)  # replay labels need no judge
     if judge_lm.get("kind", "openai") not in ("openai", "local", "fake"):
         _err(f, "judge_lm.kind", f"must be openai, local or fake, got {judge_lm.get('kind')!r}")
-    if judge_lm.get("kind", "openai") == "openai" and not (judge_lm.get("model") and judge_lm.get("api_base")):
+    if judge_lm and judge_lm.get("kind", "openai") == "openai" and not (judge_lm.get("model") and judge_lm.get("api_base")):
         _err(f, "judge_lm.model", "kind openai needs model and api_base")
     router_lm = _mapping(raw, "router_lm", f, required=True)
     if router_lm.get("kind", "local") not in ("openai", "local", "fake"):
@@ -150,7 +164,6 @@ def load_job(path) -> Job:
     opt = _mapping(raw, "optimize", f, OPT_KEYS)
     for k in OPT_KEYS & set(opt):
         opt[k] = check_number(opt, k, f, 1, None, int, required=True, where="optimize.")
-    lab = _mapping(raw, "labeling", f, LABEL_KEYS)
     for k in ("concurrency", "retries", "assumed_out_tokens"):
         if k in lab:
             lab[k] = check_number(lab, k, f, 0 if k == "retries" else 1, None, int, required=True, where="labeling.")
@@ -159,7 +172,7 @@ def load_job(path) -> Job:
     if "max_tokens" in lab and not isinstance(lab["max_tokens"], (int, dict)):
         _err(f, "labeling.max_tokens", "must be an integer or {tier_name: integer}")
     gate = _mapping(raw, "gate", f, {"min_objective_delta", "confidence"})
-    drift = _mapping(raw, "drift", f, {"threshold", "confidence_threshold"})
+    drift = _mapping(raw, "drift", f, DRIFT_KEYS)
     fit_cfg = _mapping(raw, "fit", f, {"target_quality"})
     return Job(
         file=f, name=name.strip(), artifact_root=path_of("artifact_root", "optimized"),
@@ -176,6 +189,9 @@ def load_job(path) -> Job:
         holdout_share=check_number(raw, "holdout_share", f, 0.05, 0.9, default=0.3, required=True),
         drift_threshold=check_number(drift, "threshold", f, 0, where="drift.", default=0.1, required=True),
         confidence_threshold=check_number(drift, "confidence_threshold", f, 0, where="drift.", default=0.1, required=True),
+        drift_focus_share=check_number(drift, "focus_share", f, 0, 1, where="drift.", default=0.3, required=True),
+        drift_max_groups=check_number(drift, "max_groups", f, 1, 20, int, where="drift.", default=3, required=True),
+        replay=replay,
         report_dir=path_of("report_dir", "reports"), lock_file=path_of("lock_file", ".reoptimize.lock"),
         cache_dir=path_of("cache_dir", required=False), work_dir=path_of("work_dir", "runs/reoptimize"))
 

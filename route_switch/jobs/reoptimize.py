@@ -6,14 +6,17 @@
 2. sample up to ``sample_size`` queries logged in the last ``period_days`` (route log, privacy=full);
 3. drift check of those queries against the training evalset (:mod:`route_switch.jobs.drift`);
 4. label the ones not yet in the evalset (:func:`route_switch.labeling.label`), merge, dedupe;
-5. split off a held-out slice; run MIPROv2 from the current artifact into a temporary folder and
-   refit the estimator into another;
+5. split off a held-out slice (of this period's new labels when there are enough; see
+   :func:`holdout_split`); run MIPROv2 from the current artifact into a temporary folder and
+   refit the estimator into another (a promoted estimator is refit on every label);
 6. score current vs candidate on the held-out slice with the optimiser's metric
    (quality − λ·cost/top-tier cost): the router program and the estimator are gated separately;
 7. promote only a real gain: the one-sided paired-bootstrap lower bound of candidate − current on
    the held-out slice (``gate.confidence``, default 90%) must exceed ``gate.min_objective_delta``
    (default 0, so a run on unchanged data promotes nothing); by an atomic folder swap (the previous version
-   stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report.
+   stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report whose
+   one-line verdict says what improved, and which query groups drifted (:mod:`.drift_groups`;
+   the next run labels more of them).
 
 The steps live in small modules beside this one: ``job_config`` (the job file), ``lock``, ``inputs``
 (sampling the route log, merging evalsets), ``gate`` (held-out scoring and the gate), ``promote``
@@ -31,13 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from route_switch.core.errors import ConfigError, RouteSwitchError
 from route_switch.jobs.gate import estimator_choices, gate, misroute_changes, objectives, program_choices
 from route_switch.jobs.inputs import merge_evalsets, sample_logged_queries
 from route_switch.jobs.job_config import Job, load_job
-from route_switch.core.files import JobLock
-from route_switch.core.files import copy_into
+from route_switch.core.files import JobLock, copy_into
 from route_switch.jobs.report import write_report
+
+MIN_NEW_FOR_FRESH_HOLDOUT = 30  # fewer new labels: hold out a slice of the whole merged evalset
 
 
 def reoptimize(job_yaml_path, *, dry_run: bool = False, now: _dt.datetime | None = None, echo=print) -> dict:
@@ -81,7 +87,14 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     clock = lambda k: res["timings_s"].__setitem__(k, round(time.time() - t, 2))  # noqa: E731
     models = [x.model for x in job.tiers]
     old = load_evalset(job.evalset, models=models) if job.evalset.exists() else None
-    queries, res["route_log"] = sample_logged_queries(job, now)
+    est = _current_estimator(job, old)
+    # the groups flagged as drifted by the last run get a share of this run's sample
+    from route_switch.jobs.drift_groups import focus_mask, format_groups, load_groups, moved_groups, needed_tiers, save_groups, state_path
+
+    last_groups = load_groups(state_path(job.work_dir, job.name))
+    focus = ((lambda texts: focus_mask(texts, last_groups, old.prompts if old is not None else [], est, job.seed))
+             if last_groups and est is not None else None)
+    queries, res["route_log"] = sample_logged_queries(job, now, focus=focus)
     known = set(map(normalise_prompt, old.prompts)) if old is not None else set()
     new_q = [q for q in queries if normalise_prompt(q) not in known]
     res["route_log"]["already_labelled"] = len(queries) - len(new_q)
@@ -95,13 +108,24 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     # drift of the period's queries vs the training evalset, through the current estimator
     from route_switch.jobs.drift import drift_report
 
-    est = _current_estimator(job, old)
     res["drift"] = (drift_report(queries, old.prompts, est, threshold=job.drift_threshold,
                                  confidence_threshold=job.confidence_threshold, seed=job.seed)
                     if est is not None and old is not None and queries else {"flagged": False, "skipped": "no training evalset or estimator yet"})
+    groups = []
+    if "skipped" not in res["drift"]:
+        # a group can move while the period's mean barely does (a new task at 30% of traffic)
+        groups = moved_groups(queries, old.prompts, est, threshold=job.drift_threshold,
+                              max_groups=job.drift_max_groups, seed=job.seed)
+        if groups:
+            res["drift"]["flagged"] = True
+            res["drift"]["reasons"].append(f"{len(groups)} query group(s) moved: nearest-neighbour similarity "
+                                           f"fell by more than {job.drift_threshold} (see below)")
     clock("sample_and_drift")
 
     lab = dict(job.labeling)
+    if job.replay is not None:  # stored outcomes instead of endpoints + judge (simulation, tests)
+        from route_switch.labeling.replay import replay_label as label
+        lab = {"replay": job.replay}
     if new_q or dry_run:
         new = label(new_q, job.tiers, judge_lm_cfg=job.judge_lm, judge_program=job.judge_program,
                     out_path=job.work_dir / f"{job.name}-labels.jsonl", cache_dir=Path(cache) / "labels",
@@ -120,7 +144,10 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
                       "merged": len(merged)}
     if len(merged) < 8:
         raise RouteSwitchError(f"only {len(merged)} labelled queries: too few to optimise and hold out a slice")
-    train, hold = merged.split(job.holdout_share, job.seed)
+    needed_tiers(groups, merged, [t.name for t in job.tiers])
+    res["drift"]["groups"] = [{k: v for k, v in g.items() if k != "examples"} | {"examples": g["examples"][:3]}
+                              for g in groups]
+    train, hold = holdout_split(merged, new, job)
     res["evalset"].update(train=len(train), holdout=len(hold))
 
     # candidate router program (MIPROv2 from the current one) into a temporary out_root
@@ -131,38 +158,60 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     n_val = min(opt.get("n_val", 60), max(1, len(train) // 3))
     n_train = min(opt.get("n_train", 150), len(train) - n_val)
     r = optimize(train, hold, start, lam=job.lam, lm_cfg=job.router_lm, name=job.name, out_root=tmp / "optimized",
-                 evalset_name=str(job.evalset), n_train=n_train, n_val=n_val, n_test=len(hold),
+                 evalset_name=str(job.evalset), n_train=n_train, n_val=n_val, n_test=min(len(hold), opt.get("n_test", len(hold))), n_gate=opt.get("n_gate", 120),
                  num_candidates=opt.get("num_candidates", 4), num_trials=opt.get("num_trials", 8), seed=job.seed,
                  cache_dir=Path(cache) / "lm", progress=False)
     clock("optimize")
     cand = load_program(r.artifact)
     lmc = Path(cache) / "lm"
-    cur_ch, cand_ch = program_choices(start, job.router_lm, hold, lmc), program_choices(cand, job.router_lm, hold, lmc)
+    # the router LLM is slow: optimize.n_test caps the held-out queries its programs are scored on
+    # (seeded subset); the estimator, which is fast, is gated on the whole held-out slice below
+    hold_p = hold
+    if opt.get("n_test") and opt["n_test"] < len(hold):
+        import numpy as np
+
+        hold_p = hold.subset(np.sort(np.random.default_rng(job.seed).permutation(len(hold))[:opt["n_test"]]))
+    res["evalset"]["holdout_program"] = len(hold_p)
+    cur_ch, cand_ch = program_choices(start, job.router_lm, hold_p, lmc), program_choices(cand, job.router_lm, hold_p, lmc)
     lam = r.metrics["lambda"]  # the one optimize used (given, or break-even on the training part)
-    p_cur, p_cand = objectives(cur_ch, hold, lam), objectives(cand_ch, hold, lam)
+    p_cur, p_cand = objectives(cur_ch, hold_p, lam), objectives(cand_ch, hold_p, lam)
     gate_kw = dict(min_gain=job.min_objective_delta, confidence=job.gate_confidence, seed=job.seed)
     # no artifact yet: the first run deploys one (from the start program when nothing beat it)
-    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold, lam, **gate_kw)
+    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold_p, lam, **gate_kw)
     delta = p_cand["objective"] - p_cur["objective"]
     res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "gain": gain, "pass": ok, "gate": why,
                       "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
                           "start_objective", "optimized_objective", "gate", "lm_calls", "cache_hits")},
-                      "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold, cur_ch, cand_ch)}
+                      "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold_p, cur_ch, cand_ch)}
     clock("evaluate_program")
 
     # candidate estimator: refit on the training part, compared with the current one
     from route_switch.routing.fitting import fit
 
-    fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
     e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
-    e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
     e_cur = objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
-    e_cand = objectives(e_cand_ch, hold, lam)
-    eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
+    if new is None and e_cur_ch is not None:
+        # no new labels: a refit could only reshuffle what the deployed estimator already learnt
+        e_cand_ch, e_cand, eok, egain = e_cur_ch, e_cur, False, {}
+        ewhy = "no new labels this period: nothing new to learn, the current estimator stays"
+    else:
+        fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
+        e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
+        e_cand = objectives(e_cand_ch, hold, lam)
+        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
     edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
     res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok, "gate": ewhy,
                         "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
     clock("fit_and_evaluate_estimator")
+
+    if eok:
+        # the gate judged a refit on the training part; what is deployed learns from every label
+        # (same settings, the held-out slice added), so no labelled query is left unused. Done
+        # before any swap: a failure here still leaves everything as it was.
+        t_full = time.time()
+        fit(merged, tmp / "estimator-all", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
+        res["estimator"]["refit_all_s"] = round(time.time() - t_full, 2)
+        clock("refit_all")
 
     # promotion: everything above succeeded; each swap is atomic for readers
     if ok:
@@ -174,11 +223,38 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
         atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
         copy_into(r.artifact, job.artifact)
     if eok:
-        copy_into(tmp / "estimator", job.estimator_dir)
+        copy_into(tmp / "estimator-all", job.estimator_dir)
     save_evalset(merged, job.evalset)
+    save_groups(state_path(job.work_dir, job.name), groups)  # [] clears last run's focus
     res["promoted"] = {"program": ok, "estimator": eok}
     res["status"] = "promoted" if (ok or eok) else "not_promoted"
+    res["verdict"] = verdict(ok, eok, why, ewhy)
     clock("total")
+
+
+def holdout_split(merged, new, job: Job):
+    """(train, held-out) for the gates. With enough new labels, the held-out slice is drawn from this
+    period's new queries only: neither the current versions nor the candidates have seen them, and
+    they are the traffic the router now serves. Otherwise a seeded slice of the merged evalset."""
+    from route_switch.core.evalset import normalise_prompt
+
+    if new is None or len(new) < MIN_NEW_FOR_FRESH_HOLDOUT:
+        return merged.split(job.holdout_share, job.seed)
+    _, fresh = new.split(job.holdout_share, job.seed)
+    held = set(map(normalise_prompt, fresh.prompts))
+    is_held = np.array([normalise_prompt(p) in held for p in merged.prompts])
+    return merged.subset(np.flatnonzero(~is_held)), merged.subset(np.flatnonzero(is_held))
+
+
+def verdict(program_ok: bool, estimator_ok: bool, program_why: str, estimator_why: str) -> str:
+    """One line: what improved ("the estimator", "the program", "both") or why the current router stays."""
+    if program_ok and estimator_ok:
+        return "both improved: the router program and the estimator were promoted"
+    if program_ok:
+        return f"the program improved (promoted); the estimator was kept: {estimator_why}"
+    if estimator_ok:
+        return f"the estimator improved (promoted); the program was kept: {program_why}"
+    return f"no gain shown: the current router stays (program: {program_why}; estimator: {estimator_why})"
 
 
 def _current_estimator(job: Job, old):

@@ -36,10 +36,16 @@ def write_report(job: Job, res: dict, stamp: str) -> Path:
     pr = res.get("promoted", {})
     L += [f"- promoted: router program {'yes' if pr.get('program') else 'no'}, "
           f"estimator {'yes' if pr.get('estimator') else 'no'}"]
+    if res.get("verdict"):
+        L += [f"- verdict: {res['verdict']}"]
     if "route_log" in res:
         rl = res["route_log"]
         L += [f"- route log: {rl['logged']} decisions in {job.period_days:g} days, {rl['with_text']} with text, "
               f"{rl['distinct']} distinct, {rl['sampled']} sampled, {rl.get('already_labelled', 0)} already labelled"]
+        if rl.get("focus"):
+            fo = rl["focus"]
+            L += [f"- drift focus: {fo['sampled_from_groups']} of the sample from last run's drifted groups "
+                  f"({fo['in_drifted_groups']} logged queries matched them; focus_share {fo['share']})"]
     if "evalset" in res:
         e = res["evalset"]
         L += [f"- evalset: {e['existing']} existing + {e['new']} new = {e['merged']} queries "
@@ -61,7 +67,9 @@ def write_report(job: Job, res: dict, stamp: str) -> Path:
             L += ["Instruction diff (current → candidate):", "", "```diff", d["diff"], "```", ""]
         L += _misroute_md(d["misroutes"])
     if "drift" in res:
-        L += ["", "## Drift", "", format_drift(res["drift"])]
+        from route_switch.jobs.drift_groups import format_groups
+
+        L += ["", "## Drift", "", format_drift(res["drift"])] + format_groups(res["drift"].get("groups", []))
     L += ["", "## Timings (s, cumulative)", "", ", ".join(f"{k} {v}" for k, v in res.get("timings_s", {}).items())]
     job.report_dir.mkdir(parents=True, exist_ok=True)
     out = job.report_dir / f"reoptimize-{job.name}-{stamp}.md"
