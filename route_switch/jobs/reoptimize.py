@@ -89,7 +89,7 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     old = load_evalset(job.evalset, models=models) if job.evalset.exists() else None
     est = _current_estimator(job, old)
     # the groups flagged as drifted by the last run get a share of this run's sample
-    from route_switch.jobs.drift_groups import focus_mask, format_groups, load_groups, moved_groups, needed_tiers, save_groups, state_path
+    from route_switch.jobs.drift_groups import focus_mask, load_groups, moved_groups, needed_tiers, save_groups, state_path
 
     last_groups = load_groups(state_path(job.work_dir, job.name))
     focus = ((lambda texts: focus_mask(texts, last_groups, old.prompts if old is not None else [], est, job.seed))
