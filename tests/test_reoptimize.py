@@ -255,3 +255,13 @@ def test_sampling_respects_period_and_size(tmp_path, upstream):
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
     assert sample_logged_queries(job, now=later)[0] == []
     assert np.all([q in NEW_QUERIES for q in qs])
+
+
+def test_misspelt_job_key_gets_a_suggestion(tmp_path):
+    job = make_project(tmp_path, "http://127.0.0.1:9/v1")
+    data = yaml.safe_load(job.read_text())
+    data["drift"] = {"focus_shar": 0.5}
+    job.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="did you mean 'focus_share'") as e:
+        load_job(job)
+    assert e.value.field == "drift.focus_shar"

@@ -61,6 +61,10 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
     return model
 
 
+# pydantic names the member of a union that failed ("lambda.float"): not a key of the file
+_UNION_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
+
+
 def dotted(loc: tuple, where: str = "") -> str:
     out = where
     for part in loc:
@@ -86,7 +90,7 @@ def translate(exc: ValidationError, model: type[BaseModel], file: str | None, wh
     first, since it is often a misspelling of the key reported missing."""
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(err["loc"])
+    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS and not (isinstance(p, str) and "[" in p))
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         return unknown_key_error(loc[-1], field_names(parent), file, dotted(loc[:-1], where) + "." if loc[:-1] or where
