@@ -77,20 +77,53 @@ def _ensure(d: Path) -> Path:
     return d
 
 
+class _Run:
+    """One run's state, shared by its steps: the job, the summary ``res`` and the scratch folder."""
+
+    def __init__(self, job: Job, res: dict, tmp: Path, echo):
+        from route_switch.core.paths import cache_dir as default_cache
+
+        self.job, self.res, self.tmp, self.echo = job, res, tmp, echo
+        self.cache = Path(job.cache_dir or default_cache())
+        self.t0 = time.time()
+
+    def clock(self, step: str) -> None:
+        self.res["timings_s"][step] = round(time.time() - self.t0, 2)
+
+
 def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
-    from route_switch.llm.artifacts import diff, load_program, read_metrics
-    from route_switch.core.evalset import load_evalset, normalise_prompt, save_evalset
-    from route_switch.labeling import label
-    from route_switch.core.paths import cache_dir as default_cache
+    """The steps in order; everything is written to ``tmp`` until the promotion at the end."""
+    from route_switch.core.evalset import load_evalset
 
-    t = time.time()
-    clock = lambda k: res["timings_s"].__setitem__(k, round(time.time() - t, 2))  # noqa: E731
-    models = [x.model for x in job.tiers]
-    old = load_evalset(job.evalset, models=models) if job.evalset.exists() else None
+    run = _Run(job, res, tmp, echo)
+    old = load_evalset(job.evalset, models=[x.model for x in job.tiers]) if job.evalset.exists() else None
     est = _current_estimator(job, old)
-    # the groups flagged as drifted by the last run get a share of this run's sample
-    from route_switch.jobs.drift_groups import focus_mask, load_groups, moved_groups, needed_tiers, save_groups, state_path
+    queries, new_q, current = _sample(run, old, est, now)
+    groups = _drift(run, queries, old, est)
+    run.clock("sample_and_drift")
+    new = _label(run, new_q, dry_run)
+    if dry_run:
+        res["status"] = "dry_run"
+        return
+    run.clock("labeling")
+    merged, train, hold = _merge(run, new, old, groups)
+    r, ok, why, lam = _candidate_program(run, current, train, hold)
+    run.clock("evaluate_program")
+    eok, ewhy = _candidate_estimator(run, new, train, hold, merged, lam)
+    _promote(run, r, ok, eok, merged, groups)
+    res["promoted"] = {"program": ok, "estimator": eok}
+    res["status"] = "promoted" if (ok or eok) else "not_promoted"
+    res["verdict"] = verdict(ok, eok, why, ewhy)
+    run.clock("total")
 
+
+def _sample(run: _Run, old, est, now):
+    """This period's sampled queries (a share from last run's drifted groups), the new ones among
+    them, and the program the run starts from."""
+    from route_switch.core.evalset import normalise_prompt
+    from route_switch.jobs.drift_groups import focus_mask, load_groups, state_path
+
+    job, res = run.job, run.res
     last_groups = load_groups(state_path(job.work_dir, job.name))
     focus = ((lambda texts: focus_mask(texts, last_groups, old.prompts if old is not None else [], est, job.seed))
              if last_groups and est is not None else None)
@@ -98,96 +131,132 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
     known = set(map(normalise_prompt, old.prompts)) if old is not None else set()
     new_q = [q for q in queries if normalise_prompt(q) not in known]
     res["route_log"]["already_labelled"] = len(queries) - len(new_q)
-    echo(f"{job.name}: {res['route_log']['logged']} logged decisions in the last {job.period_days:g} days, "
-         f"{len(queries)} sampled, {len(new_q)} new to label")
+    run.echo(f"{job.name}: {res['route_log']['logged']} logged decisions in the last {job.period_days:g} days, "
+             f"{len(queries)} sampled, {len(new_q)} new to label")
     current = job.artifact if (job.artifact / "instruction.txt").exists() else job.start_program
     if current is None:
         raise ConfigError(f"no artifact at {job.artifact} and no start_program", file=job.file, field="start_program")
-    cache = job.cache_dir or default_cache()
+    return queries, new_q, current
 
-    # drift of the period's queries vs the training evalset, through the current estimator
+
+def _drift(run: _Run, queries, old, est) -> list:
+    """Drift of the period's queries vs the training evalset, through the current estimator; the
+    query groups that moved (a group can move while the period's mean barely does)."""
     from route_switch.jobs.drift import drift_report
+    from route_switch.jobs.drift_groups import moved_groups
 
-    res["drift"] = (drift_report(queries, old.prompts, est, threshold=job.drift_threshold,
-                                 confidence_threshold=job.confidence_threshold, seed=job.seed)
-                    if est is not None and old is not None and queries else {"flagged": False, "skipped": "no training evalset or estimator yet"})
-    groups = []
-    if "skipped" not in res["drift"]:
-        # a group can move while the period's mean barely does (a new task at 30% of traffic)
-        groups = moved_groups(queries, old.prompts, est, threshold=job.drift_threshold,
-                              max_groups=job.drift_max_groups, seed=job.seed)
-        if groups:
-            res["drift"]["flagged"] = True
-            res["drift"]["reasons"].append(f"{len(groups)} query group(s) moved: nearest-neighbour similarity "
-                                           f"fell by more than {job.drift_threshold} (see below)")
-    clock("sample_and_drift")
+    job, res = run.job, run.res
+    if est is None or old is None or not queries:
+        res["drift"] = {"flagged": False, "skipped": "no training evalset or estimator yet"}
+        return []
+    res["drift"] = drift_report(queries, old.prompts, est, threshold=job.drift_threshold,
+                                confidence_threshold=job.confidence_threshold, seed=job.seed)
+    groups = moved_groups(queries, old.prompts, est, threshold=job.drift_threshold,
+                          max_groups=job.drift_max_groups, seed=job.seed)
+    if groups:
+        res["drift"]["flagged"] = True
+        res["drift"]["reasons"].append(f"{len(groups)} query group(s) moved: nearest-neighbour similarity "
+                                       f"fell by more than {job.drift_threshold} (see below)")
+    return groups
 
+
+def _label(run: _Run, new_q: list[str], dry_run: bool):
+    """Labels of the new queries (None when there are none): from the tiers and the judge, or
+    replayed from stored outcomes (simulation, tests)."""
+    from route_switch.labeling import label
+
+    job = run.job
     lab = dict(job.labeling)
-    if job.replay is not None:  # stored outcomes instead of endpoints + judge (simulation, tests)
+    if job.replay is not None:
         from route_switch.labeling.replay import replay_label as label
+
         lab = {"replay": job.replay}
-    if new_q or dry_run:
-        new = label(new_q, job.tiers, judge_lm_cfg=job.judge_lm, judge_program=job.judge_program,
-                    out_path=job.work_dir / f"{job.name}-labels.jsonl", cache_dir=Path(cache) / "labels",
-                    dry_run=dry_run, echo=echo, **lab) if new_q else None
-        if dry_run:
-            res["status"] = "dry_run"
-            return
-        res["labeling"] = new.meta.get("labeling", {})
-    else:
-        new = None
-    clock("labeling")
+    if not new_q and not dry_run:
+        return None
+    new = label(new_q, job.tiers, judge_lm_cfg=job.judge_lm, judge_program=job.judge_program,
+                out_path=job.work_dir / f"{job.name}-labels.jsonl", cache_dir=run.cache / "labels",
+                dry_run=dry_run, echo=run.echo, **lab) if new_q else None
+    if new is not None and not dry_run:
+        run.res["labeling"] = new.meta.get("labeling", {})
+    return new
+
+
+def _merge(run: _Run, new, old, groups: list):
+    """The merged evalset and its (train, held-out) split; the drifted groups' needed tiers."""
+    from route_switch.jobs.drift_groups import needed_tiers
+
     if new is None and old is None:
         raise RouteSwitchError("nothing to optimise on: no logged queries and no existing evalset")
     merged = merge_evalsets(new, old)
+    res = run.res
     res["evalset"] = {"existing": 0 if old is None else len(old), "new": 0 if new is None else len(new),
                       "merged": len(merged)}
     if len(merged) < 8:
         raise RouteSwitchError(f"only {len(merged)} labelled queries: too few to optimise and hold out a slice")
-    needed_tiers(groups, merged, [t.name for t in job.tiers])
+    needed_tiers(groups, merged, [t.name for t in run.job.tiers])
     res["drift"]["groups"] = [{k: v for k, v in g.items() if k != "examples"} | {"examples": g["examples"][:3]}
                               for g in groups]
-    train, hold = holdout_split(merged, new, job)
+    train, hold = holdout_split(merged, new, run.job)
     res["evalset"].update(train=len(train), holdout=len(hold))
+    return merged, train, hold
 
-    # candidate router program (MIPROv2 from the current one) into a temporary out_root
+
+def _candidate_program(run: _Run, current, train, hold):
+    """MIPROv2 from the current program into the scratch folder, scored against it on held-out
+    queries and gated. Returns (optimize result, passed, why, the λ used)."""
+    from route_switch.llm.artifacts import diff, load_program
     from route_switch.optimization.optimize import optimize
 
+    job = run.job
     start = load_program(current)
     opt = dict(job.optimize)
     n_val = min(opt.get("n_val", 60), max(1, len(train) // 3))
     n_train = min(opt.get("n_train", 150), len(train) - n_val)
-    r = optimize(train, hold, start, lam=job.lam, lm_cfg=job.router_lm, name=job.name, out_root=tmp / "optimized",
-                 evalset_name=str(job.evalset), n_train=n_train, n_val=n_val, n_test=min(len(hold), opt.get("n_test", len(hold))), n_gate=opt.get("n_gate", 120),
+    r = optimize(train, hold, start, lam=job.lam, lm_cfg=job.router_lm, name=job.name,
+                 out_root=run.tmp / "optimized", evalset_name=str(job.evalset), n_train=n_train, n_val=n_val,
+                 n_test=min(len(hold), opt.get("n_test", len(hold))), n_gate=opt.get("n_gate", 120),
                  num_candidates=opt.get("num_candidates", 4), num_trials=opt.get("num_trials", 8), seed=job.seed,
-                 cache_dir=Path(cache) / "lm", progress=False)
-    clock("optimize")
+                 cache_dir=run.cache / "lm", progress=False)
+    run.clock("optimize")
     cand = load_program(r.artifact)
-    lmc = Path(cache) / "lm"
     # the router LLM is slow: optimize.n_test caps the held-out queries its programs are scored on
-    # (seeded subset); the estimator, which is fast, is gated on the whole held-out slice below
+    # (seeded subset); the estimator, which is fast, is gated on the whole held-out slice
     hold_p = hold
     if opt.get("n_test") and opt["n_test"] < len(hold):
-        import numpy as np
-
         hold_p = hold.subset(np.sort(np.random.default_rng(job.seed).permutation(len(hold))[:opt["n_test"]]))
-    res["evalset"]["holdout_program"] = len(hold_p)
+    run.res["evalset"]["holdout_program"] = len(hold_p)
+    lmc = run.cache / "lm"
     cur_ch, cand_ch = program_choices(start, job.router_lm, hold_p, lmc), program_choices(cand, job.router_lm, hold_p, lmc)
     lam = r.metrics["lambda"]  # the one optimize used (given, or break-even on the training part)
     p_cur, p_cand = objectives(cur_ch, hold_p, lam), objectives(cand_ch, hold_p, lam)
-    gate_kw = dict(min_gain=job.min_objective_delta, confidence=job.gate_confidence, seed=job.seed)
     # no artifact yet: the first run deploys one (from the start program when nothing beat it)
-    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold_p, lam, **gate_kw)
+    ok, gain, why = gate(cur_ch if current == job.artifact else None, cand_ch, hold_p, lam, **_gate_kw(job))
     delta = p_cand["objective"] - p_cur["objective"]
-    res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "gain": gain, "pass": ok, "gate": why,
-                      "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
-                          "start_objective", "optimized_objective", "gate", "lm_calls", "cache_hits")},
-                      "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold_p, cur_ch, cand_ch)}
-    clock("evaluate_program")
+    run.res["program"] = {"current": p_cur, "candidate": p_cand, "delta": delta, "gain": gain, "pass": ok, "gate": why,
+                          "current_path": str(current), "optimizer_metrics": {k: r.metrics.get(k) for k in (
+                              "start_objective", "optimized_objective", "gate", "lm_calls", "cache_hits")},
+                          "diff": diff(current, r.artifact), "misroutes": misroute_changes(hold_p, cur_ch, cand_ch)}
+    if ok:  # the artifact carries the gate's figures
+        from route_switch.core.files import atomic_write_text
+        from route_switch.llm.artifacts import read_metrics
 
-    # candidate estimator: refit on the training part, compared with the current one
+        m = read_metrics(r.artifact)
+        m["reoptimize"] = {"job": job.file, "holdout": p_cand, "previous": p_cur, "delta": delta, "gain": gain,
+                           "gate": why}
+        atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
+    return r, ok, why, lam
+
+
+def _gate_kw(job: Job) -> dict:
+    return dict(min_gain=job.min_objective_delta, confidence=job.gate_confidence, seed=job.seed)
+
+
+def _candidate_estimator(run: _Run, new, train, hold, merged, lam):
+    """A refit on the training part, gated against the deployed estimator on the held-out slice;
+    when it passes, the estimator to deploy is refit on every label. Returns (passed, why)."""
     from route_switch.routing.fitting import fit
 
+    job, tmp = run.job, run.tmp
     e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
     e_cur = objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
     if new is None and e_cur_ch is not None:
@@ -198,38 +267,35 @@ def _run(job: Job, res: dict, tmp: Path, dry_run: bool, now, echo) -> None:
         fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
         e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
         e_cand = objectives(e_cand_ch, hold, lam)
-        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **gate_kw)
+        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **_gate_kw(job))
     edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
-    res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok, "gate": ewhy,
-                        "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
-    clock("fit_and_evaluate_estimator")
-
+    run.res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok,
+                            "gate": ewhy, "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
+    run.clock("fit_and_evaluate_estimator")
     if eok:
         # the gate judged a refit on the training part; what is deployed learns from every label
         # (same settings, the held-out slice added), so no labelled query is left unused. Done
         # before any swap: a failure here still leaves everything as it was.
         t_full = time.time()
         fit(merged, tmp / "estimator-all", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
-        res["estimator"]["refit_all_s"] = round(time.time() - t_full, 2)
-        clock("refit_all")
+        run.res["estimator"]["refit_all_s"] = round(time.time() - t_full, 2)
+        run.clock("refit_all")
+    return eok, ewhy
 
-    # promotion: everything above succeeded; each swap is atomic for readers
+
+def _promote(run: _Run, r, ok: bool, eok: bool, merged, groups: list) -> None:
+    """Everything above succeeded: swap in what passed (each swap atomic for readers), keep the
+    merged labels and the drifted groups for the next run."""
+    from route_switch.core.evalset import save_evalset
+    from route_switch.jobs.drift_groups import save_groups, state_path
+
+    job = run.job
     if ok:
-        m = read_metrics(r.artifact)
-        m["reoptimize"] = {"job": job.file, "holdout": p_cand, "previous": p_cur, "delta": delta, "gain": gain,
-                          "gate": why}
-        from route_switch.core.files import atomic_write_text
-
-        atomic_write_text(r.artifact / "metrics.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
         copy_into(r.artifact, job.artifact)
     if eok:
-        copy_into(tmp / "estimator-all", job.estimator_dir)
+        copy_into(run.tmp / "estimator-all", job.estimator_dir)
     save_evalset(merged, job.evalset)
     save_groups(state_path(job.work_dir, job.name), groups)  # [] clears last run's focus
-    res["promoted"] = {"program": ok, "estimator": eok}
-    res["status"] = "promoted" if (ok or eok) else "not_promoted"
-    res["verdict"] = verdict(ok, eok, why, ewhy)
-    clock("total")
 
 
 def holdout_split(merged, new, job: Job):
