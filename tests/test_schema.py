@@ -108,3 +108,12 @@ def test_old_flags_still_work_and_warn_once(argv, old, new, dest, value, capsys)
     assert err.count("deprecated") == 1 and old in err and new in err and len(err.strip().splitlines()) == 1
     build_parser().parse_args([new if a == old else a for a in argv])
     assert capsys.readouterr().err == ""
+
+
+def test_the_committed_reference_is_what_the_schemas_generate():
+    from pathlib import Path
+
+    from route_switch.core.schema.reference import markdown
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    assert committed == markdown(), "docs/reference.md is stale: route-switch config-schema --out docs/reference.md"
