@@ -2,6 +2,8 @@
 
 Order of paths for one query:
 
+0. **policy** — an enforced policy line of the router LLM's program matches the query
+   (:mod:`route_switch.policy_match`; the earliest matching line wins): its tier.
 1. **cache** — the same query (and knob) was routed before: return that decision.
 2. **bypass** — fewer than ``bypass_tokens`` tokens: tier 1, no router LLM call.
 3. **llm** — the router LLM (a DSPy program) gives a probability per tier within
@@ -257,6 +259,9 @@ class Router:
             query = self._estimator_view(query)  # sanitise only what the estimator reads
         if self.sanitize:
             query = strip_routing_directives(query)
+        m = self._policy(query)
+        if m is not None:
+            return self._tier_decision(m.policy.tier, "policy", m.reason)
         if self.bypass_tokens and self.tiers:
             n = self.count_tokens(query)
             if n < self.bypass_tokens:
@@ -273,6 +278,19 @@ class Router:
         pred = self._predict([query])
         k = int(self._select(pred, tau, lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
+
+    def _policy(self, query: str):
+        """The enforced policy that decides ``query`` (a PolicyMatch), or None. A policy naming a
+        tier this router does not have, or a matcher that fails, leaves the decision to the router."""
+        match = getattr(self.llm, "match", None)
+        if match is None or not self.tiers:
+            return None
+        try:
+            m = match(query)
+        except Exception as e:
+            log.warning("policy matcher failed (routing without policies): %s", e)
+            return None
+        return m if m is not None and 1 <= m.policy.tier <= len(self.tiers) else None
 
     def _llm_decision(self, query: str, vote, tau, lam) -> Decision:
         """τ/λ on the LLM's distribution, fused with the estimator's predictions when a fusion is fitted.
