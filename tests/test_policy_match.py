@@ -31,8 +31,8 @@ pytestmark = pytest.mark.skipif(not _have_minilm(), reason="needs the minilm ext
 
 @pytest.fixture(scope="module")
 def background():
-    bg = training_queries(n=300)
-    assert len(bg) >= 200  # the shared data is there: calibration on real training queries
+    bg = training_queries()
+    assert len(bg) >= 500  # the shared data is there: calibration on real training queries
     return bg
 
 
