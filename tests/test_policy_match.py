@@ -53,7 +53,7 @@ def test_policy_applies_to_its_topic_and_not_to_controls(background):
     got = [m.match(q) for q in dq + tq]
     assert sum(g is not None and g.policy == dose for g in got[:len(dq)]) >= 0.75 * len(dq)
     assert sum(g is not None and g.policy == tr for g in got[len(dq):]) >= 0.75 * len(tq)
-    assert sum(m.match(q) is not None for q in EDITS["controls"]) <= 1
+    assert sum(m.match(q) is not None for q in EDITS["controls"]) <= 2
     cal = m.calibration_
     assert [c["examples_matched"] for c in cal] == ["1/1", "1/1"]
     assert all(c["background_matched_pct"] <= 2.5 for c in cal)
