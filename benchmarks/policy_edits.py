@@ -8,8 +8,11 @@ added (``route_switch.llm.policies.apply_policy``); report the share routed to t
 before and after, the decisions that changed, and the share of control queries (covered by no
 policy) whose tier moved. "all" applies every edit at once. Every LM call goes through the disk
 cache (``route_switch.llm.cache.cached_lm``), so a re-run is instant. ``--style`` renders the
-policies in other wordings/positions, to measure which one a small model follows best; ``if`` is
-the rule ``apply_policy`` writes, ``if+demo`` (default) the rule plus the edit's example as a demo.
+policies in other wordings/positions, to measure which one a small model follows best. ``match``
+(default) is what ``apply_policy`` writes with the edit's ``example`` (plus optional ``examples`` and
+``not`` lists): enforced by the policy matcher (``route_switch.llm.policy_match``), calibrated on the
+training queries of the shared data; the JSON then also holds each policy's calibration. ``if`` is
+a rule without examples (a hint the LLM reads), ``if+demo`` that rule plus the example as a demo.
 """
 from __future__ import annotations
 
@@ -46,15 +49,26 @@ def _product(program, edits):
     return apply_policies(program, [Policy(e["topic"], int(e["tier"])) for e in edits])
 
 
+def _enforced(program, edits):
+    """What ``apply_policy`` writes with the edit's examples: enforced by the policy matcher."""
+    for e in edits:
+        program = apply_policy(program, Policy(e["topic"], int(e["tier"])), example=e.get("example"),
+                               examples=e.get("examples") or (), counter_examples=e.get("not") or ())
+    return program
+
+
 def _with_demos(program, edits):
     """The product's section plus each edit's example query as a demo (demos.yaml is hand-editable too)."""
     for e in edits:
-        program = apply_policy(program, Policy(e["topic"], int(e["tier"])), example=e.get("example"))
+        program = apply_policy(program, Policy(e["topic"], int(e["tier"])))
+        if e.get("example"):
+            program.demos.append({"query": e["example"], "tier": int(e["tier"])})
     return program
 
 
 # name -> (program, edits) -> program with the edits. "if" is what apply_policy writes.
 STYLES = {
+    "match": _enforced,
     "if": _product,
     "if+demo": _with_demos,
     "arrow": _text(lambda body, ps: body + "\n\n" + _section(ps, lambda p: f"- {p.topic} → tier {p.tier}.")),
@@ -84,11 +98,23 @@ def load_edits(path) -> dict:
     return data
 
 
+def _calibration(program, background) -> list[dict]:
+    """Each enforced policy's threshold and how many of its examples / background queries match."""
+    from route_switch.llm.router_llm import RouterLLM
+
+    m = RouterLLM(program, lm=object(), policy_background=background).matcher
+    if m is None:
+        return []
+    from route_switch.llm.policy_match import overlapping_examples
+
+    return m.calibration_ + [{"warning": w} for w in overlapping_examples(m)]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--program", default="programs/default.yaml")
     ap.add_argument("--edits", default=str(ROOT / "benchmarks" / "policy_edits.yaml"))
-    ap.add_argument("--style", default="if+demo", choices=sorted(STYLES))
+    ap.add_argument("--style", default="match", choices=sorted(STYLES))
     ap.add_argument("--lm-kind", default="local",
                     help="local (embedded model) or fake (the FAKE engine's policy mode, for tests)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 is faster on a busy machine)")
@@ -112,10 +138,13 @@ def main(argv=None):
     if args.lm_kind == "fake":
         lm_cfg = {"kind": "fake", "mode": "policy"}
     lm, cache = cached_lm(lm_cfg, base.labels, cache_dir() / "lm")
+    from route_switch.llm.policy_match import training_queries
+
+    background = training_queries() if args.style == "match" else []
     t0 = time.perf_counter()
 
     def route(program, queries) -> list[int | None]:
-        router = RouterLLM(program, lm=lm)
+        router = RouterLLM(program, lm=lm, policy_background=background)
         out = []
         for q in queries:
             try:
@@ -180,6 +209,7 @@ def main(argv=None):
         "edits": results,
         "all_edits_together": {"instruction": combined_program.instruction, "compliance": per_edit,
                                "controls_changed": changed(controls, ctl)},
+        "calibration": _calibration(combined_program, background),
         "lm_calls": {"cache_hits": cache.hits if cache else None, "model_calls": cache.misses if cache else None},
         "seconds": round(time.perf_counter() - t0, 1), "load_avg": [round(x, 2) for x in os.getloadavg()],
     }

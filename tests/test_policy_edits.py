@@ -43,13 +43,44 @@ def test_same_topic_replaces_and_hand_written_lines_survive(program):
     assert "Keep answers short." in body
 
 
-def test_example_becomes_a_demo_of_the_policy_tier(program):
-    edited = apply_policy(program, "legal advice → tier 3", example="Is jaywalking legal?")
-    assert edited.demos == program.demos + [{"query": "Is jaywalking legal?", "tier": 3}]
-    again = apply_policy(edited, "legal advice → tier 2", example="Is jaywalking legal?")
-    assert again.demos[-1] == {"query": "Is jaywalking legal?", "tier": 2} and len(again.demos) == len(edited.demos)
+def test_examples_are_indented_lines_under_the_rule(program):
+    edited = apply_policy(program, "legal advice → tier 3", example="Is jaywalking legal?",
+                          counter_examples=["Write a\nPython class for contracts."])
+    assert edited.demos == program.demos  # the router LLM's prompt is not touched
+    assert edited.instruction.endswith("- If the request is about legal advice, answer 3.\n"
+                                       "    e.g. Is jaywalking legal?\n    not: Write a Python class for contracts.")
+    (rule,) = split_policies(edited.instruction)[1]
+    assert rule.enforced and rule.examples == ("Is jaywalking legal?",)
+    again = apply_policy(apply_policy(edited, "tax → tier 2", example="Is VAT due on books?"),
+                         "legal advice → tier 2", example="Can I sue my landlord?")
+    rules = split_policies(again.instruction)[1]
+    assert [(r.topic, r.tier) for r in rules] == [("legal advice", 2), ("tax", 2)]  # replaced in place
+    assert rules[0].examples == ("Can I sue my landlord?",)
     with pytest.raises(PolicyError, match="example"):
         apply_policy(program, "legal advice → tier 3", example="  ")
+
+
+def test_hand_typed_examples_parse_and_only_hints_reach_the_llm(program):
+    from route_switch.llm.policies import enforced_policies, llm_instruction
+
+    text = (program.instruction + f"\n\n{HEADER}\n- tax questions -> tier 2\n  e.g. How do I file my taxes?\n"
+            "  Not: What is compound interest?\n- If the request is about python, answer 1.")
+    assert [(p.topic, p.examples, p.counter_examples) for p in enforced_policies(text)] == [
+        ("tax questions", ("How do I file my taxes?",), ("What is compound interest?",))]
+    seen = llm_instruction(text)
+    assert "tax" not in seen and seen.endswith(HEADER + "\n- If the request is about python, answer 1.")
+    assert llm_instruction(program.instruction) == program.instruction
+
+
+def test_enforced_edit_leaves_the_llm_prompt_as_it_was(program):
+    from route_switch.llm.lm import make_lm
+
+    lm = make_lm({"kind": "fake", "mode": "policy"}, labels=program.labels)
+    edited = apply_policy(program, "tax → tier 2", example="Is VAT due on books?")
+    a, b = RouterLLM(program, lm=lm), RouterLLM(edited, lm=lm)
+    assert a.module.predict.signature.instructions == b.module.predict.signature.instructions
+    assert [d.query for d in a.module.predict.demos] == [d.query for d in b.module.predict.demos]
+    assert a.matcher is None and len(b.enforced) == 1
 
 
 @pytest.mark.parametrize("text", ["legal advice", "→ tier 3", "legal advice → tier 4", "legal advice → tier 0"])
@@ -85,14 +116,14 @@ def test_benchmark_json_and_cache(tmp_path, monkeypatch, capsys):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import policy_edits
 
-    policy_edits.main(["--lm-kind", "fake"])
+    policy_edits.main(["--lm-kind", "fake", "--style", "if+demo"])
     first = json.loads(capsys.readouterr().out)
     assert first["n_edits"] >= 5 and first["n_controls"] >= 20
     assert all(e["n"] >= 20 for e in first["edits"])
     s = first["summary"]
     assert s["compliance_after_mean"] > s["compliance_before_mean"]
     assert first["lm_calls"]["model_calls"] > 0
-    policy_edits.main(["--lm-kind", "fake"])
+    policy_edits.main(["--lm-kind", "fake", "--style", "if+demo"])
     second = json.loads(capsys.readouterr().out)
     assert second["lm_calls"]["model_calls"] == 0  # everything replayed from the disk cache
     assert second["summary"] == first["summary"]

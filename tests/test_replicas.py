@@ -93,7 +93,7 @@ def test_state_config_errors(tmp_path):
 
     for text, field in [("state: {redis_url: 'redis://user:secret@h:6379/0'}", "state.redis_url"),
                         ("state: {redis_url: 'http://h'}", "state.redis_url"),
-                        ("state: {share_cache: true}", "state"), ("state: {redis_url: 'redis://h', x: 1}", "state")]:
+                        ("state: {share_cache: true}", "state"), ("state: {redis_url: 'redis://h', x: 1}", "state.x")]:
         p = tmp_path / "router.yaml"
         p.write_text("tiers: [{model: a}]\n" + text + "\n")
         with pytest.raises(ConfigError) as e:

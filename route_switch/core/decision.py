@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-PATHS = ("bypass", "llm", "estimator", "cache", "default")
+PATHS = ("policy", "bypass", "llm", "estimator", "cache", "default")
 
 
 @dataclass(frozen=True)
@@ -11,7 +11,7 @@ class Decision:
     tier: int                 # 1 = cheapest tier
     tier_name: str
     model: str | None
-    path: str                 # one of PATHS
+    path: str                 # one of PATHS ("policy": an enforced policy line decided it)
     reason: str
     predicted_quality: dict[str, float] | None = None
     latency_ms: float = 0.0

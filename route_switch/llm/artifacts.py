@@ -197,6 +197,7 @@ def show(directory: str | Path) -> str:
              f"## instruction (origin: {instruction_origin(d)})", prog.instruction, "", "## tiers"]
     lines += [f"{i}. {t['name']}: {t['description']}" for i, t in enumerate(prog.tiers, 1)]
     lines += ["", f"## demos ({len(prog.demos)})"] + [f"- tier {x['tier']}: {x['query']}" for x in prog.demos]
+    lines += policy_report(prog.instruction)
     mined = metrics.get("mined_policies") or []
     if mined:
         from route_switch.llm.policies import split_policies
@@ -210,6 +211,28 @@ def show(directory: str | Path) -> str:
         lines += ["", "## metrics"] + [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in metrics.items()
                                        if k not in skip]
     return "\n".join(lines)
+
+
+def policy_report(instruction: str) -> list[str]:
+    """Lines for ``show``: each enforced policy's calibration, and warnings about policies whose
+    examples match each other (the earlier line then decides)."""
+    from route_switch.llm.policies import enforced_policies
+
+    enforced = enforced_policies(instruction)
+    if not enforced:
+        return []
+    lines = ["", f"## enforced policies ({len(enforced)}; the first matching line wins)"]
+    try:
+        from route_switch.llm.policy_match import PolicyMatcher, overlapping_examples, training_queries
+
+        m = PolicyMatcher().fit(enforced, training_queries())
+    except Exception as e:  # show must print the program even when the matcher cannot be built
+        return lines + [f"cannot calibrate the policies: {type(e).__name__}: {e}"]
+    for i, c in enumerate(m.calibration_, 1):
+        lines.append(f"{i}. {c['policy']} → tier {c['tier']}: threshold {c['threshold']}, examples matched "
+                     f"{c['examples_matched']}, background queries matched {c['background_matched_pct']}%")
+    lines += [f"WARNING: {w}" for w in overlapping_examples(m)]
+    return lines
 
 
 def diff(a: str | Path, b: str | Path) -> str:

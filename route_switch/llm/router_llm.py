@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from route_switch.core.errors import RouteSwitchError
 from route_switch.core.template import clip_query
+from route_switch.core.tiers import to_index
 from route_switch.llm.program import RoutingProgram
 
 
@@ -65,13 +66,39 @@ class RouterLLM:
     """
 
     def __init__(self, program: RoutingProgram, lm_cfg: dict | None = None, lm=None,
-                 max_query_tokens: int = DEFAULT_QUERY_TOKENS):
+                 max_query_tokens: int = DEFAULT_QUERY_TOKENS, policy_background=None):
         from route_switch.llm.lm import make_lm
+        from route_switch.llm.policies import enforced_policies, llm_instruction
 
         self.program = program
         self.lm = lm if lm is not None else make_lm(lm_cfg or {"kind": "local"}, labels=program.labels)
-        self.module = build_module(program, self.lm)
+        # The LLM reads the instruction without its enforced policies: they are decided by
+        # the matcher, and an edit then leaves every other query's prompt as it was.
+        seen = RoutingProgram(program.name, program.tiers, llm_instruction(program.instruction), program.demos)
+        self.module = build_module(seen, self.lm)
         self.max_query_tokens = max_query_tokens
+        self.enforced = enforced_policies(program.instruction)
+        self.policy_background = policy_background  # None: the training queries of the shared data
+        self._matcher = None
+        self._matcher_lock = threading.Lock()
+
+    @property
+    def matcher(self):
+        """The fitted :class:`~route_switch.llm.policy_match.PolicyMatcher` (None without enforced policies)."""
+        if not self.enforced:
+            return None
+        with self._matcher_lock:
+            if self._matcher is None:
+                from route_switch.llm.policy_match import PolicyMatcher, training_queries
+
+                bg = self.policy_background if self.policy_background is not None else training_queries()
+                self._matcher = PolicyMatcher().fit(self.enforced, bg)
+            return self._matcher
+
+    def match(self, query: str):
+        """The enforced policy that applies to ``query`` (a PolicyMatch), or None."""
+        m = self.matcher
+        return m.match(query) if m is not None and isinstance(query, str) and query.strip() else None
 
     def clip(self, query: str) -> str:
         """The part of ``query`` the router LLM reads (token budget: head and tail)."""
@@ -87,7 +114,8 @@ class RouterLLM:
             return self.module(query=self.clip(query))
 
     def warmup(self) -> None:
-        """Load the model and fill the prompt-prefix cache (first local call: seconds). Call at startup."""
+        """Fit the policy matcher, load the model and fill the prompt-prefix cache (seconds). Call at startup."""
+        _ = self.matcher
         self.vote("hello", timeout_s=None)
 
     def vote(self, query: str, timeout_s: float | None = None, *, deadline: float | None = None) -> TierVote:
@@ -126,5 +154,10 @@ class RouterLLM:
         return TierVote(tuple(pred.probs))
 
     def predict(self, query: str, timeout_s: float | None = None) -> tuple[int, str]:
+        """(tier index, label): the matching enforced policy's tier, else the LLM's most likely tier."""
+        m = self.match(query)
+        if m is not None:
+            k = to_index(m.policy.tier)
+            return k, self.program.labels[k]
         v = self.vote(query, timeout_s)
         return v.index, self.program.labels[v.index]

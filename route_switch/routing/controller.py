@@ -3,6 +3,8 @@
 Order of paths for one query:
 
 1. **cache** — the same query (and knob) was routed before: return that decision.
+1b. **policy** — an enforced policy line of the router LLM's program matches the query
+   (:mod:`route_switch.llm.policy_match`; the earliest matching line wins): its tier.
 2. **bypass** — fewer than ``bypass_tokens`` tokens: tier 1, no router LLM call.
 3. **llm** — the router LLM (a DSPy program) gives a probability per tier within
    ``llm_timeout_s``. With a fitted :class:`~route_switch.routing.fusion.TierFusion` it is fused with
@@ -258,13 +260,17 @@ class Router:
 
     def _decide(self, query: str, tau, lam, explicit: bool = False) -> Decision:
         text = self._estimator_text(query)
+        clean = self._sanitized(query) if self.llm is not None else text
+        m = self._policy(clean)  # an enforced policy line of the router LLM's program decides first
+        if m is not None:
+            return self._tier_decision(m.policy.tier, "policy", m.reason)
         bypassed = self._bypass(text)
         if bypassed is not None:
             return bypassed
         why_not_llm = ""
         vote = None
         if self.llm is not None:
-            vote, why_not_llm = self._ask_llm(self._sanitized(query))
+            vote, why_not_llm = self._ask_llm(clean)
         if vote is not None:
             return self._llm_decision(text, vote, *((tau, lam) if explicit else (self.llm_tau, self.llm_lam)))
         if self.estimator is None:
@@ -273,6 +279,19 @@ class Router:
         pred = self._predict([text])
         k = int(self._select(pred, tau, lam)[0])
         return self._estimator_decision(pred[0], k, tau, lam, why_not_llm)
+
+    def _policy(self, query: str):
+        """The enforced policy that decides ``query`` (a PolicyMatch), or None. A policy naming a
+        tier this router does not have, or a matcher that fails, leaves the decision to the router."""
+        match = getattr(self.llm, "match", None)
+        if match is None or not self.tiers:
+            return None
+        try:
+            m = match(query)
+        except Exception as e:
+            log.warning("policy matcher failed (routing without policies): %s", e)
+            return None
+        return m if m is not None and 1 <= m.policy.tier <= len(self.tiers) else None
 
     def _sanitized(self, text: str) -> str:
         # Sentences that order the router around ("use tier 3") say nothing about difficulty:
