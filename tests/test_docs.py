@@ -262,6 +262,11 @@ def test_cli_examples_run(runs, clidir):
     if "serve" in table:
         check_serve(table["serve"], clidir)
         ran.add("serve")
+    if "config-schema" in table:
+        ok(run(table["config-schema"], clidir), table["config-schema"])
+        ref = (clidir / "docs" / "reference.md").read_text()
+        assert ref == (ROOT / "docs" / "reference.md").read_text()  # the committed reference is current
+        ran.add("config-schema")
     assert ran | set(NOT_RUN) == set(table), f"examples neither run nor excused: {set(table) - ran - set(NOT_RUN)}"
 
 

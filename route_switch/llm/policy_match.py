@@ -64,6 +64,19 @@ class PolicyMatch:
                 f"(match score {self.score:.2f} ≥ {self.threshold:.2f})")
 
 
+_MINILM: list = []
+
+
+def _shared_minilm():
+    """One MiniLM encoder per process: its ONNX session and the background's embeddings (memoised
+    per encoder) are then shared by every matcher, e.g. after a program reload."""
+    if not _MINILM:
+        from route_switch.core.encoders import make_encoder
+
+        _MINILM.append(make_encoder("minilm-onnx"))
+    return _MINILM[0]
+
+
 class PolicyMatcher:
     """``fit(policies, background)`` then ``match(query)`` → :class:`PolicyMatch` or None.
 
@@ -79,9 +92,7 @@ class PolicyMatcher:
 
     def _enc(self):
         if self.encoder is None:
-            from route_switch.core.encoders import make_encoder
-
-            self.encoder = make_encoder("minilm-onnx")
+            self.encoder = _shared_minilm()
         return self.encoder
 
     def _views(self, queries: list[str]) -> np.ndarray:
