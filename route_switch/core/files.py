@@ -1,9 +1,10 @@
 """Files on disk, in one place: atomic writes, capped reads, atomic folder swaps and the run lock.
 
 Every writer of the package goes through here: ``fit`` (router folders), ``optimize`` (artifacts),
-the weekly job's promotion, the budgets' state file and the route log's lock file. Readers see the
-old or the new version of a file or folder, never a torn or mixed one, and a failed or killed
-writer leaves the previous version in place.
+the weekly job's promotion and the budgets' state file (the route log, an append-only file, keeps
+its own shared append lock in :mod:`route_switch.core.routelog`). Readers see the old or the new
+version of a file or folder, never a torn or mixed one, and a failed or killed writer leaves the
+previous version in place.
 """
 from __future__ import annotations
 
