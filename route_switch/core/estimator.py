@@ -33,7 +33,7 @@ import numpy as np
 
 from route_switch.core.encoders import ENCODERS, make_encoder
 from route_switch.core.errors import ArtifactError
-from route_switch.core.files import read_capped
+from route_switch.core.files import read_artifact_json
 
 FORMAT_VERSION = 2
 
@@ -531,12 +531,7 @@ class QualityEstimator:
         for f in (jf, af):
             if not f.exists():
                 raise ArtifactError("missing (fit an estimator first: route-switch fit ...)", file=str(f))
-        try:
-            doc = json.loads(read_capped(jf, ArtifactError).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"not valid JSON: {e}", file=str(jf)) from None
-        if not isinstance(doc, dict) or doc.get("format") != "route-switch-estimator":
-            raise ArtifactError("not a route-switch estimator file", file=str(jf), field="format")
+        doc = read_artifact_json(jf, "estimator", ArtifactError)
         if doc.get("version") != FORMAT_VERSION:
             raise ArtifactError(f"format version {doc.get('version')} (this release reads {FORMAT_VERSION}); "
                                 "refit with route-switch fit", file=str(jf), field="version")

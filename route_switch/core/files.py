@@ -69,6 +69,18 @@ def read_capped(path: str | os.PathLike, error=None, limit: int | None = None) -
     return data
 
 
+def read_artifact_json(path: str | os.PathLike, kind: str, error) -> dict:
+    """A JSON file the package wrote (``{"format": "route-switch-<kind>", ...}``), read capped; not JSON
+    or another format raises ``error`` naming the file."""
+    try:
+        doc = json.loads(read_capped(path, error).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"not valid JSON: {e}", file=str(path)) from None
+    if not isinstance(doc, dict) or doc.get("format") != f"route-switch-{kind}":
+        raise error(f"not a route-switch {kind} file", file=str(path), field="format")
+    return doc
+
+
 def read_yaml(path: str | os.PathLike, error=None):
     """``yaml.safe_load`` a file; unreadable, non-UTF-8 or invalid YAML raises ``error`` with file and line."""
     import yaml

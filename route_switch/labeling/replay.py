@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 from route_switch.core.errors import ConfigError, InputError
 from route_switch.core.routelog import query_sha256
-from route_switch.labeling.label import _progress_path, _summary, format_summary, read_progress, read_queries, tiers_key
+from route_switch.labeling.label import (_progress_path, _summary, _write_evalset, format_summary, read_progress,
+                                         read_queries, tiers_key)
 
 
 def load_replay(path, models):
@@ -35,7 +36,7 @@ def replay_label(queries, tiers, *, replay, out_path, dry_run: bool = False, ech
     Same output as :func:`~route_switch.labeling.label.label`: the Evalset written to ``out_path``
     with ``meta["labeling"]`` = the run summary (no endpoint or judge calls).
     """
-    from route_switch.core.evalset import from_records, normalise_prompt, save_evalset
+    from route_switch.core.evalset import normalise_prompt
 
     tiers = list(tiers)
     if len(tiers) < 2:
@@ -83,10 +84,4 @@ def replay_label(queries, tiers, *, replay, out_path, dry_run: bool = False, ech
     if not recs:
         raise InputError(f"no query could be labelled; first error: {failures[0]['error'] if failures else '?'}",
                          file=str(ev.source))
-    long_rows = [{"id": r["qid"][:16], "prompt": r["query"], "task": r["task"], "split": "", "model": x["model"],
-                  "score": x["score"], "cost_usd": x["cost_usd"]} for r in recs for x in r["tiers"]]
-    out = from_records(long_rows, models=models, source=str(out_path))
-    save_evalset(out, out_path)
-    out.source = str(out_path)
-    out.meta["labeling"] = summary
-    return out
+    return _write_evalset(recs, tiers, out_path, summary)

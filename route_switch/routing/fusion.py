@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from route_switch.core.errors import ArtifactError
-from route_switch.core.files import read_capped
+from route_switch.core.files import read_artifact_json
 
 EPS = 1e-3  # probabilities are clipped to [EPS, 1 − EPS] before the logit
 W_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the LLM's weight in the mix, from estimator only to LLM only
@@ -133,12 +133,7 @@ class TierFusion:
         p = Path(path)
         if not p.exists() and not p.is_symlink():
             raise ArtifactError("missing (fit with --program to create it)", file=str(p))
-        try:
-            doc = json.loads(read_capped(p, ArtifactError).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"not valid JSON: {e}", file=str(p)) from None
-        if not isinstance(doc, dict) or doc.get("format") != "route-switch-fusion":
-            raise ArtifactError("not a route-switch fusion file", file=str(p), field="format")
+        doc = read_artifact_json(p, "fusion", ArtifactError)
         method, w = doc.get("method", "stack"), doc.get("w", 0.5)
         if method not in ("mix", "stack") or isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
             raise ArtifactError("method must be mix or stack and w a number within [0, 1]", file=str(p), field="method")
