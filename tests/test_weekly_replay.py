@@ -164,3 +164,36 @@ def test_gate_holds_out_only_this_periods_new_queries(tmp_path):
     few = new.subset(list(range(10)))
     _, hold2 = holdout_split(merge_evalsets(few, old), few, job)
     assert sum(normalise_prompt(p) not in fresh for p in hold2.prompts) > 0
+
+
+def test_estimator_gate_uses_every_label_the_deployed_estimator_has_not_seen(tmp_path):
+    from route_switch.jobs.estimator_gate import record_path, unseen_rows
+
+    hard, easy = prompts_of("hard"), prompts_of("easy")
+    job = project(tmp_path, easy[:20], start_task="easy", sample_size=200)
+    reoptimize(job, **QUIET)  # first run: deploys an estimator trained on easy queries only
+    j = load_job(job)
+    rec = record_path(j.work_dir, j.name)
+    trained = json.loads(rec.read_text())["prompts"]
+    assert len(trained) == len(load_evalset(tmp_path / "labels" / "evalset.jsonl"))
+    # a week of hard traffic: the refit is judged on all of it, out of fold (not on a 30% slice)
+    new_hard = [q for q in hard if q not in set(load_evalset(tmp_path / "labels" / "evalset.jsonl").prompts)][:45]
+    for f in (tmp_path / "logs").iterdir():
+        f.unlink()
+    rl = RouteLog(tmp_path / "logs" / "routes.jsonl", privacy="full")
+    for q in new_hard:
+        rl.write(q, Decision(tier=1, tier_name="small", model="small", path="estimator", reason="test"))
+    rl.close()
+    res = reoptimize(job, **QUIET)
+    e = res["estimator"]
+    assert e["gate_kind"] == "3-fold on unseen labels" and e["gate_queries"] == len(new_hard), e
+    # the hard queries need the large model; the easy-only estimator does not know it, the refit does
+    assert e["pass"] and e["gain"]["lower"] > 0, e
+    assert len(json.loads(rec.read_text())["prompts"]) == len(load_evalset(tmp_path / "labels" / "evalset.jsonl"))
+    # an estimator replaced by hand no longer matches its record: only this period's labels count
+    merged = load_evalset(tmp_path / "labels" / "evalset.jsonl")
+    assert len(unseen_rows(rec, j.estimator_dir, merged, None)) == 0
+    est_json = j.estimator_dir / "estimator.json"
+    est_json.write_text(est_json.read_text() + " ")
+    new = merged.subset(list(range(5)))
+    assert sorted(unseen_rows(rec, j.estimator_dir, merged, new)) == list(range(5))

@@ -34,6 +34,7 @@ class Job:
     target_quality: float = 0.95
     min_objective_delta: float = 0.0  # the paired gain's lower bound must exceed this
     gate_confidence: float = 0.9
+    estimator_folds: int = 3  # cross-fitted estimator gate (see jobs/estimator_gate.py); 0: held-out slice
     holdout_share: float = 0.3
     drift_threshold: float = 0.1
     confidence_threshold: float = 0.1
@@ -88,7 +89,7 @@ def load_job(path) -> Job:
         optimize=spec.optimize.model_dump(exclude_none=True),
         labeling=spec.labeling.model_dump(exclude_none=True, exclude={"replay"}),
         target_quality=spec.fit.target_quality, min_objective_delta=spec.gate.min_objective_delta,
-        gate_confidence=spec.gate.confidence, holdout_share=spec.holdout_share,
+        gate_confidence=spec.gate.confidence, estimator_folds=spec.gate.estimator_folds, holdout_share=spec.holdout_share,
         drift_threshold=spec.drift.threshold, confidence_threshold=spec.drift.confidence_threshold,
         drift_focus_share=spec.drift.focus_share, drift_max_groups=spec.drift.max_groups, replay=replay,
         report_dir=at(spec.report_dir), lock_file=at(spec.lock_file), cache_dir=at(spec.cache_dir),

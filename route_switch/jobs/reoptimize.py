@@ -9,18 +9,20 @@
 5. split off a held-out slice (of this period's new labels when there are enough; see
    :func:`holdout_split`); run MIPROv2 from the current artifact into a temporary folder and
    refit the estimator into another (a promoted estimator is refit on every label);
-6. score current vs candidate on the held-out slice with the optimiser's metric
-   (quality − λ·cost/top-tier cost): the router program and the estimator are gated separately;
-7. promote only a real gain: the one-sided paired-bootstrap lower bound of candidate − current on
-   the held-out slice (``gate.confidence``, default 90%) must exceed ``gate.min_objective_delta``
+6. score current vs candidate with the optimiser's metric (quality − λ·cost/top-tier cost): the
+   router program on the held-out slice, the estimator's refit out of fold on every label the
+   deployed estimator has not trained on (:mod:`.estimator_gate`); each is gated separately;
+7. promote only a real gain: the one-sided paired-bootstrap lower bound of candidate − current
+   (``gate.confidence``, default 90%) must exceed ``gate.min_objective_delta``
    (default 0, so a run on unchanged data promotes nothing); by an atomic folder swap (the previous version
    stays beside it as ``.<name>.prev``), write the merged evalset and a markdown report whose
    one-line verdict says what improved, and which query groups drifted (:mod:`.drift_groups`;
    the next run labels more of them).
 
-The steps live in small modules beside this one: ``job_config`` (the job file), ``lock``, ``inputs``
-(sampling the route log, merging evalsets), ``gate`` (held-out scoring and the gate), ``promote``
-(the folder swap) and ``report``; this module runs them in order.
+The steps live in small modules beside this one: ``job_config`` (the job file), ``inputs``
+(sampling the route log, merging evalsets), ``gate`` (held-out scoring and the gate),
+``estimator_gate`` (the cross-fitted estimator gate), ``drift`` and ``drift_groups``, and ``report``;
+the lock and the folder swap are in :mod:`route_switch.core.files`. This module runs the steps in order.
 
 Any failure before step 7 leaves the artifact, the estimator and the evalset untouched, and still
 writes a report saying what failed; the exception is re-raised (non-zero exit for cron).
@@ -252,30 +254,44 @@ def _gate_kw(job: Job) -> dict:
 
 
 def _candidate_estimator(run: _Run, new, train, hold, merged, lam):
-    """A refit on the training part, gated against the deployed estimator on the held-out slice;
-    when it passes, the estimator to deploy is refit on every label. Returns (passed, why)."""
+    """A refit gated against the deployed estimator; when it passes, the estimator to deploy is
+    refit on every label. Returns (passed, why).
+
+    The refit is judged out of fold on every label the deployed estimator has not trained on
+    (:mod:`.estimator_gate`) when there are enough of them, else on the held-out slice."""
+    from route_switch.jobs.estimator_gate import cross_fit_choices, record_path, unseen_rows
     from route_switch.routing.fitting import fit
 
     job, tmp = run.job, run.tmp
-    e_cur_ch = estimator_choices(job.estimator_dir, hold, job.tiers)
-    e_cur = objectives(e_cur_ch, hold, lam) if e_cur_ch is not None else None
-    if new is None and e_cur_ch is not None:
-        # no new labels: a refit could only reshuffle what the deployed estimator already learnt
+    rows = unseen_rows(record_path(job.work_dir, job.name), job.estimator_dir, merged, new)
+    deployed = (Path(job.estimator_dir) / "router.yaml").exists()  # else the candidate passes anyway
+    cross = deployed and job.estimator_folds >= 2 and len(rows) >= MIN_NEW_FOR_FRESH_HOLDOUT
+    gate_ev = merged.subset(rows) if cross else hold
+    e_cur_ch = estimator_choices(job.estimator_dir, gate_ev, job.tiers)
+    e_cur = objectives(e_cur_ch, gate_ev, lam) if e_cur_ch is not None else None
+    if not len(rows) and e_cur_ch is not None:
+        # no unseen labels: a refit could only reshuffle what the deployed estimator already learnt
         e_cand_ch, e_cand, eok, egain = e_cur_ch, e_cur, False, {}
-        ewhy = "no new labels this period: nothing new to learn, the current estimator stays"
+        ewhy = "no new labels: nothing new to learn, the current estimator stays"
     else:
-        fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
-        e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
-        e_cand = objectives(e_cand_ch, hold, lam)
-        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, hold, lam, **_gate_kw(job))
+        if cross:
+            e_cand_ch = cross_fit_choices(merged, rows, job.tiers, tmp / "estimator-folds", folds=job.estimator_folds,
+                                          target_quality=job.target_quality, seed=job.seed)
+        else:
+            fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
+            e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
+        e_cand = objectives(e_cand_ch, gate_ev, lam)
+        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, gate_ev, lam, **_gate_kw(job))
     edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
     run.res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok,
-                            "gate": ewhy, "misroutes": misroute_changes(hold, e_cur_ch, e_cand_ch)}
+                            "gate": ewhy, "gate_queries": len(gate_ev),
+                            "gate_kind": f"{job.estimator_folds}-fold on unseen labels" if cross else "held-out slice",
+                            "misroutes": misroute_changes(gate_ev, e_cur_ch, e_cand_ch)}
     run.clock("fit_and_evaluate_estimator")
     if eok:
-        # the gate judged a refit on the training part; what is deployed learns from every label
-        # (same settings, the held-out slice added), so no labelled query is left unused. Done
-        # before any swap: a failure here still leaves everything as it was.
+        # the gate judged refits without the gate's queries; what is deployed learns from every label
+        # (same settings), so no labelled query is left unused. Done before any swap: a failure here
+        # still leaves everything as it was.
         t_full = time.time()
         fit(merged, tmp / "estimator-all", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
         run.res["estimator"]["refit_all_s"] = round(time.time() - t_full, 2)
@@ -293,7 +309,10 @@ def _promote(run: _Run, r, ok: bool, eok: bool, merged, groups: list) -> None:
     if ok:
         copy_into(r.artifact, job.artifact)
     if eok:
+        from route_switch.jobs.estimator_gate import record_path, save_trained_on
+
         copy_into(run.tmp / "estimator-all", job.estimator_dir)
+        save_trained_on(record_path(job.work_dir, job.name), job.estimator_dir, merged.prompts)
     save_evalset(merged, job.evalset)
     save_groups(state_path(job.work_dir, job.name), groups)  # [] clears last run's focus
 

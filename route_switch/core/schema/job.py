@@ -46,6 +46,9 @@ class JobGate(Model):
 
     min_objective_delta: float = Field(0.0, description="the gain's lower bound must exceed this")
     confidence: float = Field(0.9, ge=0.5, le=0.999, description="one-sided confidence of that bound")
+    estimator_folds: int = Field(3, ge=0, le=10, description="the estimator is judged out of fold on every "
+                                                          "label the deployed one has not trained on (0: on "
+                                                          "the held-out slice only)")
 
 
 class JobDrift(Model):
