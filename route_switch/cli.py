@@ -140,6 +140,8 @@ def cmd_evaluate(args) -> int:
 
     kw = {"target_quality": args.target_quality, "bootstrap": args.bootstrap,
           "estimator_params": _estimator_params(args)}
+    # checked before the minutes of fitting, not after
+    bypass = _int_list(args.bypass_max_tokens, "--bypass-max-tokens") if args.bypass_max_tokens else None
     if args.routers:
         kw["routers"] = tuple(r.strip() for r in args.routers.split(",") if r.strip())
 
@@ -163,11 +165,10 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {path}")
         return 0
     name, train, test, res = run()
-    if args.bypass_max_tokens:
+    if bypass:
         from route_switch.core.evaluate import bypass_report
 
-        res["bypass"] = bypass_report(train, test, _int_list(args.bypass_max_tokens, "--bypass-max-tokens"),
-                                      target_quality=args.target_quality)
+        res["bypass"] = bypass_report(train, test, bypass, target_quality=args.target_quality)
     if args.program:
         from route_switch.optimization.evaluate_llm import evaluate_llm
 
