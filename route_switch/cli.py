@@ -140,6 +140,8 @@ def cmd_evaluate(args) -> int:
 
     kw = {"target_quality": args.target_quality, "bootstrap": args.bootstrap,
           "estimator_params": _estimator_params(args)}
+    # checked before the minutes of fitting, not after
+    bypass = _int_list(args.bypass_max_tokens, "--bypass-max-tokens") if args.bypass_max_tokens else None
     if args.routers:
         kw["routers"] = tuple(r.strip() for r in args.routers.split(",") if r.strip())
 
@@ -163,11 +165,10 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(res) if args.json else format_seeds(res) + f"\n\nwrote {path}")
         return 0
     name, train, test, res = run()
-    if args.bypass_max_tokens:
+    if bypass:
         from route_switch.core.evaluate import bypass_report
 
-        res["bypass"] = bypass_report(train, test, _int_list(args.bypass_max_tokens, "--bypass-max-tokens"),
-                                      target_quality=args.target_quality)
+        res["bypass"] = bypass_report(train, test, bypass, target_quality=args.target_quality)
     if args.program:
         from route_switch.optimization.evaluate_llm import evaluate_llm
 
@@ -188,11 +189,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+LM_CONFIG_ENV = "ROUTE_SWITCH_LM_CONFIG"
+
+
 def _lm_cfg(args) -> dict:
-    """The router LM config from ``--lm-config FILE`` or ``--lm KIND``."""
+    """The router LM config: ``--lm-config FILE``, else ``--lm KIND``, else the file
+    ``$ROUTE_SWITCH_LM_CONFIG`` names, else the embedded model."""
     from route_switch.core.files import read_yaml
 
-    return read_yaml(args.lm_config) if getattr(args, "lm_config", None) else {"kind": args.lm}
+    path = getattr(args, "lm_config", None)
+    if not path and args.lm is None and os.environ.get(LM_CONFIG_ENV):
+        path = os.environ[LM_CONFIG_ENV]
+        if not Path(path).is_file():
+            raise ConfigError(f"${LM_CONFIG_ENV} names a file that does not exist", file=path)
+    return read_yaml(path) if path else {"kind": args.lm or "local"}
 
 
 def cmd_fit(args) -> int:
@@ -401,7 +411,8 @@ def _add_knob(p, field: str, *old: str, **kw):
 
 def _add_lm_args(p, lm_help: str = "router LM kind for --program",
                  config_help: str = "YAML router LM config (e.g. kind: openai, model, api_base) instead of --lm"):
-    p.add_argument("--lm", default="local", choices=["local", "fake"], help=lm_help)
+    p.add_argument("--lm", choices=["local", "fake"],
+                   help=f"{lm_help} (default: local, or the config file ${LM_CONFIG_ENV} names)")
     p.add_argument("--lm-config", help=config_help)
 
 

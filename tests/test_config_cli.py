@@ -48,6 +48,24 @@ def test_cli_error_is_one_line_not_a_traceback(tmp_path, capsys):
     assert "row 1" in err and "cost_usd" in err and "Traceback" not in err
 
 
+def test_router_lm_config_from_the_environment(tmp_path, monkeypatch):
+    """Without --lm and --lm-config, the file $ROUTE_SWITCH_LM_CONFIG names; an explicit option wins."""
+    from route_switch.cli import LM_CONFIG_ENV, _lm_cfg, build_parser
+
+    parse = lambda *a: build_parser().parse_args(["optimize", "--evalset", "x", *a])  # noqa: E731
+    monkeypatch.delenv(LM_CONFIG_ENV, raising=False)
+    assert _lm_cfg(parse()) == {"kind": "local"}
+    (tmp_path / "fake.yaml").write_text("kind: fake\nmode: fixed\nfixed_label: '2'\n")
+    (tmp_path / "local.yaml").write_text("kind: local\nn_threads: 1\n")
+    monkeypatch.setenv(LM_CONFIG_ENV, str(tmp_path / "fake.yaml"))
+    assert _lm_cfg(parse()) == {"kind": "fake", "mode": "fixed", "fixed_label": "2"}
+    assert _lm_cfg(parse("--lm", "local")) == {"kind": "local"}
+    assert _lm_cfg(parse("--lm-config", str(tmp_path / "local.yaml"))) == {"kind": "local", "n_threads": 1}
+    monkeypatch.setenv(LM_CONFIG_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml.*\$ROUTE_SWITCH_LM_CONFIG names a file that does not exist"):
+        _lm_cfg(parse())
+
+
 @pytest.mark.shared_data
 def test_evaluate_json_contract_on_shared_data(shared_data, tmp_path):
     models = "gemma-2-9b-it,llama-3.1-8b-instruct,llama-3.1-nemotron-51b-instruct"

@@ -8,17 +8,23 @@
   subcommand) and the integration examples (Python blocks). Each must exit 0, and its output is
   checked against what the page says it does.
 
-The integration examples need a router whose tiers have endpoints (``estimators/prod``): the test
-copies the router the ``route()`` example fitted and points its tiers at FAKE OpenAI-compatible
-upstreams on loopback (:class:`route_switch.testing.upstreams.FakeUpstream`), each answering its
-tier's own text. ``URL1`` to ``URL3``, which the LiteLLM example names as "your deployments", are
-set to them. The one other change to a command: ``serve``'s ``--port 8000`` becomes a free
-port. Subcommands that need real endpoints or minutes of router-LLM calls are listed in
-``NOT_RUN`` with the test that covers them.
+The integration examples and ``label`` need a router whose tiers have endpoints
+(``estimators/prod``): the test copies the router the ``route()`` example (or ``fit``) fitted and
+points its tiers at FAKE OpenAI-compatible upstreams on loopback
+(:class:`route_switch.testing.upstreams.FakeUpstream`), each answering its tier's own text.
+``URL1`` to ``URL3``, which the LiteLLM example names as "your deployments", are set to them.
+``label``'s judge is another such upstream, answering a verdict. The files the ``label`` and
+``reoptimize`` lines name as the user's own (``queries.jsonl``, ``judge.yaml``, a route log, and
+``weekly-job.yaml``: a copy of ``examples/weekly-job-replay.yaml``, as that file says) are
+written first. The LLM commands run with the FAKE router engine (``$ROUTE_SWITCH_LM_CONFIG``
+names a ``kind: fake`` config; the weekly job's file names it itself) and a fresh cache. The one
+change to a command: ``serve``'s ``--port 8000`` becomes a free port.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -38,12 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- run-in-tests -->"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# subcommands of the README's table that are not run here, and what runs them instead
-NOT_RUN = {
-    "optimize": "minutes of embedded-model calls; tests/test_optimize.py runs it with the FAKE engine",
-    "label": "needs every tier's endpoint and a judge; tests/test_label.py runs it against loopback upstreams",
-    "reoptimize": "needs endpoints and a job file; tests/test_reoptimize.py and tests/test_weekly_e2e.py run it",
-}
+# subcommands of the README's table whose example runs in a test of its own below (the others run
+# in test_cli_examples_run)
+OWN_TEST = {"optimize": "test_optimize_example_runs", "label": "test_label_example_runs",
+            "reoptimize": "test_reoptimize_example_runs"}
 
 
 # ------------------------------------------------------------------ reading the marked blocks
@@ -95,6 +99,11 @@ def example_of(cell: str) -> str:
     return m.group(1)
 
 
+def table_examples() -> dict[str, str]:
+    """Subcommand -> its example command line, from the README's table."""
+    return {row[0].strip("`"): example_of(row[-1]) for row in cli_table()}
+
+
 # ------------------------------------------------------------------ running them
 def env_for(workdir: Path, **extra) -> dict:
     return os.environ | {
@@ -123,11 +132,18 @@ def ok(r: subprocess.CompletedProcess, what: str) -> str:
 
 
 def fresh_checkout(path: Path) -> Path:
-    """A fresh folder with what a checkout holds beside the package (read only: linked, not copied)."""
+    """A fresh folder with what a checkout holds beside the package (read only: linked, not copied),
+    and the shared data beside it as ``../shared/data``. ``optimized/`` is a folder of links to the
+    committed artifacts, so an artifact a command writes lands here, not in this checkout."""
     path.mkdir()
-    for name in ("programs", "optimized", "evalsets", "examples"):
+    for name in ("programs", "evalsets", "examples"):
         if (ROOT / name).exists():
             (path / name).symlink_to(ROOT / name)
+    (path / "optimized").mkdir()
+    for artifact in (ROOT / "optimized").iterdir():
+        (path / "optimized" / artifact.name).symlink_to(artifact)
+    (path.parent / "shared").mkdir(exist_ok=True)
+    (path.parent / "shared" / "data").symlink_to(data_dir().resolve())
     return path
 
 
@@ -155,7 +171,7 @@ def runs(workdir, clidir):
     folders, and touch none of each other's files, so they run side by side; ``route``, ``show``,
     ``diff`` and ``key-id`` run after them (``route`` reads the folder ``fit`` wrote).
     """
-    table = {row[0].strip("`"): example_of(row[-1]) for row in cli_table()}
+    table = table_examples()
     res: dict[str, subprocess.CompletedProcess] = {}
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         first = {f"python:{i}": pool.submit(run_python, code, workdir, f"route_example_{i}")
@@ -267,7 +283,8 @@ def test_cli_examples_run(runs, clidir):
         ref = (clidir / "docs" / "reference.md").read_text()
         assert ref == (ROOT / "docs" / "reference.md").read_text()  # the committed reference is current
         ran.add("config-schema")
-    assert ran | set(NOT_RUN) == set(table), f"examples neither run nor excused: {set(table) - ran - set(NOT_RUN)}"
+    assert ran | set(OWN_TEST) == set(table), f"examples not run: {set(table) - ran - set(OWN_TEST)}"
+    assert all(name in globals() for name in OWN_TEST.values())
 
 
 def check_serve(cmd: str, workdir: Path) -> None:
@@ -306,26 +323,129 @@ def check_serve(cmd: str, workdir: Path) -> None:
         proc.communicate(timeout=30)
 
 
+def tree_digest(folder: Path) -> str:
+    """SHA-256 over every file's path and bytes under ``folder`` (links followed)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(folder)}\0".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def fake_llm_env(tmp_path: Path) -> dict:
+    """The FAKE router engine for commands that take no --lm (``$ROUTE_SWITCH_LM_CONFIG``), and a fresh cache."""
+    lm = tmp_path / "lm-fake.yaml"
+    lm.write_text("kind: fake\n")
+    return {"ROUTE_SWITCH_LM_CONFIG": str(lm), "ROUTE_SWITCH_CACHE": str(tmp_path / "cache")}
+
+
+def test_optimize_example_runs(clidir, tmp_path):
+    """The optimize line writes ``optimized/<name>/`` (the files docs/router-llm.md lists) in the
+    fresh folder, and leaves the committed artifacts as they are."""
+    from route_switch.llm.artifacts import load_artifact
+
+    cmd = table_examples()["optimize"]
+    evalset, name = (re.search(rf"--{opt} (\S+)", cmd).group(1) for opt in ("evalset", "name"))
+    committed = tree_digest(ROOT / "optimized")
+    out = ok(run(cmd, clidir, **fake_llm_env(tmp_path)), cmd)
+    assert f"wrote optimized/{name} (instruction: " in out and re.search(r"^gate: ", out, re.M), out
+    art = clidir / "optimized" / name
+    assert {p.name for p in art.iterdir()} >= {"instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json"}
+    metrics = json.loads((art / "metrics.json").read_text())
+    assert metrics["evalset"]["name"] == evalset and metrics["lm"].startswith("fake")
+    assert load_artifact(art).instruction
+    assert tree_digest(ROOT / "optimized") == committed and not (ROOT / "optimized" / name).exists()
+
+
+JUDGE_VERDICT = "[[ ## verdict ## ]]\nacceptable\n\n[[ ## completed ## ]]"
+
+
+def test_label_example_runs(runs, clidir, tmp_path):
+    """The label line, on the user's files: queries, a router whose tiers are loopback upstreams and a
+    judge behind another; every query gets a score and a cost per tier."""
+    from route_switch.testing.upstreams import FakeUpstream
+
+    cmd = runs[0]["label"]
+    ok(runs[1]["cli:fit"], runs[0]["fit"])  # it wrote estimators/zeroeval-3tier
+    queries = ["What is 17 * 23?", "Say hello in French.", "Name a prime number above 10."]
+    (clidir / "queries.jsonl").write_text("".join(json.dumps({"query": q}) + "\n" for q in queries))
+    with prod_router(clidir), FakeUpstream(text=JUDGE_VERDICT) as judge:
+        (clidir / "judge.yaml").write_text(yaml.safe_dump({"kind": "openai", "model": "judge", "api_base": judge.url}))
+        out = ok(run(cmd, clidir, ROUTE_SWITCH_CACHE=str(tmp_path / "cache")), cmd)
+        assert judge.hits == 2 * len(queries)  # tiers 1 and 2 against the top tier's answer
+    assert f"labelled {len(queries)} queries x 3 tiers; wrote labels.jsonl" in out, out
+    rows = [json.loads(line) for line in (clidir / "labels.jsonl").read_text().splitlines()]
+    tiers = [t["model"] for t in yaml.safe_load((clidir / "estimators/prod/router.yaml").read_text())["tiers"]]
+    got = {(r["prompt"], r["model"]): (r["score"], r["cost_usd"]) for r in rows}
+    assert set(got) == {(q, m) for q in queries for m in tiers}
+    for (q, m), (score, cost) in got.items():
+        assert score == (1.0 if m == tiers[-1] else 0.5) and cost > 0, (q, m, score, cost)
+
+
+def test_reoptimize_example_runs(runs, clidir, tmp_path):
+    """The reoptimize line on ``examples/weekly-job-replay.yaml``, copied as its header says, after the
+    fitted router logged some traffic: it writes its report and promotes, or keeps with a reason."""
+    from route_switch import Router, load_spec
+
+    cmd = runs[0]["reoptimize"]
+    ok(runs[1]["cli:fit"], runs[0]["fit"])
+    example = (ROOT / "examples" / "weekly-job-replay.yaml").read_text()
+    copy, line = re.search(r"^#\s+(cp \S+ weekly-job\.yaml) && (.+)$", example, re.M).groups()
+    assert line == cmd  # the example file's own instructions end in the README line
+    job = yaml.safe_load(example)
+    # the router logs its traffic (route_log in its router.yaml), queries the replay file holds
+    cfg_path = clidir / job["router_config"]
+    cfg = yaml.safe_load(cfg_path.read_text())
+    log = (clidir / job["route_log"]).resolve()
+    cfg["route_log"] = {"path": os.path.relpath(log, cfg_path.parent), "privacy": "full"}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    router = Router.from_config(cfg_path.parent)
+    for q in load_spec("zeroeval-3tier").train_test()[1].prompts[:job["sample_size"]]:
+        router.route(q)
+    router.route_log.close()
+    committed = tree_digest(ROOT / "optimized")
+
+    ok(run(copy, clidir), copy)
+    out = ok(run(cmd, clidir, ROUTE_SWITCH_CACHE=str(tmp_path / "cache")), cmd)
+    m = re.search(r"^status: (promoted|not_promoted); report: (\S+\.md)$", out, re.M)
+    assert m, out
+    res = json.loads((clidir / m.group(2)).with_suffix(".json").read_text())
+    assert res["status"] == m.group(1) and res["labeling"]["labelled_this_run"] == job["sample_size"]
+    assert res["labeling"]["failed"] == 0 and res["labeling"]["tier_calls"] == 0  # replayed, no endpoint
+    assert f"- verdict: {res['verdict']}" in (clidir / m.group(2)).read_text()
+    for part in ("program", "estimator"):  # each part promoted, or kept with its gate's reason
+        assert res["promoted"][part] or res[part]["gate"], part
+    if res["promoted"]["program"]:
+        assert (clidir / "optimized" / job["name"] / "instruction.txt").is_file()
+    assert tree_digest(ROOT / "optimized") == committed
+
+
 # ------------------------------------------------------------------ the integration pages
 def dspy_text(tier: int) -> str:
     """A tier's answer, laid out as dspy.ChatAdapter parses it (so the DSPy example can read it too)."""
     return f"[[ ## reasoning ## ]]\nTier {tier} thinks.\n\n[[ ## answer ## ]]\nanswer of tier {tier}\n\n[[ ## completed ## ]]"
 
 
-@pytest.fixture(scope="module")
-def prod(runs, workdir):
-    """``estimators/prod``: the fitted zeroeval-3tier router, its tiers served by FAKE upstreams."""
+@contextlib.contextmanager
+def prod_router(folder: Path):
+    """``folder/estimators/prod``: the zeroeval-3tier router fitted in ``folder``, its tiers served by
+    FAKE upstreams (each answering its tier's own text) while the block runs; yields their URLs."""
     from route_switch.testing.upstreams import FakeUpstream
 
-    ok(runs[1]["python:0"], "the route() example")  # it wrote estimators/zeroeval-3tier
     with FakeUpstream(text=dspy_text(1)) as a, FakeUpstream(text=dspy_text(2)) as b, FakeUpstream(text=dspy_text(3)) as c:
-        dst = workdir / "estimators/prod"
-        shutil.copytree(workdir / "estimators/zeroeval-3tier", dst, ignore=shutil.ignore_patterns(".*"))
+        dst = folder / "estimators/prod"
+        shutil.copytree(folder / "estimators/zeroeval-3tier", dst, ignore=shutil.ignore_patterns(".*"))
         cfg = yaml.safe_load((dst / "router.yaml").read_text())
         for t, u in zip(cfg["tiers"], (a, b, c)):
             t["api_base"] = u.url
         (dst / "router.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         yield {"URL1": a.url, "URL2": b.url, "URL3": c.url}
+
+
+@pytest.fixture(scope="module")
+def prod(runs, workdir):
+    ok(runs[1]["python:0"], "the route() example")  # it wrote estimators/zeroeval-3tier
+    with prod_router(workdir) as urls:
+        yield urls
 
 
 PRELUDE = "import os\nURL1, URL2, URL3 = (os.environ[k] for k in ('URL1', 'URL2', 'URL3'))  # your deployments\n"

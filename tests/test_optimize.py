@@ -129,18 +129,20 @@ def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
     spec = tmp_path / "toy.yaml"
     spec.write_text(f"name: toy\nsource: {data}\ntiers:\n  - {{name: small, model: small}}\n"
                     "  - {name: medium, model: medium}\n  - {name: large, model: large}\n")
-    slow = tmp_path / "lm.yaml"
+    # the FAKE engine is slowed down only for the run that is killed; its delay is not part of the cache key
+    slow, fast = tmp_path / "slow.yaml", tmp_path / "fast.yaml"
     slow.write_text("kind: fake\ndelay_s: 0.2\n")
+    fast.write_text("kind: fake\n")
     env = dict(os.environ, ROUTE_SWITCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "route_switch.cli", "optimize", "--evalset", str(spec), "--name", "toy",
-           "--out-root", str(tmp_path / "opt"), "--lm-config", str(slow), "--n-train", "20", "--n-val", "12",
+           "--out-root", str(tmp_path / "opt"), "--n-train", "20", "--n-val", "12",
            "--n-test", "20", "--candidates", "2", "--trials", "3", "--quiet", "--start", str(packaged_dir("programs") / "default.yaml")]
-    subprocess.run(cmd + ["--lambda", "0.5"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd + ["--lm-config", str(fast), "--lambda", "0.5"], env=env, check=True, capture_output=True, timeout=300)
     before = (tmp_path / "opt" / "toy" / "metrics.json").read_text()
 
     # a different seed samples other queries: new LM calls (a lambda change alone would be all cache hits)
     second = cmd + ["--lambda", "1.0", "--seed", "1"]
-    proc = subprocess.Popen(second, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(second + ["--lm-config", str(slow)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(3.5)  # well inside the run: dozens of new calls of 200 ms after ~1.5 s of start-up
     assert proc.poll() is None, "the run finished before it could be killed; slow the fake down"
     proc.send_signal(signal.SIGKILL)
@@ -148,7 +150,8 @@ def test_kill_9_keeps_previous_artifact_and_rerun_resumes_from_cache(tmp_path):
     assert (tmp_path / "opt" / "toy" / "metrics.json").read_text() == before  # previous artifact intact
     load_artifact(tmp_path / "opt" / "toy")
 
-    out = subprocess.run(second, env=env, check=True, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(second + ["--lm-config", str(fast)], env=env, check=True, capture_output=True, text=True,
+                         timeout=300)
     hits = int(out.stdout.rsplit("cache hits ", 1)[1].split(")")[0])
     assert hits > 0  # the killed run's calls were replayed from the cache, not made again
     assert json.loads((tmp_path / "opt" / "toy" / "metrics.json").read_text())["lambda"] == 1.0

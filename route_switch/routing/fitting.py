@@ -44,6 +44,8 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     check_knob("target_cost_share", target_cost_share)
     if isinstance(bypass_tokens, bool) or not isinstance(bypass_tokens, int) or bypass_tokens < 0:
         raise ConfigError(f"must be a whole number >= 0, got {bypass_tokens!r}", field="bypass_tokens")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unusable output folder fails before the fit, not after
     params = estimator_params or {}
     rule, risk = "tau", None
     if max_quality_loss is not None:
@@ -63,7 +65,6 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
         tau = 0.1
     if risk is None:
         est = QualityEstimator(**params).fit(train.prompts, train.scores, train.models, train.costs)
-    out = Path(out_dir)
     fusion = None
     if llm:  # fusion_n (fit_n, its old name) is an instruction to fit, not part of router.yaml
         llm = dict(llm)
@@ -71,7 +72,6 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
         llm.pop("fit_n", None)
     if llm and llm.get("program") and fusion_n:  # slow (LLM calls): before taking the lock
         fusion, llm = _fit_llm_fusion(train, llm, params, target_quality or 0.95, fusion_n)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tiers = list(tiers or tiers_by_cost(est.models_, est.unit_cost_))
     with JobLock(out.with_name(f".{out.name}.lock")):
         new = out.with_name(f".{out.name}.new-{os.getpid()}")
