@@ -29,17 +29,18 @@ def proxy_missing() -> list[str]:
 
 @contextlib.contextmanager
 def litellm_proxy(config: str | os.PathLike, *, cwd: str | os.PathLike | None = None, env: dict | None = None,
-                  timeout_s: float = 180):
+                  program: list[str] | None = None, timeout_s: float = 180):
     """Run ``litellm --config config`` on a free loopback port; yields ``http://127.0.0.1:PORT``.
 
     ``cwd`` (default: the config's folder) is where relative paths in the callback module resolve.
-    On a start failure, ``RuntimeError`` carries the end of the proxy's log.
+    ``program``: the command before ``--config`` (default: this Python's ``-m litellm.proxy.proxy_cli``,
+    which the ``litellm`` script runs). On a start failure, ``RuntimeError`` carries the end of the proxy's log.
     """
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config), "--host", LOOPBACK,
-           "--port", str(port)]
+    cmd = [*(program or [sys.executable, "-m", "litellm.proxy.proxy_cli"]), "--config", str(config),
+           "--host", LOOPBACK, "--port", str(port)]
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | OFFLINE_ENV | (env or {})
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=cwd or Path(config).parent, env=full_env, stdout=log,
