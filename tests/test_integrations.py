@@ -457,6 +457,9 @@ def test_litellm_proxy_sends_each_request_to_the_tier_route_chose(proxy):
         ("small", "small-answer")
     assert proxy_call(proxy, "route-switch/prod", EASY, metadata={"route_switch": {"lambda": 0.0}})[0] == \
         router.route(EASY, lam=0.0).tier_name
+    client = openai.OpenAI(base_url=proxy["base"] + "/v1", api_key="sk-free", max_retries=0, timeout=60)
+    stream = client.chat.completions.create(model="route-switch/prod", messages=HARD, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "large-answer from fake"
     # other models are LiteLLM's alone
     assert proxy_call(proxy, "medium", HARD)[:2] == ("medium", "medium-answer")
     for model, extra, status, words in (("route-switch/nope", {}, 400, "route-switch/prod"),
