@@ -42,6 +42,7 @@ from route_switch.core.paths import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- run-in-tests -->"
+FILE_MARK = re.compile(r"<!-- run-in-tests: ([\w.-]+) -->")
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # subcommands of the README's table whose example runs in a test of its own below (the others run
@@ -52,18 +53,20 @@ OWN_TEST = {"optimize": "test_optimize_example_runs", "label": "test_label_examp
 
 # ------------------------------------------------------------------ reading the marked blocks
 def marked_blocks(path: Path) -> list[tuple[str, object]]:
-    """What follows each marker in ``path``: ``("python"|"bash", code)`` for a fenced block, or
-    ``("table", [row cells, ...])`` for a markdown table (header and rule rows dropped)."""
+    """What follows each marker in ``path``: ``("python"|"bash", code)`` for a fenced block,
+    ``("file:<name>", text)`` for a block marked ``<!-- run-in-tests: <name> -->`` (a file the next
+    example reads), or ``("table", [row cells, ...])`` for a markdown table (header and rule rows dropped)."""
     lines = path.read_text(encoding="utf-8").split("\n")
     out = []
     for i, line in enumerate(lines):
-        if line.strip() != MARK:
+        mark = FILE_MARK.fullmatch(line.strip())
+        if line.strip() != MARK and not mark:
             continue
         j = i + 1
         while j < len(lines) and not lines[j].strip():
             j += 1
         if lines[j].startswith("```"):
-            lang = lines[j][3:].strip()
+            lang = f"file:{mark.group(1)}" if mark else lines[j][3:].strip()
             end = next(k for k in range(j + 1, len(lines)) if lines[k].startswith("```"))
             out.append((lang, "\n".join(lines[j + 1:end]) + "\n"))
         elif lines[j].startswith("|"):
@@ -159,8 +162,11 @@ def clidir(tmp_path_factory, shared_data):
     return fresh_checkout(tmp_path_factory.mktemp("docs-cli") / "checkout")
 
 
+PROXY_URL = "http://127.0.0.1:4000"  # the LiteLLM proxy of the docs: its client runs against the proxy started here
 ROUTE_EXAMPLES = [c for c, pages in python_blocks().items() if "integrations.md" not in pages]
-INTEGRATION_EXAMPLES = [c for c, pages in python_blocks().items() if "integrations.md" in pages]
+INTEGRATION_EXAMPLES = [c for c, pages in python_blocks().items() if "integrations.md" in pages
+                        and PROXY_URL not in c]
+PROXY_CLIENTS = [c for c, pages in python_blocks().items() if "integrations.md" in pages and PROXY_URL in c]
 
 
 @pytest.fixture(scope="module")
@@ -481,6 +487,33 @@ def test_integration_example_runs(i, prod, workdir):
 
 def test_integration_pages_mark_their_examples():
     assert len(INTEGRATION_EXAMPLES) == 4  # openai, DSPy, LiteLLM, OpenTelemetry
+    assert len(PROXY_CLIENTS) == 1  # the LiteLLM proxy's client
+
+
+def test_litellm_proxy_example_runs(prod, workdir):
+    """The proxy's files are written as the page shows them, its command is the one started here (on a
+    free port), and its client example, pointed at that port, gets an answer from the tier the proxy names."""
+    import shlex
+
+    from route_switch.testing.litellm_proxy import litellm_proxy, proxy_missing
+
+    if proxy_missing():
+        pytest.skip(f"the LiteLLM proxy is not installed (no {', '.join(proxy_missing())}): "
+                    "pip install 'route-switch[litellm-proxy]'")
+    blocks = marked_blocks(ROOT / "docs/integrations.md")
+    for lang, text in blocks:
+        if lang.startswith("file:"):
+            (workdir / lang[5:]).write_text(text, encoding="utf-8")
+    (command,) = [text for lang, text in blocks if lang == "bash"]
+    words = shlex.split(command)
+    env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S+", w))
+    assert words[len(env):] == ["litellm", "--config", "config.yaml", "--host", "127.0.0.1", "--port", "4000"], command
+    with litellm_proxy(workdir / "config.yaml", cwd=workdir, program=[str(Path(sys.executable).parent / "litellm")],
+                       env={**env, **prod, "TIER_API_KEY": "none"}) as base:
+        r = run_python(PROXY_CLIENTS[0].replace(PROXY_URL, base), workdir, "litellm_proxy_client")
+    group, answer = ok(r, PROXY_CLIENTS[0]).strip().split("\n", 1)
+    assert group in ("small", "medium", "large"), r.stdout
+    assert f"answer of tier {('small', 'medium', 'large').index(group) + 1}" in answer, r.stdout
 
 
 def test_files_the_docs_name_exist():

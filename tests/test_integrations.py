@@ -371,3 +371,136 @@ def test_litellm_router_strategy_picks_the_tier_and_falls_back(fitted_router_dir
             out = call()
             assert out.choices[0].message.content == "medium-answer" and out._hidden_params["model_id"] == "dep-2"
         assert bad.hits >= 1
+
+
+# ------------------------------------------------------------------ the LiteLLM proxy
+PRICES = {"small": 10.0, "medium": 20.0, "large": 30.0, "broken": 10.0}  # USD / 1M tokens, in and out
+KEYS_MODULE = '''\
+"""FAKE key store for the test: LiteLLM's custom_auth, so that two keys exist without LiteLLM's database."""
+from litellm.proxy._types import UserAPIKeyAuth
+
+
+async def user_api_key_auth(request, api_key: str) -> UserAPIKeyAuth:
+    if api_key in ("sk-capped", "sk-free"):
+        return UserAPIKeyAuth(api_key=api_key)
+    raise ValueError("invalid key")
+'''
+
+
+def write_router(folder, router_dir, names):
+    """A router folder over the fitted estimator whose tiers are ``names`` (model groups of the proxy), priced."""
+    import yaml
+
+    folder.mkdir()
+    cfg = yaml.safe_load((router_dir / "router.yaml").read_text())
+    cfg["tiers"] = [{"name": n, "model": t["model"], "price_in": PRICES[n], "price_out": PRICES[n]}
+                    for n, t in zip(names, cfg["tiers"])]
+    cfg["estimator"] = str((router_dir / cfg["estimator"]).resolve())
+    (folder / "router.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def proxy(fitted_router_dir, ups, tmp_path_factory):
+    """The real LiteLLM proxy with the route-switch hook: routers ``prod`` (small/medium/large) and ``flaky``
+    (its tier 1 is ``broken``, an upstream answering 500), LiteLLM's fallbacks up the tiers, a budget on sk-capped."""
+    import hashlib
+
+    import yaml
+
+    from route_switch.testing.litellm_proxy import litellm_proxy, proxy_missing
+
+    missing = proxy_missing()
+    if missing:
+        pytest.skip(f"the LiteLLM proxy is not installed (no {', '.join(missing)}): "
+                    "pip install 'route-switch[litellm-proxy]'")
+    d = tmp_path_factory.mktemp("litellm-proxy")
+    write_router(d / "router-prod", fitted_router_dir, ["small", "medium", "large"])
+    write_router(d / "router-flaky", fitted_router_dir, ["broken", "medium", "large"])
+    capped = hashlib.sha256(b"sk-capped").hexdigest()  # LiteLLM's key hash
+    (d / "budgets.yaml").write_text(yaml.safe_dump({"state": "spend.json", "flush_s": 0, "keys": {
+        capped: {"limit_usd": 9e-5, "near": 0.5, "policy": "cap", "cap_tier": 1}}}))
+    (d / "hook.py").write_text("from route_switch.integrations.litellm_proxy import RouteSwitchHook\n\n"
+                               "hook = RouteSwitchHook(routers={'prod': 'router-prod', 'flaky': 'router-flaky'}, "
+                               "budgets='budgets.yaml')\n")
+    (d / "keys.py").write_text(KEYS_MODULE)
+    with FakeUpstream("500") as bad:
+        groups = {"small": ups[0], "medium": ups[1], "large": ups[2], "broken": bad}
+        (d / "config.yaml").write_text(yaml.safe_dump({
+            "model_list": [{"model_name": n, "litellm_params": {"model": f"openai/up-{n}", "api_base": u.url,
+                                                                "api_key": "none"}} for n, u in groups.items()],
+            "router_settings": {"num_retries": 0, "fallbacks": [{"small": ["medium", "large"]}, {"medium": ["large"]},
+                                                                {"broken": ["medium", "large"]}]},
+            "litellm_settings": {"callbacks": "hook.hook"},
+            "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY", "custom_auth": "keys.user_api_key_auth"}}))
+        with litellm_proxy(d / "config.yaml", env={"LITELLM_MASTER_KEY": "sk-master-unused"}) as base:
+            yield {"base": base, "dir": d, "bad": bad, "capped": f"key:{capped}"}
+
+
+def proxy_call(proxy, model, messages, key="sk-free", **extra):
+    """(model group that answered, answer text) of one chat completion through the proxy, with the real client."""
+    client = openai.OpenAI(base_url=proxy["base"] + "/v1", api_key=key, max_retries=0, timeout=60)
+    r = client.chat.completions.with_raw_response.create(model=model, messages=messages, extra_body=extra or None)
+    return r.headers["x-litellm-model-group"], r.parse().choices[0].message.content, r.headers
+
+
+def test_litellm_proxy_sends_each_request_to_the_tier_route_chose(proxy):
+    router = Router.from_config(proxy["dir"] / "router-prod")
+    for messages in (EASY, HARD):
+        d = router.route(messages)
+        group, text, _ = proxy_call(proxy, "route-switch/prod", messages)
+        assert (group, text) == (d.tier_name, TEXT[d.tier])
+    assert router.route(EASY).tier == 1 and router.route(HARD).tier == 3  # both ends were exercised
+    # τ per request (metadata.route_switch) changes the decision, as it changes route()'s
+    assert router.route(HARD, tau=1.0).tier == 1
+    assert proxy_call(proxy, "route-switch/prod", HARD, metadata={"route_switch": {"tau": 1.0}})[:2] == \
+        ("small", "small-answer")
+    assert proxy_call(proxy, "route-switch/prod", EASY, metadata={"route_switch": {"lambda": 0.0}})[0] == \
+        router.route(EASY, lam=0.0).tier_name
+    client = openai.OpenAI(base_url=proxy["base"] + "/v1", api_key="sk-free", max_retries=0, timeout=60)
+    stream = client.chat.completions.create(model="route-switch/prod", messages=HARD, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "large-answer from fake"
+    # other models are LiteLLM's alone
+    assert proxy_call(proxy, "medium", HARD)[:2] == ("medium", "medium-answer")
+    for model, extra, status, words in (("route-switch/nope", {}, 400, "route-switch/prod"),
+                                        ("route-switch/prod", {"metadata": {"route_switch": {"tau": 7}}}, 400, "tau")):
+        with pytest.raises(openai.APIStatusError) as e:
+            proxy_call(proxy, model, EASY, **extra)
+        assert e.value.status_code == status and words in str(e.value)
+
+
+def test_litellm_proxy_failing_tier_falls_back_through_litellm_fallbacks(proxy):
+    hits = proxy["bad"].hits
+    group, text, headers = proxy_call(proxy, "route-switch/flaky", EASY)
+    assert (group, text) == ("medium", "medium-answer")
+    assert proxy["bad"].hits == hits + 1 and headers["x-litellm-attempted-fallbacks"] == "1"
+
+
+def spend_of(proxy, subject: str) -> float:
+    import json
+
+    f = proxy["dir"] / "spend.json"
+    return json.loads(f.read_text())["spend"].get(subject, {}).get("usd", 0.0) if f.exists() else 0.0
+
+
+def wait_spend(proxy, subject: str, usd: float) -> None:
+    """Spend is charged when LiteLLM logs the success, just after the answer: wait for it."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while spend_of(proxy, subject) < usd * (1 - 1e-9):
+        assert time.monotonic() < deadline, (spend_of(proxy, subject), usd)
+        time.sleep(0.05)
+
+
+def test_litellm_proxy_budget_caps_then_refuses_a_key(proxy):
+    # limit $9e-5, near 0.5 -> cap at tier 1; usage 1 + 1 tokens: large costs $6e-5, small $2e-5
+    assert proxy_call(proxy, "route-switch/prod", HARD, key="sk-capped")[0] == "large"
+    wait_spend(proxy, proxy["capped"], 6e-5)
+    for spent in (8e-5, 1e-4):  # past `near`: the hard query is capped at tier 1
+        assert proxy_call(proxy, "route-switch/prod", HARD, key="sk-capped")[:2] == ("small", "small-answer")
+        wait_spend(proxy, proxy["capped"], spent)
+    with pytest.raises(openai.RateLimitError) as e:  # at the limit: 429
+        proxy_call(proxy, "route-switch/prod", EASY, key="sk-capped")
+    assert "has spent $0.0001 of $9e-05" in str(e.value) and "refused" in str(e.value)
+    assert proxy_call(proxy, "route-switch/prod", HARD, key="sk-free")[0] == "large"  # other keys are not capped

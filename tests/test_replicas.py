@@ -1,5 +1,7 @@
-"""Several processes: rate limits and decisions shared through a real redis-server, 4 uvicorn workers
-holding one limit, and the weekly job's lock across real processes."""
+"""Several processes: rate limits, failed authentications, /metrics counters and decisions shared
+through a real redis-server, 4 uvicorn workers holding one limit, two proxies holding one
+failed-authentication limit and summing their counters, and the weekly job's lock across real
+processes."""
 from __future__ import annotations
 
 import asyncio
@@ -64,13 +66,24 @@ def test_two_processes_worth_of_state_share_one_bucket(redis_url):
 
 
 def test_redis_down_falls_back_to_the_local_limit(caplog):
-    from route_switch.server.state import RedisState
+    from route_switch.server.metrics import Metrics
+    from route_switch.server.state import RedisState, RedisUnavailable
 
-    s = RedisState(f"redis://127.0.0.1:{free_port()}/0", 30, timeout_s=0.2)  # nobody listens there
+    s = RedisState(f"redis://127.0.0.1:{free_port()}/0", 30, timeout_s=0.2, auth_failures_per_min=5)  # nobody there
     t0 = time.monotonic()
     assert check_all(s, "k", 40) == 30
     assert time.monotonic() - t0 < 20
     assert sum("redis unavailable" in r.message for r in caplog.records) == 1  # logged once, not 40 times
+
+    async def failures():
+        return [await s.auth_failed("10.0.0.1") for _ in range(7)], s.auth_blocked("10.0.0.1")
+    waits, blocked = asyncio.run(failures())
+    assert [w == 0.0 for w in waits] == [True] * 5 + [False] * 2 and blocked > 0  # the in-process bucket of 5
+    m = Metrics()
+    m.inc("route_switch_upstream_failures_total")
+    with pytest.raises(RedisUnavailable):  # /metrics answers 503 rather than one process's counts as the sum
+        asyncio.run(s.shared_metrics(m))
+    assert m.unpushed()  # kept for when Redis answers again
 
 
 def test_decision_cache_shared_between_routers(redis_url, fitted_router_dir, tmp_path):
@@ -153,6 +166,82 @@ def test_four_workers_hold_one_limit(redis_url, fitted_router_dir, tmp_path):
     bound = rate + rate / 60 * elapsed  # the bucket's capacity plus what refilled meanwhile
     assert set(codes) <= {200, 429}, codes
     assert rate <= allowed <= 1.05 * bound, (codes, elapsed, bound)
+
+
+@pytest.fixture
+def two_proxies(redis_url, fitted_router_dir, tmp_path):
+    """Two ``route-switch serve`` processes (two replicas) on their own ports, sharing one Redis."""
+    rdir = router_copy(fitted_router_dir, tmp_path / "r",
+                       {"redis_url_env": "TEST_REDIS_URL", "prefix": f"t-{uuid.uuid4().hex}"})
+    key, ports = "replica-key", [free_port(), free_port()]
+    env = {"ROUTE_SWITCH_API_KEYS": key, "TEST_REDIS_URL": redis_url, "ROUTE_SWITCH_KEY_ID_SECRET": "k" * 32}
+    procs = [serve_workers(rdir, port, 1, 100_000, env) for port in ports]
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url, proc in zip(urls, procs):
+            wait_http(f"{url}/health", 120, proc)
+        yield urls, key
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def post_route(url: str, key: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/route", json={"query": "What is 2 + 2?"}, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30, trust_env=False)
+
+
+def scripts_run(redis_url) -> int:
+    import redis
+
+    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("eval", "evalsha"))
+
+
+def test_failed_authentications_count_against_one_limit_across_proxies(two_proxies, redis_url):
+    """20 bad guesses spread over two replicas use up one limit of 20 per address: then both answer
+    429, to a right key too (else a guess that came back 200 would tell the key)."""
+    (a, b), key = two_proxies
+    for url in (a, b):  # loads the scripts
+        assert post_route(url, key).status_code == 200
+    before = scripts_run(redis_url)
+    assert [post_route(url, key).status_code for url in (a, b) * 5] == [200] * 10
+    assert scripts_run(redis_url) - before == 10  # one script a request: the right key adds no round trip
+
+    assert [post_route(url, f"guess-{i}").status_code for i, url in enumerate((a, b) * 10)] == [401] * 20
+    for url in (a, b):  # neither has seen a failure answered 429: the block comes from Redis
+        r = post_route(url, key)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "auth_rate_limited", r.text
+        assert 1 <= int(r.headers["Retry-After"]) <= 3
+        assert post_route(url, "guess-x").status_code == 429
+    assert httpx.get(f"{b}/metrics", headers={"Authorization": f"Bearer {key}"}, trust_env=False).status_code == 429
+
+
+def series(text: str, name: str, **labels) -> float:
+    """The value of one sample of a /metrics text (0.0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_sum_the_requests_of_both_proxies(two_proxies):
+    """3 requests to one replica, 5 to the other: /metrics of either shows 8."""
+    (a, b), key = two_proxies
+    for url, n in ((a, 3), (b, 5)):
+        assert [post_route(url, key).status_code for _ in range(n)] == [200] * n
+    deadline, seen = time.monotonic() + 20, {}
+    while time.monotonic() < deadline:  # the other process pushes its increments every second
+        for url in (a, b):
+            text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, trust_env=False).text
+            seen[url] = (series(text, "route_switch_requests_total", endpoint="route", status="200"),
+                         series(text, "route_switch_request_duration_seconds_count", endpoint="route"),
+                         series(text, "route_switch_tier_chosen_total"),
+                         series(text, "route_switch_request_duration_seconds_bucket", endpoint="route", le="+Inf"))
+        if all(v == (8, 8, 8, 8) for v in seen.values()):
+            break
+        time.sleep(0.3)
+    assert seen == {a: (8, 8, 8, 8), b: (8, 8, 8, 8)}, seen
 
 
 LOCKER = """

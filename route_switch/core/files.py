@@ -190,8 +190,9 @@ class JobLock:
     never deleted, which would re-open the classic lock-file race.
     """
 
-    def __init__(self, path):
-        self.path, self.fd, self.stale_from = Path(path), None, None
+    def __init__(self, path, what: str = ""):
+        """``what`` starts the error a held lock raises (``"cannot fit into router/"``)."""
+        self.path, self.what, self.fd, self.stale_from = Path(path), what, None, None
 
     def _read(self) -> dict:
         try:
@@ -209,8 +210,9 @@ class JobLock:
         except BlockingIOError:
             os.close(fd)
             info = self._read()
-            raise JobLockedError(f"{self.path} is held by pid {info.get('pid', '?')} on {info.get('host', '?')} "
-                                 f"since {info.get('started', '?')}: another run is in progress") from None
+            raise JobLockedError(f"{self.what + ': ' if self.what else ''}{self.path} is held by pid "
+                                 f"{info.get('pid', '?')} on {info.get('host', '?')} since {info.get('started', '?')}: "
+                                 "another run is in progress") from None
         prev = self._read()
         if isinstance(prev.get("pid"), int):
             self.stale_from = dict(prev, pid_alive=prev.get("host") == socket.gethostname() and pid_alive(prev["pid"]))

@@ -2,8 +2,10 @@
 
 The router directory is written as one unit: everything goes into a new sibling folder, which
 replaces the old one with a single atomic exchange (``renameat2(RENAME_EXCHANGE)`` on Linux); the
-previous version is kept as ``.<name>.prev``. A lock file (``.<name>.lock``) stops two fits
-writing one directory at once: the second fails at once with an error naming the holder.
+previous version is kept as ``.<name>.prev``. A lock file (``.<name>.lock``), taken before any work
+and held to the end, makes a second fit into the same directory fail at once with an error naming
+the directory, the lock and its holder: two fits racing would otherwise both succeed and silently
+leave whichever finished last.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
 
     The directory is written as one unit (see the module docstring).
     """
-    from route_switch.core.files import JobLock, swap_dir
+    from route_switch.core.files import JobLock
     from route_switch.core.knobs import check_knob
 
     check_knob("target_quality", target_quality)
@@ -45,8 +47,18 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
     if isinstance(bypass_tokens, bool) or not isinstance(bypass_tokens, int) or bypass_tokens < 0:
         raise ConfigError(f"must be a whole number >= 0, got {bypass_tokens!r}", field="bypass_tokens")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)  # an unusable output folder fails before the fit, not after
-    params = estimator_params or {}
+    with JobLock(out.with_name(f".{out.name}.lock"), what=f"cannot fit into {out}"):
+        return _fit_locked(train, out, tiers=tiers, target_quality=target_quality,
+                           target_cost_share=target_cost_share, params=estimator_params or {}, seed=seed,
+                           bypass_tokens=bypass_tokens, llm=llm, max_quality_loss=max_quality_loss,
+                           confidence=confidence)
+
+
+def _fit_locked(train: Evalset, out: Path, *, tiers, target_quality, target_cost_share, params, seed, bypass_tokens,
+                llm, max_quality_loss, confidence) -> RouterConfig:
+    """The body of :func:`fit`, run under the folder's lock."""
+    from route_switch.core.files import swap_dir
+
     rule, risk = "tau", None
     if max_quality_loss is not None:
         from route_switch.core.risk import calibrate_risk
@@ -70,26 +82,24 @@ def fit(train: Evalset, out_dir: str | Path, *, tiers: list[Tier] | None = None,
         llm = dict(llm)
         fusion_n = int(llm.pop("fusion_n", None) or llm.pop("fit_n", None) or 0)
         llm.pop("fit_n", None)
-    if llm and llm.get("program") and fusion_n:  # slow (LLM calls): before taking the lock
+    if llm and llm.get("program") and fusion_n:
         fusion, llm = _fit_llm_fusion(train, llm, params, target_quality or 0.95, fusion_n)
     tiers = list(tiers or tiers_by_cost(est.models_, est.unit_cost_))
-    with JobLock(out.with_name(f".{out.name}.lock")):
-        new = out.with_name(f".{out.name}.new-{os.getpid()}")
-        shutil.rmtree(new, ignore_errors=True)
-        for stale in out.parent.glob(f".{out.name}.new-*"):  # left by a killed fit (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            est.save(new)
-            if fusion is not None:  # router.yaml stores it relative to itself: valid after the swap
-                fusion.save(new / "fusion.json")
-                llm["fusion"] = str(new / "fusion.json")
-            cfg = RouterConfig(tiers=tiers, estimator=str(new), tau=round(float(tau), 4), bypass_tokens=bypass_tokens,
-                               llm=llm, rule=rule, risk=risk)
-            dump_config(cfg, new / "router.yaml")
-            swap_dir(new, out)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)  # a failed fit leaves the previous folder as it was
-            raise
+    new = out.with_name(f".{out.name}.new-{os.getpid()}")
+    for stale in out.parent.glob(f".{out.name}.new-*"):  # ours, or left by a killed fit (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        est.save(new)
+        if fusion is not None:  # router.yaml stores it relative to itself: valid after the swap
+            fusion.save(new / "fusion.json")
+            llm["fusion"] = str(new / "fusion.json")
+        cfg = RouterConfig(tiers=tiers, estimator=str(new), tau=round(float(tau), 4), bypass_tokens=bypass_tokens,
+                           llm=llm, rule=rule, risk=risk)
+        dump_config(cfg, new / "router.yaml")
+        swap_dir(new, out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)  # a failed fit leaves the previous folder as it was
+        raise
     cfg.estimator = str(out)
     if fusion is not None:
         cfg.llm["fusion"] = str(out / "fusion.json")

@@ -38,7 +38,15 @@ async def health(proxy, request: Request, ctx) -> Response:
 
 
 async def metrics_text(proxy, request: Request, ctx) -> Response:
-    body, content_type = proxy.metrics.render()
+    """This process's metrics; with a shared state, counters summed over every worker and replica."""
+    from route_switch.server.state import RedisUnavailable
+
+    try:
+        shared = await proxy.state.shared_metrics(proxy.metrics)
+    except RedisUnavailable as e:  # a failed scrape, rather than one process's counts passed off as the sum
+        raise ApiError(503, f"the shared metrics store (Redis) did not answer: {e}", "server_error",
+                       "metrics_unavailable") from None
+    body, content_type = proxy.metrics.render(shared)
     return Response(body, media_type=content_type)
 
 

@@ -14,6 +14,7 @@ health, metrics, reload) and :mod:`~route_switch.server.metrics` (Prometheus and
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -32,7 +33,8 @@ from route_switch.core.tiers import to_index, to_tier
 from route_switch.routing import telemetry
 from route_switch.routing.controller import Router
 from route_switch.server import admin
-from route_switch.server.auth import KEY_ID_SECRET_ENV, KEYS_ENV, Authenticator, key_hash, keys_from_env
+from route_switch.server.auth import (KEY_ID_SECRET_ENV, KEYS_ENV, Authenticator, client_address, key_hash,
+                                     keys_from_env, too_many_failures)
 from route_switch.server.charging import Charging
 from route_switch.server.metrics import Metrics, record_decision, record_failures, record_request
 from route_switch.server.ratelimit import RateLimiter
@@ -61,11 +63,12 @@ class Proxy:
                 raise ConfigError(f"must be a finite number >= {lo:g}, got {v!r}", field=name)
         self.router = router
         self.budgets = budgets  # optional spend limits (route_switch.server.budgets.Budgets)
-        self.auth = Authenticator(api_keys, insecure_no_auth, auth_failures_per_min)
         self.max_body = max_body_bytes
         self.limiter = RateLimiter(rate_limit_per_min)
-        # Shared through Redis when the router config has ``state:`` (several workers or replicas).
-        self.state = make_state(getattr(router, "state_config", None), rate_limit_per_min)
+        # Limits (per key, and failed authentications per address) and /metrics counters: shared
+        # through Redis when the router config has ``state:`` (several workers or replicas).
+        self.state = make_state(getattr(router, "state_config", None), rate_limit_per_min, auth_failures_per_min)
+        self.auth = Authenticator(api_keys, insecure_no_auth, self.state)
         self.reloader = None  # set by create_app when the router comes from a config path (hot reload)
         self.timeout = upstream_timeout_s
         self.log_prompts = log_prompts
@@ -86,7 +89,7 @@ class Proxy:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        await self.state.close()
+        await self.state.close(self.metrics)
 
     # -- per-request plumbing
     def finish(self, ctx: RequestContext, status: int):
@@ -100,9 +103,12 @@ class Proxy:
             status = 500
             try:
                 if auth:
-                    ctx.key = self.auth.key_id(request)
-                if limit:
-                    wait = await self.state.rate_check(ctx.key)
+                    ctx.key = await self.auth.key_id(request)
+                if auth or limit:  # one call (one Redis round trip) for both limits
+                    kind, wait = await self.state.admit(ctx.key if limit else None,
+                                                        client_address(request) if auth and self.auth.enabled else None)
+                    if wait and kind == "auth":
+                        raise too_many_failures(wait)
                     if wait:
                         raise ApiError(429, f"rate limit of {self.limiter.per_minute:g} requests per minute exceeded; "
                                             f"retry after {RateLimiter.retry_after(wait)}s", "rate_limit_error",
@@ -252,7 +258,6 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
     @asynccontextmanager
     async def lifespan(app):
         if sighup_reload and reloader is not None:
-            import asyncio
             import signal
 
             try:  # the reload runs in a thread: the event loop keeps serving while it loads
@@ -261,7 +266,9 @@ def create_app(router: Router, *, api_keys: set[str] | None, max_body_bytes: int
                                                             daemon=True).start())
             except (ValueError, RuntimeError, NotImplementedError) as e:  # not the main thread, or no signals
                 log.warning("SIGHUP reload unavailable: %s", e)
+        pushing = asyncio.create_task(p.state.push_metrics_forever(p.metrics))
         yield
+        pushing.cancel()
         if reloader is not None:
             reloader.stop()
         await p.close()

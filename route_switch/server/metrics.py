@@ -15,7 +15,13 @@ class Metrics:
     ``budgets`` (optional :class:`~route_switch.server.budgets.Budgets`) adds the gauges
     ``route_switch_budget_spent_usd`` / ``route_switch_budget_limit_usd{budget, period}``, read at
     each scrape.
+
+    Several processes sum their counters and histograms in a shared store: :meth:`unpushed` gives
+    the increments since the last push, :meth:`render` shows the sums
+    (:meth:`route_switch.server.state.RedisState.push_metrics`).
     """
+
+    SHARED_TYPES = ("counter", "histogram")  # sums of increments; gauges stay per process
 
     BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
     SPECS = {  # name: (kind, help, label names)
@@ -42,6 +48,7 @@ class Metrics:
             for name, (kind, text, labels) in self.SPECS.items()}
         if budgets is not None:
             self.registry.register(_BudgetGauges(budgets))
+        self._pushed: dict[str, float] = {}  # field -> value already added to the shared store
 
     def _child(self, name: str, labels: dict | None):
         m = self._metrics[name]
@@ -53,12 +60,33 @@ class Metrics:
     def observe(self, name: str, value: float, labels: dict | None = None):
         self._child(name, labels).observe(value)
 
-    def render(self) -> tuple[bytes, str]:
-        """(Prometheus text exposition, its content type)."""
+    def unpushed(self) -> dict[str, float]:
+        """Counter and histogram increments since the last :meth:`mark_pushed`, by field: the JSON of
+        ``[family, sample name, labels]``."""
+        out = {}
+        for m in self.registry.collect():
+            if m.type not in self.SHARED_TYPES:
+                continue
+            for s in m.samples:
+                if s.name.endswith("_created"):
+                    continue
+                field = json.dumps([m.name, s.name, s.labels], sort_keys=True)
+                delta = s.value - self._pushed.get(field, 0.0)
+                if delta:
+                    out[field] = delta
+        return out
+
+    def mark_pushed(self, deltas: dict[str, float]) -> None:
+        for field, delta in deltas.items():
+            self._pushed[field] = self._pushed.get(field, 0.0) + delta
+
+    def render(self, shared: dict[str, float] | None = None) -> tuple[bytes, str]:
+        """(Prometheus text exposition, its content type); ``shared``: counters and histograms summed
+        over every process (fields of :meth:`unpushed`) shown instead of this process's."""
         import prometheus_client as pc
 
-        return pc.generate_latest(_WithoutCreated(self.registry)), getattr(pc, "CONTENT_TYPE_PLAIN_0_0_4",
-                                                                           pc.CONTENT_TYPE_LATEST)
+        registry = _WithoutCreated(self.registry) if shared is None else _Summed(self.registry, shared)
+        return pc.generate_latest(registry), getattr(pc, "CONTENT_TYPE_PLAIN_0_0_4", pc.CONTENT_TYPE_LATEST)
 
 
 class _WithoutCreated:
@@ -71,6 +99,35 @@ class _WithoutCreated:
     def collect(self):
         for m in self.registry.collect():
             m.samples = [s for s in m.samples if not s.name.endswith("_created")]
+            yield m
+
+
+class _Summed:
+    """A registry's metrics with the samples of its counters and histograms replaced by the sums of
+    every process (a field that does not parse is skipped: the store is shared, not trusted)."""
+
+    def __init__(self, registry, shared: dict[str, float]):
+        from prometheus_client.samples import Sample
+
+        self.registry, self.families = registry, {}
+        for field, value in shared.items():
+            try:
+                family, name, labels = json.loads(field)
+                sample = Sample(str(name), {str(k): str(v) for k, v in labels.items()}, float(value))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            self.families.setdefault(family, []).append(sample)
+
+    @staticmethod
+    def _order(s):
+        """Label set, then buckets by ``le``, then ``_count`` and ``_sum`` (the exposition's order)."""
+        labels = sorted((k, v) for k, v in s.labels.items() if k != "le")
+        return labels, s.name.endswith(("_count", "_sum")), s.name, float(s.labels.get("le", 0))
+
+    def collect(self):
+        for m in self.registry.collect():
+            if m.type in Metrics.SHARED_TYPES:
+                m.samples = sorted(self.families.get(m.name, []), key=self._order)
             yield m
 
 

@@ -3,8 +3,9 @@
 With ``workers > 1`` uvicorn starts each worker from :func:`app_from_env` (the options travel in
 ``$ROUTE_SWITCH_SERVE_OPTIONS``; API keys stay in ``$ROUTE_SWITCH_API_KEYS``). Each worker watches
 the router's files and reloads itself; ``SIGHUP`` to the single process reloads in place, and to
-the uvicorn supervisor of several workers replaces them one by one. Rate limits are per process
-unless the router config has ``state: {redis_url_env: ...}`` (:mod:`route_switch.server.state`).
+the uvicorn supervisor of several workers replaces them one by one. Rate limits, the limit on failed
+authentications and the ``/metrics`` counters are per process unless the router config has
+``state: {redis_url_env: ...}`` (:mod:`route_switch.server.state`).
 """
 from __future__ import annotations
 
@@ -133,9 +134,11 @@ def serve(config_path, host: str = "127.0.0.1", port: int = 8000, *, workers: in
     if proxy.state.shared and not os.environ.get(KEY_ID_SECRET_ENV):
         log.warning("state.redis_url without $%s: replicas on other machines name keys differently and do not "
                     "share their limits", KEY_ID_SECRET_ENV)
-    if workers > 1 and rate_limit_per_min and not proxy.state.shared:
-        log.warning("%d workers without state.redis_url: each worker limits on its own (up to %d x %g requests "
-                    "per minute per key)", workers, workers, rate_limit_per_min)
+    if workers > 1 and not proxy.state.shared:
+        per_key = f"{workers} x {rate_limit_per_min:g} requests per minute per key, " if rate_limit_per_min else ""
+        log.warning("%d workers without state.redis_url: each worker limits and counts on its own (up to %s%d x the "
+                    "failed authentications per address; /metrics shows the counts of the worker that answers it)",
+                    workers, per_key, workers)
     log.info("route-switch proxy on http://%s:%d/v1 with %d tiers, router version %s, %d worker(s)", host, port,
              len(proxy.router.tiers), proxy.router.version, workers)
     # log_config=None: uvicorn's loggers go through the redacting JSON handler of build_app

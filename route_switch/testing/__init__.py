@@ -1,5 +1,6 @@
 """FAKE servers and data for tests and benchmarks (deterministic, loopback only); the product never imports this.
 
 :mod:`.upstreams` holds OpenAI-compatible fake upstreams on real sockets (one that answers or misbehaves
-on demand, one that fails at random for soak runs); :mod:`.synthetic` the synthetic evalset.
+on demand, one that fails at random for soak runs); :mod:`.synthetic` the synthetic evalset;
+:mod:`.litellm_proxy` starts the real LiteLLM proxy offline on loopback.
 """
