@@ -186,7 +186,7 @@ def test_estimator_gate_uses_every_label_the_deployed_estimator_has_not_seen(tmp
     rl.close()
     res = reoptimize(job, **QUIET)
     e = res["estimator"]
-    assert e["gate_kind"] == "3-fold on unseen labels" and e["gate_queries"] == len(new_hard), e
+    assert e["gate_kind"].startswith("3-fold on unseen labels") and e["gate_queries"] == len(new_hard), e
     # the hard queries need the large model; the easy-only estimator does not know it, the refit does
     assert e["pass"] and e["gain"]["lower"] > 0, e
     assert len(json.loads(rec.read_text())["prompts"]) == len(load_evalset(tmp_path / "labels" / "evalset.jsonl"))

@@ -33,6 +33,26 @@ def program_choices(program, lm_cfg: dict, ev, cache_dir: Path) -> list:
     return [None if v is None else int(np.argmax(v)) for v in votes]
 
 
+def estimator_predictions(est, ev) -> np.ndarray:
+    """A loaded estimator's predicted quality for ``ev``'s queries, columns in ``ev.models`` order."""
+    return est.predict(ev.prompts)[:, [est.models_.index(m) for m in ev.models]]
+
+
+def curve_per_query(pred: np.ndarray, ev, lam) -> np.ndarray:
+    """Each query's objective averaged over the τ sweep (every operating point, as AIQ integrates
+    them), with the same selection rule and cost order for any predictions compared."""
+    from route_switch.core.selection import TAU_GRID, cost_normaliser, select_tau
+
+    unit = ev.costs.mean(axis=0)
+    norm = cost_normaliser(unit)
+    rows = np.arange(len(ev))
+    total = np.zeros(len(ev))
+    for tau in TAU_GRID:
+        k = select_tau(pred, unit, tau)
+        total += ev.scores[rows, k] - lam * ev.costs[rows, k] / norm
+    return total / len(TAU_GRID)
+
+
 def estimator_choices(est_dir: Path, ev, tiers) -> list | None:
     """Per-query tier index of the router fitted in ``est_dir`` (its router.yaml τ/λ); None if unusable."""
     from route_switch.routing.controller import Router
@@ -69,18 +89,22 @@ def per_query(choice, ev, lam) -> np.ndarray:
     return np.array([objective(k, ev.scores[i], ev.costs[i], lam, unit) for i, k in enumerate(choice)])
 
 
-def gate(cur_choice, cand_choice, ev, lam, *, min_gain: float = 0.0, confidence: float = 0.9,
-         seed: int = 0) -> tuple[bool, dict, str]:
-    """Promote only a real gain: the paired-bootstrap lower bound of candidate − current on the held-out
-    queries must exceed ``min_gain`` (:func:`~route_switch.optimization.significance.paired_gain`).
-
-    Returns ``(passed, gain, one line saying why)``; without a usable current version the candidate passes.
-    """
-    from route_switch.optimization.significance import describe_gain, paired_gain
-
+def gate(cur_choice, cand_choice, ev, lam, **kw) -> tuple[bool, dict, str]:
+    """Promote only a real gain at the deployed operating points: :func:`gain_gate` on each query's
+    objective under the two versions' tier choices; without a usable current version the candidate passes."""
     if cur_choice is None:
         return True, {}, "no deployed version yet: the candidate is promoted"
-    g = paired_gain(per_query(cand_choice, ev, lam), per_query(cur_choice, ev, lam), confidence=confidence, seed=seed)
+    return gain_gate(per_query(cur_choice, ev, lam), per_query(cand_choice, ev, lam), **kw)
+
+
+def gain_gate(current: np.ndarray, candidate: np.ndarray, *, min_gain: float = 0.0, confidence: float = 0.9,
+              seed: int = 0) -> tuple[bool, dict, str]:
+    """The paired-bootstrap lower bound of candidate − current (per-query values) must exceed
+    ``min_gain`` (:func:`~route_switch.optimization.significance.paired_gain`). Returns
+    ``(passed, gain, one line saying why)``."""
+    from route_switch.optimization.significance import describe_gain, paired_gain
+
+    g = paired_gain(candidate, current, confidence=confidence, seed=seed)
     ok = g["lower"] > min_gain
     why = describe_gain(g) + (f" > {min_gain:+.4f}: promote" if ok else
                               f" does not show a gain above {min_gain:+.4f}: keep the current version")

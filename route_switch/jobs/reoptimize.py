@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from route_switch.core.errors import ConfigError, RouteSwitchError
-from route_switch.jobs.gate import estimator_choices, gate, misroute_changes, objectives, program_choices
+from route_switch.jobs.gate import (curve_per_query, estimator_choices, estimator_predictions, gain_gate, gate,
+                                   misroute_changes, objectives, program_choices)
 from route_switch.jobs.inputs import merge_evalsets, sample_logged_queries
 from route_switch.jobs.job_config import Job, load_job
 from route_switch.core.files import JobLock, copy_into
@@ -259,33 +260,39 @@ def _candidate_estimator(run: _Run, new, train, hold, merged, lam):
 
     The refit is judged out of fold on every label the deployed estimator has not trained on
     (:mod:`.estimator_gate`) when there are enough of them, else on the held-out slice."""
-    from route_switch.jobs.estimator_gate import cross_fit_choices, record_path, unseen_rows
+    from route_switch.core.estimator import QualityEstimator
+    from route_switch.jobs.estimator_gate import cross_fit, record_path, unseen_rows
     from route_switch.routing.fitting import fit
 
     job, tmp = run.job, run.tmp
     rows = unseen_rows(record_path(job.work_dir, job.name), job.estimator_dir, merged, new)
-    deployed = (Path(job.estimator_dir) / "router.yaml").exists()  # else the candidate passes anyway
-    cross = deployed and job.estimator_folds >= 2 and len(rows) >= MIN_NEW_FOR_FRESH_HOLDOUT
+    cross = job.estimator_folds >= 2 and len(rows) >= MIN_NEW_FOR_FRESH_HOLDOUT
     gate_ev = merged.subset(rows) if cross else hold
     e_cur_ch = estimator_choices(job.estimator_dir, gate_ev, job.tiers)
+    if e_cur_ch is None:  # nothing usable deployed: the candidate passes anyway, no folds needed
+        cross, gate_ev = False, hold
     e_cur = objectives(e_cur_ch, gate_ev, lam) if e_cur_ch is not None else None
     if not len(rows) and e_cur_ch is not None:
         # no unseen labels: a refit could only reshuffle what the deployed estimator already learnt
         e_cand_ch, e_cand, eok, egain = e_cur_ch, e_cur, False, {}
         ewhy = "no new labels: nothing new to learn, the current estimator stays"
     else:
-        if cross:
-            e_cand_ch = cross_fit_choices(merged, rows, job.tiers, tmp / "estimator-folds", folds=job.estimator_folds,
-                                          target_quality=job.target_quality, seed=job.seed)
+        if cross:  # judged over the τ sweep (see estimator_gate)
+            e_cand_ch, cand_pred = cross_fit(merged, rows, job.tiers, tmp / "estimator-folds",
+                                             folds=job.estimator_folds, target_quality=job.target_quality, seed=job.seed)
+            cur_pred = estimator_predictions(QualityEstimator.load(job.estimator_dir), gate_ev)
+            eok, egain, ewhy = gain_gate(curve_per_query(cur_pred, gate_ev, lam),
+                                         curve_per_query(cand_pred, gate_ev, lam), **_gate_kw(job))
         else:
             fit(train, tmp / "estimator", tiers=job.tiers, target_quality=job.target_quality, seed=job.seed)
             e_cand_ch = estimator_choices(tmp / "estimator", hold, job.tiers)
+            eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, gate_ev, lam, **_gate_kw(job))
         e_cand = objectives(e_cand_ch, gate_ev, lam)
-        eok, egain, ewhy = gate(e_cur_ch, e_cand_ch, gate_ev, lam, **_gate_kw(job))
     edelta = None if e_cur is None else e_cand["objective"] - e_cur["objective"]
     run.res["estimator"] = {"current": e_cur, "candidate": e_cand, "delta": edelta, "gain": egain, "pass": eok,
                             "gate": ewhy, "gate_queries": len(gate_ev),
-                            "gate_kind": f"{job.estimator_folds}-fold on unseen labels" if cross else "held-out slice",
+                            "gate_kind": (f"{job.estimator_folds}-fold on unseen labels, over the τ sweep" if cross
+                                          else "held-out slice, at the operating point"),
                             "misroutes": misroute_changes(gate_ev, e_cur_ch, e_cand_ch)}
     run.clock("fit_and_evaluate_estimator")
     if eok:
