@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, fitted_router_dir, free_port, percentile, wait_http  # noqa: E402
 
+from route_switch.testing.processes import stop  # noqa: E402
+
 
 
 def _serve(router_dir: Path, port: int, workers: int, rate: int, env: dict, watch_s: float = 2.0) -> subprocess.Popen:
@@ -41,14 +43,7 @@ def _serve(router_dir: Path, port: int, workers: int, rate: int, env: dict, watc
 
 
 def _stop(proc: subprocess.Popen):
-    import signal
-
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop(proc, 30, group=True)  # the supervisor stops its workers; SIGKILL the group if that takes too long
 
 
 async def _overload(url: str, key: str, duration: float, burst: int, steady_rps: float) -> tuple[Counter, float]:

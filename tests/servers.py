@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from route_switch.testing.processes import stop
 from route_switch.testing.upstreams import (LOOPBACK, FakeUpstream, FaultyUpstream, LoopbackServer,  # noqa: F401
                                             QuietHandler, completion, free_port)
 
@@ -74,12 +75,7 @@ def llama_server(model_path: str | os.PathLike | None = None, n_ctx: int = 2048,
         wait_http(f"http://{LOOPBACK}:{port}/v1/models", 180, proc)
         yield f"http://{LOOPBACK}:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import pytest
 from servers import fitted_router_dir, free_port, redis_url, wait_http  # noqa: F401  (fixtures)
 
 from route_switch.routing.config import dump_config, load_config
+from route_switch.testing.processes import stop as stop_process
 from route_switch.routing.controller import Router
 
 pytest.importorskip("redis")
@@ -123,14 +124,7 @@ def serve_workers(router_dir: Path, port: int, workers: int, rate: int, env: dic
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the supervisor (it stops its workers); SIGKILL the whole group if that takes too long."""
-    import signal
-
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_process(proc, 30, group=True)
 
 
 async def burst(url: str, key: str, n: int, concurrency: int) -> tuple[dict, float]:

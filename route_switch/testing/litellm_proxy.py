@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from route_switch.testing.processes import stop
 from route_switch.testing.upstreams import LOOPBACK, free_port
 
 OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -62,9 +63,4 @@ def litellm_proxy(config: str | os.PathLike, *, cwd: str | os.PathLike | None = 
                 time.sleep(0.3)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 20)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 
+from route_switch.testing.processes import stop
 from route_switch.testing.upstreams import LOOPBACK, free_port
 
 
@@ -38,9 +39,4 @@ def redis_server(workdir: str | os.PathLike):
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
