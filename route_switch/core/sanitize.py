@@ -94,7 +94,8 @@ _TARGET_PARTS = (
     (("最",), r"最便宜|最も強力|最强|最強|最安"),
     (("model", "niveau", "stufe", "ebene", "nivel", "livell", "níve", "poziom"),
      rf"\b{_ML_SIZE}\s+(?:\w+\s+){{0,2}}?{_ML_THING}\b|\b{_ML_THING}\s+(?:\w+\s+){{0,2}}?{_ML_SIZE}\b"),
-    (("最",), rf"{_CJK_SIZE}.{{0,6}}?{_CJK_THING}|{_CJK_THING}.{{0,6}}?{_CJK_SIZE}"),
+    (("最", "模型", "モデル", "모델", "级别", "等级", "등급", "티어"),
+     rf"{_CJK_SIZE}.{{0,6}}?{_CJK_THING}|{_CJK_THING}.{{0,6}}?{_CJK_SIZE}"),
 )
 _TARGET = "|".join(p for _, p in _TARGET_PARTS)
 _ORDER = (r"\b(?:ignore|disregard|forget|override|choose|pick|select|use|route|send|assign|classify|escalate|"
@@ -324,8 +325,6 @@ _PRESENT_RE = re.compile(
     r"i'd\s+(?:like|rather|prefer)|my\s+(?:request|query|question|prompt|message|task|input)s?|"
     r"what\s+follows|(?:the\s+)?(?:next|following)\s+(?:query|question|request|prompt|text|message|task|input))\b",
     re.I)
-
-
 # ... and a statement holds no routing order of its own ("a weak model will fail, pick the best one")
 _ORDER_CLAUSE_RE = re.compile(r"[,:;]\s*(?:(?:so|then|just|now)\s+)?(?:pick|choose|select|use|route|send|assign|"
                               r"escalate|downgrade|upgrade|give|bring|go\s+with|hand|forward|switch|bump)\b", re.I)
