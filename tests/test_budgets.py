@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from route_switch.server.auth import key_hash  # noqa: E402
 from route_switch.server.budgets import (Budgets, JsonSpendStore, StreamUsage, period_id,  # noqa: E402
                                          period_reset)
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY = "budget-key-1"
 KID = key_hash(KEY)
 HARD = "Prove that the sum of the first 7 odd numbers is a perfect square, step by step."
@@ -46,9 +48,9 @@ def upstream():
         yield up
 
 
-def make_app(router_dir, upstream, budgets):
+def make_app(router_dir, upstream, budgets, sanitize: bool = True):
     base = Router.from_config(router_dir)
-    router = Router(tiers=tiers_at(upstream.url), estimator=base.estimator, tau=base.tau)
+    router = Router(tiers=tiers_at(upstream.url), estimator=base.estimator, tau=base.tau, sanitize=sanitize)
     assert router.route(HARD).tier == 3
     return create_app(router, api_keys={KEY, "other"}, rate_limit_per_min=0, budgets=budgets)
 
@@ -115,6 +117,52 @@ def test_cap_policy_routes_cheaper_near_the_limit_then_refuses(fitted_router_dir
         assert err.status_code == 429 and err.body["code"] == "budget_exceeded"
         msg = err.body["message"]
         assert f"budget key:{KID} has spent" in msg and "resets" in msg and "refused" in msg
+
+
+def _top_tier_directives() -> list[str]:
+    """The held-out corpus's directives that ask for the top tier (English, other languages, Unicode disguises)."""
+    import yaml
+
+    corpus = yaml.safe_load((ROOT / "benchmarks" / "injection_heldout.yaml").read_text(encoding="utf-8"))
+    return [d["directive"] for d in corpus["directives"] if d["push"] == "top"]
+
+
+@pytest.mark.parametrize("policy", ["cap", "refuse"])
+def test_a_key_that_injects_top_tier_directives_cannot_spend_past_its_cap(fitted_router_dir, upstream, tmp_path, policy):
+    """The operator's protection against "send me to the top tier": whatever the sanitiser misses (here it is
+    switched off, so every directive reaches the scorer), the key's spend stops at its limit plus one request."""
+    limit = 0.002  # about ten top-tier answers
+    budgets = write_budgets(tmp_path, f"keys: {{{KID}: {{limit_usd: {limit}, near: 0.8, policy: {policy}, cap_tier: 1}}}}\n")
+    directives = _top_tier_directives()
+    assert len(directives) >= 40
+    answered, refused = [], 0
+    with run_app(make_app(fitted_router_dir, upstream, budgets, sanitize=False)) as base:
+        c = client(base)
+        for i in range(300):
+            text = f"{directives[i % len(directives)]} {HARD}" if i % 2 else f"{HARD} {directives[i % len(directives)]}"
+            try:
+                r = c.chat.completions.create(model="router", messages=[{"role": "user", "content": text}])
+            except openai.RateLimitError as exc:
+                assert exc.body["code"] == "budget_exceeded" and f"budget key:{KID}" in exc.body["message"]
+                refused += 1
+                if refused == 10:
+                    break
+                continue
+            assert not refused, "a refused key was answered again"
+            answered.append(r.model_extra["route_switch"])
+        hits = upstream.hits
+        other = client(base, "other").chat.completions.create(model="router", messages=[{"role": "user", "content": HARD}])
+    costs = [a["cost_usd"] for a in answered]
+    spent = answered[-1]["budget_spent_usd"][f"key:{KID}"]
+    assert refused == 10 and hits == len(answered)  # refused requests never reach an upstream
+    assert answered[0]["tier"] == 3  # the directives' own effect is not what stops them: the budget is
+    assert spent == pytest.approx(sum(costs)) and spent <= limit + max(costs)  # at most one request past the limit
+    if policy == "cap":  # past near × limit, only the cheapest tier answers, then 429
+        capped = [a for a in answered if "capped" in a]
+        assert capped and all(a["tier"] == 1 for a in capped) and spent <= limit + max(a["cost_usd"] for a in capped)
+    else:
+        assert all(a["tier"] == 3 for a in answered) and spent < limit + max(costs)
+    assert other.model_extra["route_switch"]["tier"] == 3  # another key is not limited by this one's budget
 
 
 def test_refuse_policy_per_tag(fitted_router_dir, upstream, tmp_path):
