@@ -60,7 +60,7 @@ def parse(argv=None):
     ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--work", default=None, help="keep the simulated projects here (default: a temp dir)")
-    ap.add_argument("--png", default="weekly_drift.png")
+    ap.add_argument("--png", default="runs/weekly_drift.png")  # runs/ is not tracked
     ap.add_argument("--json", action="store_true")
     return ap.parse_args(argv)
 
@@ -272,6 +272,7 @@ def plot(out: dict, path: str) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
 
