@@ -107,7 +107,55 @@ def _calibration(program, background) -> list[dict]:
         return []
     from route_switch.llm.policy_match import overlapping_examples
 
-    return m.calibration_ + [{"warning": w} for w in overlapping_examples(m)]
+    union = [{"background_union_matched_pct": m.background_union_pct_, "max_background_rate_pct":
+              round(100 * m.max_background_rate, 2)}]
+    return m.calibration_ + union + [{"warning": w} for w in overlapping_examples(m)]
+
+
+def matcher_only(base, data, edits, background) -> dict:
+    """What the policy matcher alone decides, without the router LLM: the share of each edit's
+    queries its policy matches (alone, and with every edit at once where the earlier line wins) and
+    the share of controls some policy matches. A matched query goes to the policy's tier whatever
+    the LLM says, so ``matched`` is a lower bound of compliance and ``controls_matched`` an upper
+    bound of the controls moved (a matched control may already be on the policy's tier)."""
+    from route_switch.llm.router_llm import RouterLLM
+
+    controls = list(data.get("controls") or [])
+
+    def matches(program, queries):
+        m = RouterLLM(program, lm=object(), policy_background=background).matcher
+        return [m.match(q) for q in queries]
+
+    pct = lambda k, n: round(100 * k / max(1, n), 1)
+    mean = lambda xs: round(sum(xs) / len(xs), 1) if xs else None
+    rows = []
+    for e in edits:
+        got = matches(with_policies(base, [e], "match"), e["queries"] + controls)
+        n = len(e["queries"])
+        rows.append({"edit": e["name"], "tier": int(e["tier"]), "n": n,
+                     "matched": pct(sum(g is not None for g in got[:n]), n),
+                     "controls_matched_pct": pct(sum(g is not None for g in got[n:]), len(controls)),
+                     "missed": [q for q, g in zip(e["queries"], got[:n]) if g is None],
+                     "controls_matched": [q for q, g in zip(controls, got[n:]) if g is not None]})
+    combined = with_policies(base, edits, "match")
+    all_q = [q for e in edits for q in e["queries"]]
+    got = matches(combined, all_q + controls)
+    together, i = {}, 0
+    for e in edits:
+        n = len(e["queries"])
+        together[e["name"]] = pct(sum(g is not None and g.policy.topic == e["topic"] for g in got[i:i + n]), n)
+        i += n
+    neutral = data.get("neutral")
+    n_neutral = sum(g is not None for g in matches(with_policies(base, [neutral], "match"), controls)) if neutral else 0
+    summary = {"matched_mean": mean([r["matched"] for r in rows]),
+               "matched_all_edits_together": pct(sum(together[e["name"]] * len(e["queries"]) / 100 for e in edits),
+                                                 len(all_q)),
+               "controls_matched_pct_mean": mean([r["controls_matched_pct"] for r in rows]),
+               "controls_matched_pct_all_edits": pct(sum(g is not None for g in got[len(all_q):]), len(controls)),
+               "controls_matched_pct_neutral_edit": pct(n_neutral, len(controls)) if neutral else None}
+    return {"summary": summary, "edits": rows, "all_edits_together": {
+        "matched": together, "controls_matched": [q for q, g in zip(controls, got[len(all_q):]) if g is not None]},
+        "calibration": _calibration(combined, background)}
 
 
 def main(argv=None):
@@ -124,7 +172,20 @@ def main(argv=None):
     ap.add_argument("--skip-together", action="store_true", help=argparse.SUPPRESS)  # cache warming only
     ap.add_argument("--together-only", action="store_true",
                     help="only the program with every edit at once (a quicker screen of --style)")
+    ap.add_argument("--matcher-only", action="store_true",
+                    help="no router LLM: what the policy matcher alone decides (seconds; --style match)")
     args = ap.parse_args(argv)
+    if args.matcher_only:
+        from route_switch.llm.policy_match import training_queries
+
+        data = load_edits(args.edits)
+        edits = [e for e in data["edits"] if not args.only or e["name"] in args.only.split(",")]
+        t0 = time.perf_counter()
+        report = {"program": args.program, "edits_file": args.edits, "mode": "matcher-only",
+                  **matcher_only(load_program(args.program), data, edits, training_queries()),
+                  "seconds": round(time.perf_counter() - t0, 1), "load_avg": [round(x, 2) for x in os.getloadavg()]}
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return
 
     from route_switch.llm.cache import cached_lm
     from route_switch.core.paths import cache_dir

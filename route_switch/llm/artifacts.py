@@ -231,6 +231,9 @@ def policy_report(instruction: str) -> list[str]:
     for i, c in enumerate(m.calibration_, 1):
         lines.append(f"{i}. {c['policy']} → tier {c['tier']}: threshold {c['threshold']}, examples matched "
                      f"{c['examples_matched']}, background queries matched {c['background_matched_pct']}%")
+    if m.background_union_pct_ is not None:
+        lines.append(f"background queries matched by any policy: {m.background_union_pct_}% "
+                     f"(allowance {100 * m.max_background_rate:g}%)")
     lines += [f"WARNING: {w}" for w in overlapping_examples(m)]
     return lines
 

@@ -11,9 +11,11 @@ edits; this module decides it at route time, without the router LLM reading pros
   "close" to a code-formatting topic);
 - a query is read twice: as written, and as its request part with quoted or code payloads
   removed ("Translate into German: <long text>" is about translation, not about the text);
-- each policy's threshold is calibrated so that at most ``max_background_rate`` of the background
-  queries match it, raised above every counter-example; ``calibration_`` reports it, with the
-  share of the policy's own examples that clear it;
+- the thresholds are calibrated jointly so that at most ``max_background_rate`` of the background
+  queries match ANY policy (not each: five policies at 2% each could take 10% of ordinary
+  traffic), each above its counter-examples and, where possible, below its lowest example
+  (:func:`joint_thresholds`); ``calibration_`` reports each threshold, the share of the policy's own
+  examples that clear it and of the background it matches;
 - the first matching policy in the section wins (the order a person reads).
 
 Fitting is milliseconds per policy after the background is encoded once.
@@ -81,12 +83,15 @@ class PolicyMatcher:
     """``fit(policies, background)`` then ``match(query)`` → :class:`PolicyMatch` or None.
 
     ``encoder``: an object with ``embed(list[str]) -> (n, d)`` L2-normalised rows (default:
-    ``minilm-onnx``). Learned state: ``policies_``, ``coef_`` (n_policies, d), ``intercept_``,
-    ``threshold_`` and ``calibration_`` (one dict per policy).
+    ``minilm-onnx``). ``max_background_rate``: the share of background queries that may match
+    ANY policy (the union, jointly calibrated by :func:`joint_thresholds` with ``order``).
+    Learned state: ``policies_``, ``coef_`` (n_policies, d), ``intercept_``, ``threshold_``,
+    ``background_union_pct_`` and ``calibration_`` (one dict per policy).
     """
 
-    def __init__(self, encoder=None, max_background_rate: float = 0.02, C: float = 1.0):
+    def __init__(self, encoder=None, max_background_rate: float = 0.02, C: float = 1.0, order: str = "least-like"):
         self.encoder = encoder
+        self.order = order
         self.max_background_rate = max_background_rate
         self.C = C
 
@@ -113,54 +118,57 @@ class PolicyMatcher:
             self._bg_memo[key] = self._views(background)
         return self._bg_memo[key]
 
-    def fit(self, policies, background=()) -> "PolicyMatcher":
+    def _classifier(self, i: int, neg_bg) -> tuple[np.ndarray, float]:
+        """Policy ``i``'s linear classifier (w, b) on the embeddings."""
         from sklearn.linear_model import LogisticRegression
 
+        p = self.policies_[i]
+        pos_text = topic_phrases(p.topic) + list(p.examples) + [request_part(q) for q in p.examples]
+        others = [q for j, o in enumerate(self.policies_) if j != i for q in o.examples]
+        neg_text = list(p.counter_examples) + others
+        pos = self._enc().embed(list(dict.fromkeys(pos_text)))
+        parts = [pos] + ([self._enc().embed(neg_text)] if neg_text else []) + ([neg_bg] if neg_bg is not None else [])
+        X = np.vstack(parts)
+        y = np.r_[np.ones(len(pos)), np.zeros(len(X) - len(pos))]
+        if y.min() == y.max():  # no negatives at all: a plain similarity to the positives' mean
+            return pos.mean(0), -0.5 * float(pos.mean(0) @ pos.mean(0))
+        lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000).fit(X, y)
+        return lr.coef_[0], float(lr.intercept_[0])
+
+    def _view_scores(self, queries, w, b) -> np.ndarray:
+        return (self._views(list(queries)) @ w).max(0) + b if queries else np.zeros(0)
+
+    def fit(self, policies, background=()) -> "PolicyMatcher":
         self.policies_ = [p if isinstance(p, Policy) else Policy.parse(p) for p in policies]
         background = [q for q in background if isinstance(q, str) and q.strip()]
-        bg = self._background_views(background) if background else np.zeros((2, 0, 1))
-        neg_bg = bg.reshape(-1, bg.shape[-1]) if background else None
-        coefs, icpts, thresholds, report = [], [], [], []
-        for i, p in enumerate(self.policies_):
-            pos_text = topic_phrases(p.topic) + list(p.examples) + [request_part(q) for q in p.examples]
-            others = [q for j, o in enumerate(self.policies_) if j != i for q in o.examples]
-            neg_text = list(p.counter_examples) + others
-            pos = self._enc().embed(list(dict.fromkeys(pos_text)))
-            parts = [pos] + ([self._enc().embed(neg_text)] if neg_text else []) + \
-                ([neg_bg] if neg_bg is not None else [])
-            X = np.vstack(parts)
-            y = np.r_[np.ones(len(pos)), np.zeros(len(X) - len(pos))]
-            if y.min() == y.max():  # no negatives at all: a plain similarity to the positives' mean
-                w, b = pos.mean(0), -0.5 * float(pos.mean(0) @ pos.mean(0))
-            else:
-                lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000).fit(X, y)
-                w, b = lr.coef_[0], float(lr.intercept_[0])
-            thr, bg_rate = 0.0, None
-            if background:
-                s_bg = np.sort((bg @ w).max(0) + b)[::-1]
-                # just above the (k+1)-th highest background score: at most k = rate·n background
-                # queries match, even when many share one score (a quantile would count the ties)
-                k = min(int(self.max_background_rate * len(s_bg)), len(s_bg) - 1)
-                thr = float(s_bg[k]) + 1e-6 * max(1.0, abs(float(s_bg[k])))  # above float noise
-            if p.counter_examples:
-                s_ce = (self._views(list(p.counter_examples)) @ w).max(0) + b
-                thr = max(thr, float(s_ce.max()) + 1e-3)
-            if background:
-                bg_rate = float(np.mean((bg @ w).max(0) + b >= thr))
-            s_ex = (self._views(list(p.examples)) @ w).max(0) + b if p.examples else np.zeros(0)
-            coefs.append(w)
-            icpts.append(b)
-            thresholds.append(thr)
-            report.append({"policy": p.topic, "tier": p.tier, "threshold": round(thr, 3),
-                           "examples_matched": f"{int((s_ex >= thr).sum())}/{len(s_ex)}",
-                           "counter_examples": len(p.counter_examples),
-                           "background_queries": len(background),
-                           "background_matched_pct": None if bg_rate is None else round(100 * bg_rate, 2)})
-        d = bg.shape[-1] if background else (len(coefs[0]) if coefs else 1)
-        self.coef_ = np.vstack(coefs) if coefs else np.zeros((0, d))
-        self.intercept_ = np.asarray(icpts, float)
-        self.threshold_ = np.asarray(thresholds, float)
-        self.calibration_ = report
+        bg = self._background_views(background) if background else None
+        neg_bg = bg.reshape(-1, bg.shape[-1]) if bg is not None else None
+        fitted = [self._classifier(i, neg_bg) for i in range(len(self.policies_))]
+        d = bg.shape[-1] if bg is not None else (len(fitted[0][0]) if fitted else 1)
+        self.coef_ = np.vstack([w for w, _ in fitted]) if fitted else np.zeros((0, d))
+        self.intercept_ = np.asarray([b for _, b in fitted], float)
+        s_ex = [self._view_scores(p.examples, w, b) for p, (w, b) in zip(self.policies_, fitted)]
+        s_ce = [self._view_scores(p.counter_examples, w, b) for p, (w, b) in zip(self.policies_, fitted)]
+        # Floors: above every counter-example; caps: every example still clears the threshold.
+        floor = np.array([float(s.max()) + 1e-3 if len(s) else -np.inf for s in s_ce])
+        cap = np.array([float(s.min()) if len(s) else np.inf for s in s_ex])
+        if bg is not None and len(self.policies_):
+            s_bg = ((bg @ self.coef_.T).max(0) + self.intercept_).T  # (n_policies, n_background)
+            self.threshold_ = joint_thresholds(s_bg, floor, cap, int(self.max_background_rate * len(background)),
+                                               order=self.order)
+            matched = s_bg >= self.threshold_[:, None]
+            self.background_union_pct_ = round(100 * float(matched.any(0).mean()), 2)
+        else:
+            self.threshold_ = np.maximum(floor, 0.0) if len(floor) else np.zeros(0)
+            matched, self.background_union_pct_ = None, None
+        self.calibration_ = [{
+            "policy": p.topic, "tier": p.tier, "threshold": round(float(t), 3),
+            "examples_matched": f"{int((s_ex[i] >= t).sum())}/{len(s_ex[i])}",
+            "counter_examples": len(p.counter_examples), "background_queries": len(background),
+            "background_matched_pct": None if matched is None else round(100 * float(matched[i].mean()), 2),
+            "background_matched_only_here": None if matched is None else
+            int((matched[i] & (matched.sum(0) == 1)).sum())}
+            for i, (p, t) in enumerate(zip(self.policies_, self.threshold_))]
         return self
 
     def scores(self, queries: list[str]) -> np.ndarray:
@@ -179,6 +187,55 @@ class PolicyMatcher:
             return None
         i = int(hits[0])
         return PolicyMatch(i, self.policies_[i], float(s[i]), float(self.threshold_[i]))
+
+
+def _above(x):
+    """Just above ``x``: a threshold there excludes ``x`` and every score tied with it (float noise too)."""
+    return x + 1e-6 * np.maximum(1.0, np.abs(x))
+
+
+def joint_thresholds(scores: np.ndarray, floor, cap, allowed: int, order: str = "least-like") -> np.ndarray:
+    """Thresholds, one per policy, so that at most ``allowed`` background queries match ANY policy.
+
+    ``scores``: (n_policies, n_background) match scores of the background queries; ``floor``: the
+    lowest threshold each policy may have (above its counter-examples); ``cap``: the highest that
+    keeps all its examples matched (a floor above the cap wins: the counter-examples decide).
+    Starting from the floors, background queries are dropped from the union one at a time,
+    raising every policy that matches the dropped query just above its score (ties included),
+    until the union is within ``allowed`` or no query can be dropped without losing an example.
+    Which query goes first: ``least-like`` the one whose best normalised score (0 = the policy's
+    median background score, 1 = its lowest example) is lowest, i.e. the query that looks least
+    like any policy's examples; ``least-margin`` the one closest above the thresholds it passes.
+    """
+    scores = np.asarray(scores, float)
+    floor, cap = np.asarray(floor, float), np.asarray(cap, float)
+    if not scores.size:
+        return floor.copy()
+    # No policy alone may exceed the allowance, even at the cost of its examples (calibration_
+    # reports it): start just above each policy's (allowed+1)-th highest score.
+    k = min(max(allowed, 0), scores.shape[1] - 1)
+    t = np.maximum(floor, _above(-np.sort(-scores, axis=1)[:, k]))
+    med = np.median(scores, axis=1)
+    scale = np.maximum(np.where(np.isfinite(cap), cap - med, 1.0), 1e-3)[:, None]
+    while True:
+        m = scores >= t[:, None]
+        hit = m.any(0)
+        if hit.sum() <= max(allowed, 0):
+            return t
+        need = np.where(m, _above(scores), -np.inf)  # each matching policy raised past the query
+        ok = hit & ~(m & (need > np.maximum(cap, floor)[:, None])).any(0)
+        if not ok.any():
+            return t  # every remaining match would cost a policy one of its examples
+        if order == "most-numerous":  # the lowest match of the policy with the most matches
+            n_i = np.where((m & ok).any(1), m.sum(1), -1)
+            i = int(np.argmax(n_i))
+            cost = np.where(m[i], scores[i], np.inf)
+        elif order == "least-margin":
+            cost = np.where(m, (scores - t[:, None]) / scale, 0.0).sum(0)
+        else:
+            cost = np.where(m, (scores - med[:, None]) / scale, -np.inf).max(0)
+        q = int(np.argmin(np.where(ok, cost, np.inf)))
+        t = np.maximum(t, need[:, q])
 
 
 def overlapping_examples(matcher: PolicyMatcher) -> list[str]:
