@@ -108,7 +108,7 @@ def _calibration(program, background) -> list[dict]:
     from route_switch.llm.policy_match import overlapping_examples
 
     union = [{"background_union_matched_pct": m.background_union_pct_, "max_background_rate_pct":
-              round(100 * m.max_background_rate, 2)}]
+              round(100 * m.max_background_rate, 2), "gate": m.gate_}]
     return m.calibration_ + union + [{"warning": w} for w in overlapping_examples(m)]
 
 
@@ -145,6 +145,9 @@ def matcher_only(base, data, edits, background) -> dict:
         n = len(e["queries"])
         together[e["name"]] = pct(sum(g is not None and g.policy.topic == e["topic"] for g in got[i:i + n]), n)
         i += n
+    m = RouterLLM(combined, lm=object(), policy_background=background).matcher
+    ungated = (m.scores(all_q + controls) >= m.threshold_).any(1)
+    lost = [q for q, u, g in zip(all_q + controls, ungated, got) if u and g is None]
     neutral = data.get("neutral")
     n_neutral = sum(g is not None for g in matches(with_policies(base, [neutral], "match"), controls)) if neutral else 0
     summary = {"matched_mean": mean([r["matched"] for r in rows]),
@@ -152,9 +155,11 @@ def matcher_only(base, data, edits, background) -> dict:
                                                  len(all_q)),
                "controls_matched_pct_mean": mean([r["controls_matched_pct"] for r in rows]),
                "controls_matched_pct_all_edits": pct(sum(g is not None for g in got[len(all_q):]), len(controls)),
-               "controls_matched_pct_neutral_edit": pct(n_neutral, len(controls)) if neutral else None}
+               "controls_matched_pct_neutral_edit": pct(n_neutral, len(controls)) if neutral else None,
+               "gate_lost_matches_all_edits": f"{len(lost)}/{int(ungated.sum())}"}
     return {"summary": summary, "edits": rows, "all_edits_together": {
-        "matched": together, "controls_matched": [q for q, g in zip(controls, got[len(all_q):]) if g is not None]},
+        "matched": together, "controls_matched": [q for q, g in zip(controls, got[len(all_q):]) if g is not None],
+        "gate_lost": lost},
         "calibration": _calibration(combined, background)}
 
 

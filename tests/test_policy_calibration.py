@@ -98,3 +98,47 @@ def test_matcher_reports_a_joint_calibration_with_a_fake_encoder():
         assert one.calibration_[0]["background_matched_pct"] <= 2.0
         separate |= {q for q in background if one.match(q) is not None}
     assert len(separate) > 0.04 * len(background)
+
+
+class CountingFakeEncoder(FakeHashEncoder):
+    """FAKE 'expensive' encoder that counts the texts it embeds."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, texts):
+        self.calls += len(texts)
+        return super().embed(texts)
+
+
+class FakeGateEncoder(FakeHashEncoder):
+    """FAKE 'cheap' encoder: the same space, but reads only the first six words (a lossy view)."""
+
+    def embed(self, texts):
+        return super().embed([" ".join(t.split()[:6]) for t in texts])
+
+
+def test_gate_skips_the_encoder_and_never_changes_a_decision_it_lets_through():
+    rng = np.random.default_rng(2)
+    vocab = [f"w{i}" for i in range(300)]
+    background = [" ".join(rng.choice(vocab, 8)) for _ in range(400)]
+    policies = [Policy(f"topic{i} alpha{i}", 1 + i % 3, (f"alpha{i} beta{i} gamma{i} question",)) for i in range(4)]
+    enc = CountingFakeEncoder()
+    gated = PolicyMatcher(encoder=enc, gate_encoder=FakeGateEncoder(), gate_rate=0.1).fit(policies, background)
+    plain = PolicyMatcher(encoder=FakeHashEncoder(), gate_rate=None).fit(policies, background)
+    assert np.allclose(gated.threshold_, plain.threshold_)  # the gate does not move the calibration
+    assert gated.gate_["background_passed_pct"] <= 10.0
+    for p in policies:  # every example opens the gate and is matched as without the gate
+        assert gated.match(p.examples[0]).policy == plain.match(p.examples[0]).policy
+    queries = [" ".join(rng.choice(vocab, 8)) for _ in range(200)]
+    enc.calls = 0
+    got = [gated.match(q) for q in queries]
+    assert enc.calls <= 2 * 0.3 * len(queries)  # most queries never reach the expensive encoder
+    opened = (gated._gate_scores(queries) >= gated.gate_threshold_).any(1)
+    assert 0 < opened.sum() < len(queries)
+    for q, g, o in zip(queries, got, opened):
+        want = plain.match(q)
+        if o:
+            assert (g is None and want is None) or g.policy == want.policy
+        else:
+            assert g is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 from route_switch.core.paths import packaged_dir
@@ -89,3 +91,22 @@ def test_route_takes_the_policy_path_and_names_the_policy(background):
     assert other.path == "llm"
     plain = Router(tiers=router.tiers, llm=RouterLLM(program, lm=lm), llm_timeout_s=30)
     assert plain.route("What is the capital of Canada?").tier == other.tier  # untouched by the edit
+
+
+def test_static_vectors_live_in_minilm_space_and_the_gate_keeps_the_matches(background):
+    from route_switch.core.static_embed import StaticEmbedder
+    from route_switch.llm.policy_match import _shared_minilm
+
+    enc = _shared_minilm()
+    st = StaticEmbedder(enc)
+    texts = ["How much ibuprofen can I take?", "Write a haiku about rain.", "Write a SQL query that joins two tables."]
+    s, full = st.embed(texts), enc.embed(texts)
+    assert np.allclose(np.linalg.norm(s, axis=1), 1, atol=1e-4)
+    sim = s @ full.T  # each static vector is nearest to its own sentence's MiniLM embedding
+    assert (sim.argmax(1) == np.arange(len(texts))).all()
+    other = st.embed(["What dose of paracetamol is safe?"])[0]
+    assert s[0] @ other > max(s[1] @ other, s[2] @ other)
+    (dose, dq), (tr, tq) = _policy("medication-dosage"), _policy("translation")
+    gated, plain = PolicyMatcher().fit([dose, tr], background), PolicyMatcher(gate_rate=None).fit([dose, tr], background)
+    assert gated.gate_ is not None and gated.gate_["background_passed_pct"] <= 30.0
+    assert [gated.match(q) is not None for q in dq + tq] == [plain.match(q) is not None for q in dq + tq]

@@ -234,6 +234,9 @@ def policy_report(instruction: str) -> list[str]:
     if m.background_union_pct_ is not None:
         lines.append(f"background queries matched by any policy: {m.background_union_pct_}% "
                      f"(allowance {100 * m.max_background_rate:g}%)")
+    if m.gate_:
+        lines.append(f"gate (MiniLM skipped unless it opens): {m.gate_['background_passed_pct']}% of background "
+                     f"queries open it, keeping {m.gate_['background_matches_kept']} of their matches")
     lines += [f"WARNING: {w}" for w in overlapping_examples(m)]
     return lines
 

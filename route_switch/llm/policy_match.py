@@ -16,7 +16,10 @@ edits; this module decides it at route time, without the router LLM reading pros
   traffic), each above its counter-examples and, where possible, below its lowest example
   (:func:`joint_thresholds`); ``calibration_`` reports each threshold, the share of the policy's own
   examples that clear it and of the background it matches;
-- the first matching policy in the section wins (the order a person reads).
+- the first matching policy in the section wins (the order a person reads);
+- a gate skips MiniLM for most queries no policy covers: the same classifiers on static
+  word-piece vectors (:mod:`route_switch.core.static_embed`, ~0.1 ms) decide whether any policy
+  can plausibly match; only then is the query encoded by MiniLM (5–20 ms) and matched.
 
 Fitting is milliseconds per policy after the background is encoded once.
 """
@@ -79,6 +82,18 @@ def _shared_minilm():
     return _MINILM[0]
 
 
+_STATIC: list = []
+
+
+def _shared_static():
+    """One static embedder (MiniLM's distilled word pieces) per process, for the gate."""
+    if not _STATIC:
+        from route_switch.core.static_embed import StaticEmbedder
+
+        _STATIC.append(StaticEmbedder(_shared_minilm()))
+    return _STATIC[0]
+
+
 class PolicyMatcher:
     """``fit(policies, background)`` then ``match(query)`` → :class:`PolicyMatch` or None.
 
@@ -87,13 +102,51 @@ class PolicyMatcher:
     ANY policy (the union, jointly calibrated by :func:`joint_thresholds` with ``order``).
     Learned state: ``policies_``, ``coef_`` (n_policies, d), ``intercept_``, ``threshold_``,
     ``background_union_pct_`` and ``calibration_`` (one dict per policy).
+
+    The gate: ``gate_encoder`` (default: MiniLM's static word-piece vectors,
+    :mod:`route_switch.core.static_embed`, when the encoder is the default MiniLM; none otherwise)
+    scores a query with the same classifiers in ~0.1 ms; only when some policy's gate score
+    reaches its ``gate_threshold_`` is the query encoded by MiniLM and matched. The gate thresholds
+    are calibrated like the match thresholds: at most ``gate_rate`` of the background opens any
+    gate, and every example opens its policy's gate (``None``: no gate). ``gate_`` reports the
+    share of background queries the gate lets through and how many of the background's matches
+    it keeps.
     """
 
-    def __init__(self, encoder=None, max_background_rate: float = 0.02, C: float = 1.0, order: str = "least-like"):
+    def __init__(self, encoder=None, max_background_rate: float = 0.02, C: float = 1.0, order: str = "least-like",
+                 gate_encoder=None, gate_rate: float | None = 0.3):
         self.encoder = encoder
         self.order = order
+        self.gate_encoder, self.gate_rate = gate_encoder, gate_rate
         self.max_background_rate = max_background_rate
         self.C = C
+
+    def _gate_enc(self):
+        if self.gate_encoder is None and self.gate_rate is not None and _MINILM and self._enc() is _MINILM[0]:
+            self.gate_encoder = _shared_static()
+        return self.gate_encoder if self.gate_rate is not None else None
+
+    def _gate_scores(self, queries) -> np.ndarray:
+        """(n, n_policies) gate scores: the classifiers on static vectors (as written, request part)."""
+        g = self._gate_enc()
+        v = g.embed(list(queries) + [request_part(q) for q in queries]).reshape(2, len(queries), -1)
+        return (v @ self.coef_.T).max(0) + self.intercept_
+
+    def _fit_gate(self, background, s_bg) -> None:
+        """Gate thresholds, jointly: at most ``gate_rate`` of the background opens ANY gate, and every
+        example opens its policy's gate (:func:`joint_thresholds` on the gate scores)."""
+        self.gate_threshold_, self.gate_ = None, None
+        if self._gate_enc() is None or not len(self.policies_) or not background:
+            return
+        g_bg = self._gate_scores(background)
+        cap = [float(self._gate_scores(list(p.examples))[:, i].min()) for i, p in enumerate(self.policies_)]
+        thr = joint_thresholds(g_bg.T, np.full(len(cap), -np.inf), cap, int(self.gate_rate * len(background)))
+        self.gate_threshold_ = thr
+        opened = (g_bg >= thr).any(1)
+        full = (s_bg >= self.threshold_[:, None]).any(0)
+        self.gate_ = {"gate_rate_pct": round(100 * self.gate_rate, 2),
+                      "background_passed_pct": round(100 * float(opened.mean()), 2),
+                      "background_matches_kept": f"{int((full & opened).sum())}/{int(full.sum())}"}
 
     def _enc(self):
         if self.encoder is None:
@@ -158,9 +211,11 @@ class PolicyMatcher:
                                                order=self.order)
             matched = s_bg >= self.threshold_[:, None]
             self.background_union_pct_ = round(100 * float(matched.any(0).mean()), 2)
+            self._fit_gate(background, s_bg)
         else:
             self.threshold_ = np.maximum(floor, 0.0) if len(floor) else np.zeros(0)
             matched, self.background_union_pct_ = None, None
+            self.gate_threshold_, self.gate_ = None, None
         self.calibration_ = [{
             "policy": p.topic, "tier": p.tier, "threshold": round(float(t), 3),
             "examples_matched": f"{int((s_ex[i] >= t).sum())}/{len(s_ex[i])}",
@@ -181,6 +236,8 @@ class PolicyMatcher:
         """The first policy (in section order) that applies to ``query``, or None."""
         if not len(self.policies_):
             return None
+        if self.gate_threshold_ is not None and not (self._gate_scores([query])[0] >= self.gate_threshold_).any():
+            return None  # no policy can plausibly match: MiniLM is not run
         s = self.scores([query])[0]
         hits = np.flatnonzero(s >= self.threshold_)
         if not len(hits):
