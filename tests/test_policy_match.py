@@ -47,7 +47,7 @@ def test_policy_applies_to_its_topic_and_not_to_controls(background):
     assert sum(g is not None and g.policy == dose for g in got[:len(dq)]) >= 0.75 * len(dq)
     assert sum(g is not None and g.policy == tr for g in got[len(dq):]) >= 0.75 * len(tq)
     # One policy alone leaves (almost) every unrelated query to the router. (The translation policy
-    # alone matches 5 of the 25 controls, all short tier-1 requests: docs/policies.md.)
+    # alone matches 4 of the 25 controls, all short tier-1 requests: docs/policies.md.)
     alone = PolicyMatcher().fit([dose], background)
     assert sum(alone.match(q) is not None for q in EDITS["controls"]) <= 2
     cal = m.calibration_
@@ -110,3 +110,21 @@ def test_static_vectors_live_in_minilm_space_and_the_gate_keeps_the_matches(back
     gated, plain = PolicyMatcher().fit([dose, tr], background), PolicyMatcher(gate_rate=None).fit([dose, tr], background)
     assert gated.gate_ is not None and gated.gate_["background_passed_pct"] <= 30.0
     assert [gated.match(q) is not None for q in dq + tq] == [plain.match(q) is not None for q in dq + tq]
+
+
+def test_benchmark_matcher_only_mode(capsys):
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import policy_edits
+
+    policy_edits.main(["--matcher-only", "--only", "medication-dosage,legal-advice"])
+    out = json.loads(capsys.readouterr().out)
+    s = out["summary"]
+    assert set(s) >= {"matched_mean", "matched_all_edits_together", "controls_matched_pct_mean",
+                      "controls_matched_pct_all_edits", "gate_lost_matches_all_edits"}
+    assert [e["edit"] for e in out["edits"]] == ["medication-dosage", "legal-advice"]
+    assert s["matched_mean"] >= 90 and s["controls_matched_pct_all_edits"] <= 8
+    union = next(c for c in out["calibration"] if "background_union_matched_pct" in c)
+    assert union["background_union_matched_pct"] <= union["max_background_rate_pct"]
