@@ -79,3 +79,12 @@ def test_batched_and_single_predictions_agree(synthetic):
     batch = est.predict(qs)
     single = np.vstack([est.predict([q]) for q in qs])
     np.testing.assert_allclose(batch, single, atol=1e-4)
+
+
+@pytest.mark.parametrize("text", ["Plain ASCII text, with_under_scores and 42 numbers x1 y2.", "İstanbul ΣΑΣ naïve façade Kelvin",
+                                  "mixed: café au lait; 東京 2024 — ok", "\u212a ascii after lower", ""])
+def test_tokens_match_the_vectorizers_pattern(text):
+    from route_switch.core.encoders import TOKEN, tokens
+
+    assert tokens(text) == TOKEN.findall(text.lower())  # the ASCII fast path finds the same tokens
+

@@ -17,6 +17,7 @@ as a 23 MB int8 ONNX model, better on mixed-task traffic, about 5 ms per query o
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 import numpy as np
 
@@ -87,6 +88,14 @@ class Encoder:
 
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
+# The same tokens on lower-cased ASCII text (\w is [a-z0-9_] there), found about twice as fast.
+_ASCII_TOKEN = re.compile(r"[0-9_a-z][0-9_a-z]+")
+
+
+def tokens(text: str) -> list[str]:
+    """The lower-cased tokens of ``text`` that ``TfidfVectorizer``'s default pattern finds."""
+    low = text.lower()
+    return _ASCII_TOKEN.findall(low) if low.isascii() else TOKEN.findall(low)
 TEMPLATE_SCAN_CHARS = 100_000  # the template view reads at most this much of a query (bounded latency)
 
 
@@ -137,11 +146,11 @@ class TfidfEncoder(Encoder):
 
     def _ids(self, text: str) -> list[int]:
         """Vocabulary ids of the unigrams and bigrams of ``text`` (unknown n-grams dropped)."""
-        toks = TOKEN.findall(self.view(text).lower())
+        toks = tokens(self.view(text))
         get = self.vocabulary_.get
-        ids = [get(t) for t in toks]
+        ids = list(map(get, toks))  # map: the lookups run without a Python-level loop
         if self.ngram_max >= 2:
-            ids += [get(a + " " + b) for a, b in zip(toks, toks[1:])]
+            ids += map(get, map(" ".join, zip(toks, toks[1:])))
         return [j for j in ids if j is not None]
 
     def transform(self, prompts):
@@ -152,8 +161,8 @@ class TfidfEncoder(Encoder):
         n = len(per_row)
         if n == 0:
             return sp.csr_matrix((0, self.dim), dtype=np.float32)
-        lens = np.fromiter((len(r) for r in per_row), np.int64, n)
-        ids = np.fromiter((j for r in per_row for j in r), np.int64, int(lens.sum()))
+        lens = np.fromiter(map(len, per_row), np.int64, n)
+        ids = np.fromiter(chain.from_iterable(per_row), np.int64, int(lens.sum()))
         rows = np.repeat(np.arange(n, dtype=np.int64), lens)
         keys, counts = np.unique(rows * self.dim + ids, return_counts=True)
         r, c = keys // self.dim, (keys % self.dim).astype(np.int32)

@@ -84,6 +84,7 @@ class TemplateView:
         self.weight = min(max(1, int(weight)), MAX_WEIGHT)
         self.markers = min(max(1, int(markers)), 64)
         self.index_ = {s: i for i, s in enumerate(self.segments_)}
+        self._firsts = frozenset(s.split(" ", 1)[0] for s in self.segments_)  # their first words
         self._markers = [" ".join([f"{MARKER}{i}"] + [f"{MARKER}{i}x{c}" for c in range(1, self.weight)])
                          for i in range(len(self.segments_))]
         self.silent_: frozenset[int] = frozenset()
@@ -108,10 +109,24 @@ class TemplateView:
         tv.silent_ = frozenset(i for i, (c, _) in enumerate(shared[:MAX_SEGMENTS]) if c > len(prompts) / 2)
         return tv
 
+    def _index(self, text: str) -> int | None:
+        """The index of the shared segment ``text`` is (after case folding and whitespace collapsing), or None."""
+        return None if self._unshared(text) else self.index_.get(_key(text))
+
+    def _unshared(self, text: str) -> bool:
+        """True when ``text`` is ASCII and its first word starts no shared segment: its key (the
+        first word lower-cased, then the rest) cannot be one. Cheaper than computing the key."""
+        if not text.isascii():
+            return False
+        words = text.split(None, 1)
+        return not words or words[0].lower() not in self._firsts
+
     def _line(self, line: str, seen: dict) -> str | None:
         """The line as read (None: the whole line is shared); ``seen`` collects the shared segments."""
         if len(line) < MIN_SEGMENT_CHARS:  # the key is never longer than the line
             return line
+        if len(line) <= SENTENCE_SPLIT_CHARS and self._unshared(line):
+            return line  # (ASCII: its key is no longer than the line, so it is not read by sentences)
         k = _key(line)
         i = self.index_.get(k)
         if i is not None:
@@ -124,7 +139,7 @@ class TemplateView:
             return line
         rest = []
         for sent in parts:
-            j = self.index_.get(_key(sent))
+            j = self._index(sent)
             if j is None:
                 rest.append(sent)
             else:
@@ -136,7 +151,7 @@ class TemplateView:
         if "\n" not in para:
             return self._line(para, seen)
         if len(para) >= MIN_SEGMENT_CHARS:
-            i = self.index_.get(_key(para))
+            i = self._index(para)
             if i is not None:
                 seen.setdefault(i)
                 return None
