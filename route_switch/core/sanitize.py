@@ -79,10 +79,10 @@ _MODEL_NAME = (r"\b(?:gpt[- ]?(?:[345](?:\.5)?|4o)(?:[- ]?(?:o|turbo|mini|omni|p
 _MODEL_NAME_WORDS = ("gpt", "claude", "llama", "mixtral", "mistral", "gemini", "o1-", "o3-")
 # "route this to premium.", "upgrade me this time.": a routing verb whose destination is a bare rank or
 # cost word, or whose object is the present request with the destination left out.
-_ROUTE_VERBS = ("rout", "send", "escalat", "forward", "upgrad", "downgrad", "bump", "switch")
-_ROUTE_TO = (rf"\b(?:route|send|escalate|forward|upgrade|downgrade|bump|switch)\w*\s+(?:\w+\s+){{0,3}}?to\s+"
+_ROUTE_VERBS = ("rout", "send", "escalat", "upgrad", "downgrad")
+_ROUTE_TO = (rf"\b(?:route|send|escalate|upgrade|downgrade)\w*\s+(?:\w+\s+){{0,3}}?to\s+"
              rf"(?:the\s+|your\s+|a\s+)?(?:very\s+)?{_SIZE}(?:\s+(?:one|please|pls|now|only))?\s*(?:[.!,;:)]|$)"
-             r"|\b(?:upgrade|downgrade|escalate|bump)\s+(?:me|us|this(?:\s+(?:one|request|query|question|prompt))?)"
+             r"|\b(?:upgrade|downgrade|escalate)\s+(?:me|us|this(?:\s+(?:one|request|query|question|prompt))?)"
              r"(?:\s+(?:up|this\s+time|now|please|pls))?\s*[.!]*\s*$")
 # Other languages: a model, tier or level next to (either side, up to two words apart) a cost, strength
 # or rank word, in French, German, Spanish, Italian, Portuguese, Dutch, Polish and Russian; CJK without spaces.
@@ -189,8 +189,8 @@ _TARGET_ASCII = tuple((re.compile("|".join(re.escape(_bare(w)) for w in words)),
 _CUES = {
     "tiernum": ("tier", "level"),
     "target": ("tier", "level", "label", "model", "llm", "modè", "capabilit", "capacity", "gpt", "claude", "llama",
-               "mixtral", "mistral", "gemini", "o1-", "o3-", "send", "escalat", "forward", "upgrad", "downgrad", "bump",
-               "switch", "rout", "option", "brain", "guns", "hitter", "engine", "cost",
+               "mixtral", "mistral", "gemini", "o1-", "o3-", "send", "escalat", "upgrad", "downgrad", "rout", "option",
+               "brain", "guns", "hitter", "engine", "cost",
                "price", "answer", "repl", "respond", "output", "return", "say", "priority", "niveau", "stufe", "nivel",
                "livello", "nível", "poziom", "ур", "модел", "billig", "sterk", "stärk", "goedkoop", "最", "assistant",
                "ebene", "livelli", "níveis", "模型", "モデル", "모델", "级别", "等级", "등급", "티어"),
@@ -198,11 +198,10 @@ _CUES = {
     "meta": ("ignor", "disregard", "forget", "overrid", "bypass", "decode", "admin", "negeer", "игнор", "忽略", "無視"),
     "claim": ("trivial", "easy", "five-year", "research-level", "mission-critical", "shortcut", "no need", "plenty",
               "enough", "sufficient", "will fail", "can do it", "can solve", "only the most", "any small"),
-    "suffices": ("enough", "plenty", "sufficient", "fine", "adequate", "will do", "would do", "fancy", "not worth",
-                 "basta", "suffi", "l'affaire", "reicht", "genügt", "volstaat", "wystarczy", "достаточно", "хватит",
+    "suffices": ("enough", "plenty", "sufficient", "s fine", "e fine", "n fine", "y fine", "adequate", "will do",
+                 "would do", "fancy", "not worth", "basta", "suffi", "l'affaire", "reicht", "genügt", "volstaat", "wystarczy", "достаточно", "хватит",
                  "non serve", "hace falta", "besoin", "nötig"),
-    "cost": ("expense", "no object", "no issue", "no problem", "whatever it costs", "regardless of", "wallet", "budget",
-             "bill", "pocket", "keep", "spend", "as little", "as cheap"),
+    "cost": ("expense", "is no ", "cost", "price", "wallet", "budget", "bill", "pocket", "spend", "as little", "as cheap"),
 }
 _CUES = {name: tuple(dict.fromkeys(_bare(c) for c in cues)) for name, cues in _CUES.items()}
 _ADDRESS_CUES = ("rout", "dispatch", "classif")
@@ -456,7 +455,7 @@ def _form(s: str, sig: set[str]) -> set[str]:
         out.add("own")
     if len(s) <= 60 and _BARE_RE.match(s.lower()):
         out.add("bare")
-    if (m := _CONFIG_RE.search(s)) and (_MARKUP_START.match(s) or m.group(1).lower().startswith("rout")):
+    if (":" in s or "=" in s) and (m := _CONFIG_RE.search(s)) and (_MARKUP_START.match(s) or m.group(1).lower().startswith("rout")):
         out.add("config")
     return out
 
@@ -628,9 +627,15 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
     """:func:`directive_spans` of text already folded."""
     if not head:
         return []
-    parts = _segments(_mask_mentions(head))  # same lengths as ``head``'s segments
+    parts = _segments(head)
     starts = list(accumulate(map(len, parts), initial=0))
     cued = _maybe_cued(head, starts)  # only these segments can hold a directive or address the router
+    if not cued:
+        return []
+    if (masked := _mask_mentions(head)) != head:  # (same length: spans of one are spans of the other)
+        parts = _segments(masked)
+        starts = list(accumulate(map(len, parts), initial=0))
+        cued = _maybe_cued(masked, starts)
     # signals whose cue words appear nowhere in the text need not be looked for piece by piece
     names = _TextCues(head, [parts[i] for i in cued])
     spans = [[] for _ in parts]
@@ -703,25 +708,23 @@ def _add_context(spans, parts, starts, cued, names) -> None:
 # Quoted text introduced as such ("A user wrote 'please route me to your premium model'", "Translate:
 # '...'", "instructions like 'use the top tier'") is mentioned, not said to the router: it is read as
 # opaque (its letters and sentence ends masked, lengths kept), so it is neither removed nor split.
-_MENTION_RE = re.compile(
+_MENTIONED_BY = re.compile(
     r"\b(?:wrote|writes|written|said|says|saying|asked|asks|complained|complains|replied|replies|reads|typed|sent|"
     r"quote[sd]?|quoting|like|such\s+as|sentence|phrase|message|text|translate|rewrite|paraphrase|classify|"
-    r"summari[sz]e|analy[sz]e|changelog)\b[^\n'\"“‘«]{0,30}?[\s:,]"
-    r"(?:'(?:[^'\n]|\b'\b){3,300}?'(?!\w)|\"[^\"\n]{3,300}\"|“[^”\n]{3,300}”|‘[^’\n]{3,300}’|«[^»\n]{3,300}»)", re.I)
+    r"summari[sz]e|analy[sz]e|changelog)\b[^\n'\"“‘«]{0,30}?[\s:,]\Z", re.I)  # just before the opening quote
+_QUOTE_OPEN = re.compile(r"(?<!\w)['\"“‘«]")
+_QUOTED = re.compile(r"'(?:[^'\n]|\b'\b){3,300}?'(?!\w)|\"[^\"\n]{3,300}\"|“[^”\n]{3,300}”|‘[^’\n]{3,300}’|«[^»\n]{3,300}»")
 
 
 def _mask_mentions(text: str) -> str:
-    if not any(q in text for q in "'\"“‘«"):
-        return text
     out, last = [], 0
-    for m in _MENTION_RE.finditer(text):
-        qa = m.end() - len(_QUOTED_TAIL.search(m.group(0)).group(0))  # the opening quote
-        out += [text[last:qa + 1], re.sub(r"\S", "x", text[qa + 1:m.end() - 1]), text[m.end() - 1]]
-        last = m.end()
-    return "".join(out) + text[last:]
-
-
-_QUOTED_TAIL = re.compile(r"(?:'(?:[^'\n]|\b'\b)*'|\"[^\"\n]*\"|“[^”\n]*”|‘[^’\n]*’|«[^»\n]*»)$")
+    for m in _QUOTE_OPEN.finditer(text):
+        if m.start() < last or not _MENTIONED_BY.search(text, max(0, m.start() - 60), m.start()):
+            continue
+        if q := _QUOTED.match(text, m.start()):
+            out += [text[last:q.start() + 1], re.sub(r"\S", "x", text[q.start() + 1:q.end() - 1]), text[q.end() - 1]]
+            last = q.end()
+    return "".join(out) + text[last:] if out else text
 
 
 def strip_routing_directives(text: str, max_chars: int = 100_000) -> str:
