@@ -735,10 +735,16 @@ def strip_routing_directives(text: str, max_chars: int = 100_000) -> str:
     spans = directive_spans(text, max_chars)
     if not spans:
         return text
-    out, last = [], 0
+    merged: list[list[int]] = []
     for a, b in sorted(spans):
-        if a >= last:
-            out.append(text[last:a])
-        last = max(last, b)
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    out, last = [], 0
+    for a, b in merged:
+        # a directive that ends its line takes the line break along: keep one, or two lines run together
+        out += [text[last:a], "\n" if "\n" in text[a:b] and a and text[a - 1] != "\n" else ""]
+        last = b
     out.append(text[last:])
     return re.sub(r"[ \t]{2,}", " ", _EMPTY_MARKUP_RE.sub("", "".join(out))).strip() or text
