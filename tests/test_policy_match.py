@@ -40,6 +40,24 @@ def test_request_part_and_topic_phrases():
         "legal advice (leases, police or copyright)", "legal advice", "leases", "police", "copyright"]
 
 
+def test_each_distinct_view_is_embedded_once():
+    from route_switch.llm.policy_match import _embed_views
+
+    class CountingFakeEncoder:  # a fake: one distinct vector per text, counts what it embeds
+        seen: list = []
+
+        def embed(self, texts):
+            self.seen += list(texts)
+            return np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], float)
+
+    enc = CountingFakeEncoder()
+    qs = ["What is 2+2?", 'Translate into German: "The algorithm is quadratic."', "What is 2+2?"]
+    v = _embed_views(enc, qs)
+    assert sorted(enc.seen) == sorted({*qs, "Translate into German"})  # a short question is its own request part
+    full = enc.embed(qs + [request_part(q) for q in qs]).reshape(2, 3, -1)
+    assert np.array_equal(v, full)
+
+
 def test_policy_applies_to_its_topic_and_not_to_controls(background):
     (dose, dq), (tr, tq) = _policy("medication-dosage"), _policy("translation")
     m = PolicyMatcher().fit([dose, tr], background)

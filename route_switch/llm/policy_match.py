@@ -94,6 +94,18 @@ def _shared_static():
     return _STATIC[0]
 
 
+def _embed_views(encoder, queries) -> np.ndarray:
+    """(2, n, d): each query as written and its request part, each distinct text embedded once (a
+    short question is its own request part: half the encoder's work on the common case)."""
+    texts = list(queries) + [request_part(q) for q in queries]
+    distinct = list(dict.fromkeys(texts))
+    vecs = encoder.embed(distinct)
+    if len(distinct) < len(texts):
+        at = {t: i for i, t in enumerate(distinct)}
+        vecs = vecs[[at[t] for t in texts]]
+    return vecs.reshape(2, len(queries), -1)
+
+
 class PolicyMatcher:
     """``fit(policies, background)`` then ``match(query)`` → :class:`PolicyMatch` or None.
 
@@ -128,8 +140,7 @@ class PolicyMatcher:
 
     def _gate_scores(self, queries) -> np.ndarray:
         """(n, n_policies) gate scores: the classifiers on static vectors (as written, request part)."""
-        g = self._gate_enc()
-        v = g.embed(list(queries) + [request_part(q) for q in queries]).reshape(2, len(queries), -1)
+        v = _embed_views(self._gate_enc(), queries)
         return (v @ self.coef_.T).max(0) + self.intercept_
 
     def _fit_gate(self, background, s_bg) -> None:
@@ -155,9 +166,7 @@ class PolicyMatcher:
 
     def _views(self, queries: list[str]) -> np.ndarray:
         """(2, n, d): each query as written and its request part."""
-        enc = self._enc()
-        both = enc.embed(list(queries) + [request_part(q) for q in queries])
-        return both.reshape(2, len(queries), -1)
+        return _embed_views(self._enc(), queries)
 
     _bg_memo: dict = {}  # the background's embeddings, shared by matchers of one process
 
