@@ -354,6 +354,7 @@ def test_optimize_example_runs(clidir, tmp_path):
     committed = tree_digest(ROOT / "optimized")
     out = ok(run(cmd, clidir, **fake_llm_env(tmp_path)), cmd)
     assert f"wrote optimized/{name} (instruction: " in out and re.search(r"^gate: ", out, re.M), out
+    assert "Average Metric" not in out and "it/s" not in out, out[:500]  # DSPy's own bars stay off stdout
     art = clidir / "optimized" / name
     assert {p.name for p in art.iterdir()} >= {"instruction.txt", "demos.yaml", "tiers.yaml", "metrics.json"}
     metrics = json.loads((art / "metrics.json").read_text())

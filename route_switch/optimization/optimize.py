@@ -74,14 +74,15 @@ def optimize(train: Evalset, test: Evalset, start: RoutingProgram, settings: Opt
     from route_switch.optimization.gate import apply_gate, votes
     from route_switch.optimization.preparation import prepare
     from route_switch.optimization.report import run_metrics
-    from route_switch.optimization.strategies import SEARCHES
+    from route_switch.optimization.strategies import SEARCHES, quiet_dspy
 
     s = dataclasses.replace(settings, **options) if settings is not None else OptimizeSettings(**options)
     t0 = time.time()
     s.check(len(train.models), train.models, len(start.tiers))
     run = prepare(train, test, start, s)
     with dspy.context(lm=run.task_lm):
-        compiled = SEARCHES[s.optimizer](run, build_module(start, run.task_lm))
+        with quiet_dspy():
+            compiled = SEARCHES[s.optimizer](run, build_module(start, run.task_lm))
         best = program_from_module(compiled, start)
         if not s.chooses_demos:
             best.demos = list(start.demos)  # instruction-only: keep the program's own demos

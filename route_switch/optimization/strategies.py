@@ -2,6 +2,10 @@
 student module and returns the compiled module."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+
 import numpy as np
 
 from route_switch.optimization.preparation import Prepared
@@ -41,3 +45,25 @@ def search_gepa(run: Prepared, student):
 
 
 SEARCHES = {"mipro": search_mipro, "gepa": search_gepa}
+
+
+class _DropUnusedFieldWarnings(logging.Filter):
+    """DSPy's instruction proposer hands its predictor every field, also those a switched-off
+    proposer part does not read, and DSPy warns about it once per call: noise in cron logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Input contains fields not in signature")
+
+
+@contextlib.contextmanager
+def quiet_dspy():
+    """Silence DSPy's own output during a search: its evaluation bars write to stdout (they would
+    corrupt ``--json`` output and pipes, and ignore ``--quiet``); our own bar reports progress."""
+    drop = _DropUnusedFieldWarnings()
+    log = logging.getLogger("dspy.predict.predict")
+    log.addFilter(drop)
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            yield
+    finally:
+        log.removeFilter(drop)
