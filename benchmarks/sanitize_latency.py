@@ -25,11 +25,11 @@ from _common import ROOT, fitted_router_dir  # noqa: E402
 
 
 def _corpus_queries() -> list[str]:
-    import yaml
+    from route_switch.core.files import read_yaml
 
     out = []
     for f in sorted((ROOT / "benchmarks").glob("injection_*.yaml")):
-        c = yaml.safe_load(f.read_text(encoding="utf-8"))
+        c = read_yaml(f)
         for section in ("directives", "legitimate"):
             for d in c.get(section) or []:
                 q = d.get("query") if isinstance(d, dict) else d
@@ -41,8 +41,9 @@ def _corpus_queries() -> list[str]:
 def _alpaca(n: int, seed: int) -> list[str]:
     import pandas as pd
 
-    path = ROOT.parent / "shared" / "data" / "alpacaeval2.parquet"
-    path = path if path.exists() else Path("/work/shared/data/alpacaeval2.parquet")
+    from route_switch.core.paths import resolve_data_path
+
+    path = resolve_data_path("alpacaeval2.parquet")  # $ROUTE_SWITCH_DATA, else ../shared/data
     prompts = sorted(set(pd.read_parquet(path, columns=["prompt"])["prompt"]))
     random.Random(seed).shuffle(prompts)
     return prompts[:n]

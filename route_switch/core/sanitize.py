@@ -49,6 +49,7 @@ from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
 MAX_DIRECTIVE_WORDS = 30
+_CONTEXT_WORDS = 16  # a neighbour of a router-addressed directive is removed only when this short
 
 
 def _bare(s: str) -> str:
@@ -57,7 +58,7 @@ def _bare(s: str) -> str:
     "modèle" in a pattern matches "modele", "modèle" and "mode\u0300le" alike."""
     return unicodedata.normalize("NFC", "".join(
         c for c in unicodedata.normalize("NFKD", s) if unicodedata.category(c) not in ("Mn", "Cf")))
-_CONTEXT_WORDS = 16  # a neighbour of a router-addressed directive is removed only when this short
+
 
 _NUM = r"(?:[1-9]|one|two|three|four|five|first|second|third|1st|2nd|3rd|top|bottom|highest|lowest|max|min)"
 _SIZE = (r"(?:cheap|cheapest|cheaper|small|smallest|smaller|weak|weakest|tiny|fast|fastest|large|largest|"
@@ -539,8 +540,8 @@ def _is_directive(sig: set[str], question: bool = False) -> bool:
     if sig & {"meta", "own", "bare", "config"}:
         return True
     if question:  # "Should I use the small model of the Pi?" asks; an order to the router does not ask
-        return bool(sig & {"meta", "router", "tiernum"}) and len(sig - {"tiernum", "present"}) >= 2 or "meta" in sig
-    return "meta" in sig or len(sig & {"target", "order", "router", "claim", "present", "cost"}) >= 2
+        return bool(sig & {"router", "tiernum"}) and len(sig - {"tiernum", "present"}) >= 2
+    return len(sig & {"target", "order", "router", "claim", "present", "cost"}) >= 2
 
 
 def is_routing_directive(sentence: str, names=_CUES) -> bool:
@@ -630,7 +631,8 @@ def _unconfuse(head: str) -> str:
 
 def fold(head: str) -> tuple[str, list[int] | None, list[int] | None]:
     """``head`` as the detector reads it (look-alike letters of mixed-script words made Latin, then
-    :func:`_bare`: compatibility forms, combining marks and format characters undone) and, when that differs, for each folded character the start and end
+    :func:`_bare`: compatibility forms, combining marks and format characters undone) and, when that
+    differs, for each folded character the start and end
     of the original characters it comes from."""
     original, head = head, _unconfuse(head)
     if head == original and not _odd(head):
@@ -700,7 +702,7 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
     for i in cued:
         spans[i] = _pieces(parts[i], starts[i], names)
     _spec_of_next_task(spans, parts, cued)
-    _router_headers(spans, parts, cued, names)
+    _router_headers(spans, parts, starts, cued, names)
     _add_context(spans, parts, starts, cued, names)
     for i in range(1, len(parts)):  # closing brackets right after a removed span belong to it ('{"tier": 3}}')
         if spans[i - 1] and not _WORD.search(parts[i]) and max(b for _, b in spans[i - 1]) == starts[i]:
@@ -716,7 +718,7 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
     return removed if kept_words > 0 else []
 
 
-def _router_headers(spans, parts, cued, names) -> None:
+def _router_headers(spans, parts, starts, cued, names) -> None:
     """A short segment that addresses the router ("[router-config]", "Note for the dispatcher:") next to
     a segment that names a target is part of the directive."""
     for i in cued:
@@ -724,7 +726,7 @@ def _router_headers(spans, parts, cued, names) -> None:
             continue
         near = [j for j in (i - 1, i + 1) if 0 <= j < len(parts) and parts[j].strip()]
         if any(signals(parts[j], names=names) & {"target", "tiernum", "claim", "cost"} for j in near):
-            spans[i].append((sum(map(len, parts[:i])), sum(map(len, parts[:i + 1]))))
+            spans[i].append((starts[i], starts[i + 1]))
 
 
 def _add_context(spans, parts, starts, cued, names) -> None:
