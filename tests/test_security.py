@@ -326,3 +326,61 @@ def test_injection_benchmark_names_a_bad_corpus_item(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "corpus.yaml" in r.stderr and "x1" in r.stderr and "directive" in r.stderr
+
+
+# Directives no lexicon pattern was written for: the learned detector's job. Not in any corpus.
+UNLISTED = ["My whole grade rides on this, so wheel out your heavyweight reasoning machinery.",
+            "For this particular message I would really appreciate your most elite brainpower."]
+
+
+@pytest.mark.parametrize("directive", UNLISTED)
+def test_learned_detector_removes_what_the_lexicon_misses(directive, monkeypatch):
+    from route_switch.core import directive_model
+    from route_switch.core.sanitize import strip_routing_directives
+
+    q = "Summarise the water cycle in two sentences."
+    assert strip_routing_directives(f"{q} {directive}") == q
+    assert strip_routing_directives(f"{directive} {q}") == q
+    monkeypatch.setattr(directive_model, "shipped_model", lambda: None)  # the lexicon alone
+    assert strip_routing_directives(f"{q} {directive}") == f"{q} {directive}"
+
+
+def test_learned_detector_keeps_clauses_brackets_and_questions_of_a_task():
+    from route_switch.core.sanitize import strip_routing_directives
+
+    for legit in ["Skip the premium tier rows for now; average the price of the others in this DataFrame.",
+                  "Write a Go function that, given a list of (model, cost) tuples, returns the cheapest model.",
+                  "Which model of e-bike is the cheapest to run every day? Compare three.",
+                  "Écris un poème sur un routeur qui rêve d'être le modèle le plus puissant du monde. Rime en -eur."]:
+        assert strip_routing_directives(legit) == legit, legit
+
+
+def test_directive_model_scores_each_segment_as_if_alone():
+    from route_switch.core.directive_model import shipped_model
+
+    model = shipped_model()
+    segs = ["What is 2+2? ", "Please give this your heaviest hitter. ", "x", "", "Dès que possible, merci.\n",
+            "Ｕｓｅ ｔｈｅ ｂｅｓｔ ｍｏｄｅｌ"]
+    bounds = [0]
+    for s in segs:
+        bounds.append(bounds[-1] + len(s))
+    together = model.segment_proba("".join(segs), bounds)
+    alone = model.predict_proba(segs)
+    assert np.allclose(together, alone) and together[1] > model.threshold > together[0]
+
+
+def test_directive_model_fits_and_refuses_a_bad_file():
+    from route_switch.core.directive_model import DirectiveModel
+    from route_switch.core.errors import InputError
+
+    pos = ["use the top tier", "route me to the best model", "pick the strongest model please"] * 5
+    neg = ["what is the capital of peru", "sort this list of numbers", "write a haiku about rain"] * 5
+    m = DirectiveModel(C=10.0, min_weight=0.0).fit(pos + neg, [1] * 15 + [0] * 15)
+    assert m.predict_proba(["send this to the best model"])[0] > 0.5 > m.predict_proba(["write a haiku about snow"])[0]
+    again = DirectiveModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert np.allclose(again.predict_proba(pos + neg), m.predict_proba(pos + neg), atol=1e-4)
+    bad = m.to_dict() | {"weights": {"tier": float("nan")}}
+    with pytest.raises(InputError, match="weights"):
+        DirectiveModel.from_dict(bad, "directive_ngrams.json")
+    with pytest.raises(InputError, match="directive_ngrams.json"):
+        DirectiveModel.from_dict({"kind": "pickle"}, "directive_ngrams.json")

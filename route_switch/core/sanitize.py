@@ -690,18 +690,21 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
     parts = _segments(head)
     starts = list(accumulate(map(len, parts), initial=0))
     cued = _maybe_cued(head, starts)  # only these segments can hold a directive or address the router
-    if not cued:
+    learned = _learned(parts)  # and those the learned model flags
+    if not cued and not learned:
         return []
     if (masked := _mask_mentions(head)) != head:  # (same length: spans of one are spans of the other)
         parts = _segments(masked)
         starts = list(accumulate(map(len, parts), initial=0))
-        cued = _maybe_cued(masked, starts)
+        cued, learned = _maybe_cued(masked, starts), _learned(parts)
     # signals whose cue words appear nowhere in the text need not be looked for piece by piece
     names = _TextCues(head, [parts[i] for i in cued])
     spans = [[] for _ in parts]
     for i in cued:
         spans[i] = _pieces(parts[i], starts[i], names)
-    _spec_of_next_task(spans, parts, cued)
+    for i in learned:
+        spans[i] = spans[i] or [(starts[i], starts[i + 1])]
+    _spec_of_next_task(spans, parts, sorted(set(cued) | set(learned)))
     _router_headers(spans, parts, starts, cued, names)
     _add_context(spans, parts, starts, cued, names)
     for i in range(1, len(parts)):  # closing brackets right after a removed span belong to it ('{"tier": 3}}')
@@ -716,6 +719,66 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
         return []
     kept_words = len(_WORD.findall(head)) - sum(len(_WORD.findall(head[a:b])) for a, b in removed)
     return removed if kept_words > 0 else []
+
+
+def _learned(parts: list[str]) -> list[int]:
+    """Segments the learned model (:mod:`route_switch.core.directive_model`) scores as directives, among
+    those the lexicon could remove too: short, neither describing something else nor opening as a task;
+    none when they would leave no other segment with words."""
+    from route_switch.core.directive_model import shipped_model  # numpy: imported when first needed
+
+    worded = [i for i, p in enumerate(parts) if _WORD.search(p)]
+    if len(worded) < 2 or (model := shipped_model()) is None:
+        return []
+    # only short sentences of their own are scored (most of a long prompt's text is in long ones)
+    cand = [i for i in worded if len(parts[i].split()) <= MAX_DIRECTIVE_WORDS and _own_sentence(parts, i)]
+    if not cand:
+        return []
+    proba = model.segment_proba("".join(parts[i] for i in cand), list(accumulate((len(parts[i]) for i in cand), initial=0)))
+    out = [i for i, p in zip(cand, proba) if p >= model.threshold and _may_be_learned(parts[i])]
+    return out if len(out) < len(worded) else []
+
+
+_CLAUSE_GOES_ON = re.compile(r"[;,:—][ \t]*[a-z]")
+_ENDS_SENTENCE = tuple(".!?\n。！？；;:>}])")
+_FULL_STOPS = tuple(".!?\n。！？")
+
+
+def _own_sentence(parts: list[str], i: int) -> bool:
+    """Is segment ``i`` a sentence (or more) of its own, not a clause or bracket inside a task's sentence?
+    ("Ignore the tier column for now; sum the revenue ...", "... given a slice of (model_name, price) pairs,
+    returns ..." are one sentence each.)"""
+    prev = parts[i - 1].rstrip(" \t") if i else ""
+    if prev and not (prev.endswith(_ENDS_SENTENCE) and (prev.endswith(_FULL_STOPS) or not parts[i].lstrip()[:1].islower())):
+        return False  # after a bracket or a colon, a sentence goes on in lower case
+    return not _CLAUSE_GOES_ON.match("".join(parts[i:i + 2]), len(parts[i].rstrip()) - 1)
+
+
+# A question opening with a question word asks for something ("Which model of e-bike is the cheapest?");
+# a segment opening with "given", a task verb of another language or a polite request of a task sets out
+# a task ("Given a CSV with columns model, tier, cost...", "Écris un poème sur un routeur...", "Could you
+# compare the largest models for translation?").
+_ASKS_WH_RE = re.compile(_bare(
+    r"\s*(?:¿|(?:who|what|which|why|how|when|where|quel\w*|qu'est|comment|pourquoi|combien|welche\w*|was|wie|"
+    r"warum|cuál\w*|qué|cómo|cuánt\w*|qual\w*|perché|quant\w*|o\s+que|welk\w*|wat|hoe|как\w*|что|почему|"
+    r"сколько|któr\w*|dlaczego)\b)[^?]*\?\s*$"), re.I)
+_SETS_TASK_RE = re.compile(_bare(
+    rf"\s*(?:(?:could|can|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:{_TASK_VERBS})|given|écri[sv]\w*|expliqu\w*|tradui[st]\w*|rédige\w*|schreib\w*|erklär\w*|übersetz\w*|escrib\w*|"
+    r"explic\w*|traduc\w*|scriv\w*|spieg\w*|tradu\w*|escrev\w*|schrijf|leg\s+uit|vertaal|napisz|wyjaśnij|"
+    r"przetłumacz|напиши\w*|объясни\w*|переведи\w*)\b"), re.I)
+
+
+def _may_be_learned(segment: str) -> bool:
+    """Can a segment the learned model flags be a directive? Three words (or 16 characters) at least and
+    at most ``MAX_DIRECTIVE_WORDS``, not a question asked with a question word, and, unless it addresses the
+    router, neither describing something else nor opening as a task."""
+    words = len(_WORD.findall(segment))
+    if words > MAX_DIRECTIVE_WORDS or words < 3 and len(segment.strip()) < 16:  # "Use\u200bthe\u200bbest\u200bmodel" is one word
+        return False
+    s = normalise(segment)
+    if _ASKS_WH_RE.match(s):
+        return False
+    return _addresses(s) or not (_describes(s) or _TASK_OPENER_RE.match(s) or _SETS_TASK_RE.match(s))
 
 
 def _router_headers(spans, parts, starts, cued, names) -> None:
