@@ -110,14 +110,15 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=MODEL_FILE)
-    ap.add_argument("--prompts", type=int, default=1500, help="prompts per shared set")
+    ap.add_argument("--prompts", type=int, default=6000, help="prompts per shared set")
     ap.add_argument("--C", type=float, default=4.0)
     ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--min-weight", type=float, default=0.15, help="n-grams lighter than this are not stored")
     ap.add_argument("--check", action="store_true", help="report only; do not write the model")
     a = ap.parse_args(argv)
     corpora = {name: corpus_examples(name) for name in TUNED}
     shared = shared_segments(data_dir(), a.prompts)
-    kw = {"C": a.C, "threshold": a.threshold}
+    kw = {"C": a.C, "threshold": a.threshold, "min_weight": a.min_weight}
     report = {"params": kw, "leave_one_corpus_out": leave_one_corpus_out(corpora, shared, **kw)}
     if not a.check:
         model = fit([p for ps, _ in corpora.values() for p in ps], [n for _, ns in corpora.values() for n in ns] + shared, **kw)

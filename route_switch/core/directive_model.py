@@ -58,7 +58,7 @@ class DirectiveModel:
     ``segment_proba(text, bounds)`` for the segments of one text. Learned state: ``weights_`` (n-gram →
     weight) and ``bias_``; ``threshold`` is the probability from which a segment is a directive."""
 
-    def __init__(self, C: float = 4.0, threshold: float = 0.8, min_weight: float = 0.02):
+    def __init__(self, C: float = 4.0, threshold: float = 0.8, min_weight: float = 0.15):
         self.C, self.threshold, self.min_weight = C, threshold, min_weight
 
     # -- fitting ----------------------------------------------------------------------------------
