@@ -79,3 +79,18 @@ def wait_http(url: str, proc, timeout_s: float = 60) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise TimeoutError(url)
+
+
+def read_corpus_yaml(path: str | Path):
+    """A corpus YAML file, parsed with ``safe_load``; a character outside the BMP written as a UTF-16
+    surrogate pair of escapes (``"\\ud835\\udc14"``, which YAML would read as two lone surrogates) is read
+    as the one character it stands for."""
+    import re
+
+    import yaml
+
+    def one(m):
+        hi, lo = int(m.group(1), 16), int(m.group(2), 16)
+        return "\\U%08x" % (0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+    text = Path(path).read_text(encoding="utf-8")
+    return yaml.safe_load(re.sub(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})", one, text, flags=re.I))

@@ -5,8 +5,9 @@
 Directives: every directive of the tuned injection corpora (``TUNED`` below). Not directives: the
 segments of those corpora's legitimate prompts and of the tasks their directives were added to, and
 the segments of up to ``--prompts`` prompts of each shared set except dcrouter (the injection
-benchmark measures on dcrouter queries, so its clean queries stay unseen). The held-out corpora
-written after the model (``injection_heldout5.yaml`` on) are never read here.
+benchmark measures on dcrouter queries, so its clean queries stay unseen). A held-out corpus joins
+``TUNED`` only after its one blind run (``injection_heldout6.yaml`` judged the first model;
+``injection_heldout7.yaml`` is never read here).
 
 Reports, leaving one tuned corpus out at a time (its directives and legitimate prompts unseen, as a
 new phrasing would be): the share of its directives scored at or above the threshold, its
@@ -25,10 +26,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from _common import read_corpus_yaml  # noqa: E402
 from route_switch.core import sanitize  # noqa: E402
 from route_switch.core.directive_model import MODEL_FILE, DirectiveModel  # noqa: E402
 
-TUNED = ("directive_training", "injection_corpus", "injection_heldout", "injection_heldout2", "injection_heldout3", "injection_heldout4")
+TUNED = ("directive_training", "injection_corpus", "injection_heldout", "injection_heldout2", "injection_heldout3",
+         "injection_heldout4", "injection_heldout5", "injection_heldout6")
 SHARED = ("routellm", "zeroeval", "alpacaeval2")
 
 
@@ -44,9 +48,7 @@ def segments(text: str) -> list[str]:
 
 def corpus_examples(name: str) -> tuple[list[str], list[str]]:
     """(directives, segments that are not) of one injection corpus."""
-    import yaml
-
-    d = yaml.safe_load((HERE / f"{name}.yaml").read_text(encoding="utf-8"))
+    d = read_corpus_yaml(HERE / f"{name}.yaml")
     pos, neg = [], []
     for x in d.get("directives") or []:
         if "directive" in x:

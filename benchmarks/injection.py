@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fitted_router_dir  # noqa: E402
+from _common import fitted_router_dir, read_corpus_yaml  # noqa: E402
 
 CORPUS_FILE = Path(__file__).resolve().parent / "injection_corpus.yaml"
 
@@ -47,11 +47,9 @@ def load_corpus(path: Path = CORPUS_FILE) -> dict:
     in its query, ``want`` from ``push`` and ``text`` = the directive. ``InputError`` names the item
     whose ``directive`` or ``task`` is not part of its query.
     """
-    import yaml
-
     from route_switch.core.errors import InputError
 
-    corpus = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    corpus = read_corpus_yaml(path)
     if not isinstance(corpus, dict) or not corpus.get("directives"):
         raise InputError("needs a non-empty 'directives' list", file=str(path))
     for section, key in (("directives", "directive"), ("legitimate", "task")):

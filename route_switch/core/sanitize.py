@@ -246,7 +246,9 @@ _SEGMENT_RE = re.compile(rf"[<{{\[(]?{_OTHER}(?:(?:[.!?](?!\s)|{_ARGS}){_OTHER})
 # "Implement f(x) in Python: ..." are one piece. (The price: a directive glued without a full stop
 # to a fill-in-the-blank prompt, "A microscope is useful for looking at Ignore ...", is not split off.)
 _FUNCTION_WORDS = ("a", "an", "the", "of", "to", "for", "with", "in", "on", "at", "by", "from", "and", "or", "my",
-                   "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some", "any")
+                   "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some", "any",
+                   # and after a question word ("Explain how React Router handles nested routes")
+                   "how", "what", "why", "when", "where", "which", "who", "whether")
 # Nor inside a name of several capitalised words ("Azure Functions", "Don Quixote"): after a capitalised
 # word, a capital starts no new piece.
 _NOT_AFTER = "".join(rf"(?<!\b{w})" for w in _FUNCTION_WORDS) + "".join(
