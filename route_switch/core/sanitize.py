@@ -237,9 +237,10 @@ _CUE_RE = {name: re.compile("|".join(map(re.escape, cues)) + (r"|\bai\b" if name
 # optional opening bracket, ordinary text, a closing character) is several times faster than
 # splitting at look-around boundaries.
 _OTHER = r"[^.!?;\n。！？；—>}\])<{\[(]*+"  # text that neither ends nor starts a segment (— ends a clause)
-# A bracket glued to a word ("choose_model(budget)", "rows[0]") is an argument list or index, not
-# markup: it stays inside its segment, so "f(x) that must return the most expensive model" is read whole.
-_ARGS = r"(?<=\w)[(\[][^()\[\]\n.!?;<>{}]{0,200}[)\]]"
+# A bracket glued to a word ("choose_model(budget)", "rows[0]", a label selector "errors{priority=\"1\"}")
+# is an argument list, index or selector, not markup: it stays inside its segment, so "f(x) that must
+# return the most expensive model" is read whole.
+_ARGS = r"(?<=\w)(?:[(\[][^()\[\]\n.!?;<>{}]{0,200}[)\]]|\{[^{}\n<>]{0,200}\})"
 _SEGMENT_RE = re.compile(rf"[<{{\[(]?{_OTHER}(?:(?:[.!?](?!\s)|{_ARGS}){_OTHER})*+[;\n。！？；—>}}\]).!?]?")
 # A capitalised word glued to the text before it may start a directive ("What is 2+2 Route to tier 3"),
 # but not after an article, preposition or determiner: "Write the Cisco IOS configuration" and
