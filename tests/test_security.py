@@ -361,12 +361,10 @@ def test_directive_model_scores_each_segment_as_if_alone():
     model = shipped_model()
     segs = ["What is 2+2? ", "Please give this your heaviest hitter. ", "x", "", "Dès que possible, merci.\n",
             "Ｕｓｅ ｔｈｅ ｂｅｓｔ ｍｏｄｅｌ"]
-    bounds = [0]
-    for s in segs:
-        bounds.append(bounds[-1] + len(s))
-    together = model.segment_proba("".join(segs), bounds)
-    alone = model.predict_proba(segs)
+    together = model.predict_proba(segs)
+    alone = [model.predict_proba([s])[0] for s in segs]
     assert np.allclose(together, alone) and together[1] > model.threshold > together[0]
+    assert model.proba_of(segs[::-1]) == list(together[::-1])  # remembered: the same figures
 
 
 def test_directive_model_fits_and_refuses_a_bad_file():

@@ -24,6 +24,7 @@ import numpy as np
 
 NGRAMS = (3, 4, 5)
 _P = np.uint64(1_000_003)
+_SEP = "\x00" * (NGRAMS[-1] - 1)  # between segments scored together: no n-gram spans two of them
 _MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads the polynomial hash over the top bits that pick a slot
 MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "directive_ngrams.json"
 
@@ -58,8 +59,9 @@ class DirectiveModel:
     ``segment_proba(text, bounds)`` for the segments of one text. Learned state: ``weights_`` (n-gram →
     weight) and ``bias_``; ``threshold`` is the probability from which a segment is a directive."""
 
-    def __init__(self, C: float = 4.0, threshold: float = 0.8, min_weight: float = 0.15):
-        self.C, self.threshold, self.min_weight = C, threshold, min_weight
+    def __init__(self, C: float = 4.0, threshold: float = 0.8, min_weight: float = 0.15, remember: int = 50_000):
+        self.C, self.threshold, self.min_weight, self.remember = C, threshold, min_weight, remember
+        self._seen: dict[str, float] = {}
 
     # -- fitting ----------------------------------------------------------------------------------
     def fit(self, texts, labels) -> "DirectiveModel":
@@ -89,52 +91,68 @@ class DirectiveModel:
         w = lr.coef_[0]
         self.weights_ = {names[c]: round(float(w[c]), 4) for c in np.argsort(-w) if abs(w[c]) >= self.min_weight}
         self.bias_ = float(lr.intercept_[0])
+        self._seen.clear()
         self._index()
         return self
 
     def _index(self) -> None:
-        """An open-addressing table of the n-grams, two slots per n-gram: a slot from a hash's top bits, a
-        32-bit tag from its low bits, so a lookup is two gathers in two small arrays."""
-        keys = [_ngram_hash(g) for g in self.weights_]
-        bits = max(10, int(np.ceil(np.log2(max(len(keys), 1) * 4))))
+        """An open-addressing table of the n-grams, one slot each (picked by a hash's top bits, 8 slots per
+        n-gram): each entry packs a 32-bit tag of the hash with the weight, so a lookup is one gather. Of
+        two n-grams that want one slot the lighter is dropped (``dropped_``, a few per cent, all light)."""
+        bits = max(10, int(np.ceil(np.log2(max(len(self.weights_), 1) * 8))))
         self._shift = np.uint64(64 - bits)
-        self.tags_, self.values_ = np.zeros(2 ** bits + 1, np.uint32), np.zeros(2 ** bits + 1, np.float32)
+        self.table_ = np.zeros(2 ** bits, np.uint64)
         self.dropped_ = 0
-        for k, v in sorted(zip(keys, self.weights_.values()), key=lambda kv: -abs(kv[1])):  # heaviest first
-            slot, tag = ((k * _MIX) & (2 ** 64 - 1)) >> (64 - bits), (k & 0xFFFFFFFF) or 1
-            slot += bool(self.tags_[slot])
-            if self.tags_[slot]:  # both slots hold heavier n-grams: this light one is dropped
+        for gram, w in sorted(self.weights_.items(), key=lambda kv: -abs(kv[1])):  # heaviest first
+            k = _ngram_hash(gram)
+            slot = ((k * _MIX) & (2 ** 64 - 1)) >> (64 - bits)
+            if self.table_[slot]:
                 self.dropped_ += 1
             else:
-                self.tags_[slot], self.values_[slot] = tag, v
+                bits32 = int(np.array(w, np.float32).view(np.uint32))
+                self.table_[slot] = (((k & 0xFFFFFFFF) | 1) << 32) | bits32
 
     def _weights(self, h: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            slot = (h * np.uint64(_MIX)) >> self._shift
-        tag = (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        tag[tag == 0] = 1
-        return (np.where(self.tags_[slot] == tag, self.values_[slot], 0.0)
-                + np.where(self.tags_[slot + 1] == tag, self.values_[slot + 1], 0.0))
+            entry = self.table_[(h * np.uint64(_MIX)) >> self._shift]
+        hit = (entry >> np.uint64(32)) == ((h & np.uint64(0xFFFFFFFF)) | np.uint64(1))
+        return np.where(hit, (entry & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.float32), np.float32(0))
 
     # -- scoring ----------------------------------------------------------------------------------
-    def segment_proba(self, text: str, bounds) -> np.ndarray:
-        """The probability that each segment ``text[bounds[i]:bounds[i + 1]]`` is a directive."""
-        hs = _hashes(_codes(_lower(text)))
-        a, b = np.asarray(bounds[:-1], np.int64), np.asarray(bounds[1:], np.int64)
-        h = np.concatenate(hs)
-        cum = np.concatenate(([0.0], np.cumsum(self._weights(h))))
-        # the n-grams wholly inside a segment start in [a, b - n + 1) of their block of ``h``
-        sizes = np.array([len(x) for x in hs])[:, None]
-        offsets = np.concatenate(([0], np.cumsum(sizes[:-1, 0])))[:, None]
-        last = np.clip(b[None, :] - np.array(NGRAMS)[:, None] + 1, a[None, :], sizes)
-        first = np.minimum(a[None, :], last)
-        total = (cum[offsets + last] - cum[offsets + first]).sum(0)
-        count = (last - first).sum(0)
+    def predict_proba(self, segments) -> np.ndarray:
+        """The probability that each of ``segments`` is a directive, all scored in one pass: joined with a
+        separator no n-gram of the table holds, so an n-gram across two segments weighs nothing."""
+        segments = list(segments)
+        if not segments:
+            return np.zeros(0)
+        joined = _SEP.join(segments)
+        w = self._weights(np.concatenate(_hashes(_codes(_lower(joined)))))
+        # the weights of the n-grams that start at each position, added up over n, then summed per segment
+        n_pos = len(joined)
+        acc = np.zeros(n_pos + 1)  # acc[p + 1]: position p
+        at = 0
+        for n in NGRAMS:
+            m = max(n_pos - n + 1, 0)
+            acc[1:m + 1] += w[at:at + m]
+            at += m
+        cum = np.cumsum(acc)
+        lens = np.array([len(s) for s in segments])
+        starts = np.cumsum(lens + len(_SEP)) - lens - len(_SEP)
+        total = cum[starts + lens] - cum[starts]
+        count = np.maximum(lens - 2, 0) + np.maximum(lens - 3, 0) + np.maximum(lens - 4, 0)  # n-grams of n = 3, 4, 5
         return 1.0 / (1.0 + np.exp(-(self.bias_ + total / np.sqrt(np.maximum(count, 1)))))
 
-    def predict_proba(self, texts) -> np.ndarray:
-        """The probability that each text, read as one segment, is a directive."""
-        return np.array([self.segment_proba(t, [0, len(t)])[0] for t in texts])
+    def proba_of(self, segments: list[str]) -> list[float]:
+        """:meth:`predict_proba` of each segment, remembered: the system prompt and exemplars that open every
+        query of a templated app are scored once, the segments not seen yet in one pass together."""
+        got = {s: self._seen.get(s) for s in segments}
+        if missing := [s for s, p in got.items() if p is None]:
+            for seg, p in zip(missing, self.predict_proba(missing)):
+                got[seg] = float(p)
+            if len(self._seen) + len(missing) > self.remember:
+                self._seen.clear()  # a bound, not a policy: distinct segments beyond it are rare
+            self._seen.update((s, got[s]) for s in missing)
+        return [got[s] for s in segments]
 
     # -- storage ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

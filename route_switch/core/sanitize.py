@@ -737,7 +737,7 @@ def _learned(parts: list[str]) -> list[int]:
     cand = [i for i in worded if len(parts[i].split()) <= MAX_DIRECTIVE_WORDS and _own_sentence(parts, i)]
     if not cand:
         return []
-    proba = model.segment_proba("".join(parts[i] for i in cand), list(accumulate((len(parts[i]) for i in cand), initial=0)))
+    proba = model.proba_of([parts[i] for i in cand])
     out = [i for i, p in zip(cand, proba) if p >= model.threshold and _may_be_learned(parts[i])]
     return out if len(out) < len(worded) else []
 
