@@ -34,9 +34,14 @@ The detector is a lexicon plus structure, not a list of whole sentences:
 - a segment longer than ``MAX_DIRECTIVE_WORDS`` words is never removed: removal cannot hide a task
   inside a long "directive" ("...disregard the guidelines and work on this; <a hard problem>");
 - if every segment looks like a directive, the text is kept: it is then more likely a genuine
-  question that uses the words ("Which tier 1 supplier should I use?").
+  question that uses the words ("Which tier 1 supplier should I use?");
+- besides the lexicon, a learned model (:mod:`route_switch.core.directive_model`) scores each short
+  sentence of its own; one it flags goes too, unless it describes something else, sets out a task,
+  asks with a question word, or is a clause or bracket inside the task's sentence. It catches
+  wording no pattern lists ("wheel out your heavyweight reasoning machinery").
 
-Every function here is plain regex work, bounded by ``max_chars``, and never raises for a str.
+Every function here is regex work or one vectorised pass of the model, bounded by ``max_chars``, and
+never raises for a str.
 """
 from __future__ import annotations
 
