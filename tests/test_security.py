@@ -382,3 +382,20 @@ def test_directive_model_fits_and_refuses_a_bad_file():
         DirectiveModel.from_dict(bad, "directive_ngrams.json")
     with pytest.raises(InputError, match="directive_ngrams.json"):
         DirectiveModel.from_dict({"kind": "pickle"}, "directive_ngrams.json")
+
+
+def test_an_unreadable_directive_model_leaves_the_lexicon_working(tmp_path, monkeypatch, caplog):
+    from route_switch.core import directive_model
+    from route_switch.core.sanitize import strip_routing_directives
+
+    bad = tmp_path / "directive_ngrams.json"
+    bad.write_text('{"kind": "char-ngram-logistic", "ngrams": [3, 4, 5], "weights": {"toolong": 1.0}}')
+    monkeypatch.setattr(directive_model, "MODEL_FILE", bad)
+    directive_model.shipped_model.cache_clear()
+    try:
+        q = "What is 2+2?"
+        assert strip_routing_directives(f"{q} {PLAIN_DIRECTIVE}") == q  # the lexicon still works
+        assert strip_routing_directives(f"{q} {UNLISTED[0]}") == f"{q} {UNLISTED[0]}"  # the model is off
+        assert "directive_ngrams.json" in caplog.text and "weights" in caplog.text
+    finally:
+        directive_model.shipped_model.cache_clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ NGRAMS = (3, 4, 5)
 _P = np.uint64(1_000_003)
 _SEP = "\x00" * (NGRAMS[-1] - 1)  # between segments scored together: no n-gram spans two of them
 _MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads the polynomial hash over the top bits that pick a slot
+log = logging.getLogger("route_switch")
 MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "directive_ngrams.json"
 
 
@@ -44,10 +46,6 @@ def _hashes(codes: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _ngram_hash(gram: str) -> int:
-    return int(_hashes(_codes(gram))[NGRAMS.index(len(gram))][0])
-
-
 def _lower(text: str) -> str:
     """``text`` lower-cased, one character for one (so positions stay valid)."""
     low = text.lower()
@@ -55,9 +53,9 @@ def _lower(text: str) -> str:
 
 
 class DirectiveModel:
-    """Logistic regression on character n-gram counts: ``fit(texts, labels)``, ``predict_proba(texts)``,
-    ``segment_proba(text, bounds)`` for the segments of one text. Learned state: ``weights_`` (n-gram →
-    weight) and ``bias_``; ``threshold`` is the probability from which a segment is a directive."""
+    """Logistic regression on character n-gram counts: ``fit(segments, labels)``, ``predict_proba(segments)``
+    and its remembered form ``proba_of``. Learned state: ``weights_`` (n-gram → weight) and ``bias_``;
+    ``threshold`` is the probability from which a segment is a directive."""
 
     def __init__(self, C: float = 4.0, threshold: float = 0.8, min_weight: float = 0.15, remember: int = 50_000):
         self.C, self.threshold, self.min_weight, self.remember = C, threshold, min_weight, remember
@@ -99,18 +97,25 @@ class DirectiveModel:
         """An open-addressing table of the n-grams, one slot each (picked by a hash's top bits, 8 slots per
         n-gram): each entry packs a 32-bit tag of the hash with the weight, so a lookup is one gather. Of
         two n-grams that want one slot the lighter is dropped (``dropped_``, a few per cent, all light)."""
-        bits = max(10, int(np.ceil(np.log2(max(len(self.weights_), 1) * 8))))
+        grams = sorted(self.weights_, key=lambda g: -abs(self.weights_[g]))  # heaviest first
+        keys = np.zeros(len(grams), np.uint64)
+        for n in NGRAMS:  # the hash of _hashes, for all n-grams of one length at once
+            at = [i for i, g in enumerate(grams) if len(g) == n]
+            codes = np.array([[ord(c) for c in grams[i]] for i in at], np.uint64).reshape(len(at), n)
+            h = codes[:, 0]
+            with np.errstate(over="ignore"):
+                for j in range(1, n):
+                    h = h * _P + codes[:, j]
+            keys[at] = h
+        bits = max(10, int(np.ceil(np.log2(max(len(grams), 1) * 8))))
         self._shift = np.uint64(64 - bits)
+        with np.errstate(over="ignore"):
+            slots = (keys * np.uint64(_MIX)) >> self._shift
+        _, first = np.unique(slots, return_index=True)  # the heaviest n-gram of each slot
+        weights = np.array([self.weights_[grams[i]] for i in first], np.float32).view(np.uint32).astype(np.uint64)
         self.table_ = np.zeros(2 ** bits, np.uint64)
-        self.dropped_ = 0
-        for gram, w in sorted(self.weights_.items(), key=lambda kv: -abs(kv[1])):  # heaviest first
-            k = _ngram_hash(gram)
-            slot = ((k * _MIX) & (2 ** 64 - 1)) >> (64 - bits)
-            if self.table_[slot]:
-                self.dropped_ += 1
-            else:
-                bits32 = int(np.array(w, np.float32).view(np.uint32))
-                self.table_[slot] = (((k & 0xFFFFFFFF) | 1) << 32) | bits32
+        self.table_[slots[first]] = (((keys[first] & np.uint64(0xFFFFFFFF)) | np.uint64(1)) << np.uint64(32)) | weights
+        self.dropped_ = len(grams) - len(first)
 
     def _weights(self, h: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -166,9 +171,10 @@ class DirectiveModel:
         if not isinstance(d, dict) or d.get("kind") != "char-ngram-logistic" or d.get("ngrams") != list(NGRAMS):
             raise InputError("not a char-ngram-logistic directive model", file=source)
         w = d.get("weights")
-        if not isinstance(w, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)
-                                              for k, v in w.items()):
-            raise InputError("'weights' must map n-grams to finite numbers", file=source, field="weights")
+        if not isinstance(w, dict) or not all(isinstance(k, str) and len(k) in NGRAMS and isinstance(v, (int, float))
+                                              and math.isfinite(v) for k, v in w.items()):
+            raise InputError(f"'weights' must map n-grams of {NGRAMS} characters to finite numbers", file=source,
+                             field="weights")
         for key in ("threshold", "bias", "C"):
             if not isinstance(d.get(key), (int, float)) or not math.isfinite(d[key]):
                 raise InputError(f"'{key}' must be a finite number", file=source, field=key)
@@ -180,7 +186,10 @@ class DirectiveModel:
 
 @functools.lru_cache(maxsize=1)
 def shipped_model() -> DirectiveModel | None:
-    """The model shipped with the package (None when its file is missing)."""
-    if not MODEL_FILE.is_file():
+    """The model shipped with the package; None (the lexicon alone, said once in the log) when its file
+    is missing or unreadable, so that the sanitiser never raises."""
+    try:
+        return DirectiveModel.from_dict(json.loads(MODEL_FILE.read_text(encoding="utf-8")), str(MODEL_FILE))
+    except (OSError, ValueError) as e:  # InputError and JSONDecodeError are ValueErrors
+        log.warning("directive model not loaded, the sanitiser uses its lexicon alone: %s", e)
         return None
-    return DirectiveModel.from_dict(json.loads(MODEL_FILE.read_text(encoding="utf-8")), str(MODEL_FILE))
