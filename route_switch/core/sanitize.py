@@ -730,9 +730,9 @@ def _directive_spans(head: str) -> list[tuple[int, int]]:
 
 
 def _learned(parts: list[str]) -> list[int]:
-    """Segments the learned model (:mod:`route_switch.core.directive_model`) scores as directives, among
-    those the lexicon could remove too: short, neither describing something else nor opening as a task;
-    none when they would leave no other segment with words."""
+    """Segments the learned model (:mod:`route_switch.core.directive_model`) scores as directives: short
+    sentences of their own that :func:`_may_be_learned` allows; none when they would leave no other
+    segment with words."""
     from route_switch.core.directive_model import shipped_model  # numpy: imported when first needed
 
     worded = [i for i, p in enumerate(parts) if _WORD.search(p)]
@@ -771,7 +771,8 @@ _ASKS_WH_RE = re.compile(_bare(
     r"warum|cuál\w*|qué|cómo|cuánt\w*|qual\w*|perché|quant\w*|o\s+que|welk\w*|wat|hoe|как\w*|что|почему|"
     r"сколько|któr\w*|dlaczego)\b)[^?]*\?\s*$"), re.I)
 _SETS_TASK_RE = re.compile(_bare(
-    rf"\s*(?:(?:could|can|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:{_TASK_VERBS})|given|écri[sv]\w*|expliqu\w*|tradui[st]\w*|rédige\w*|schreib\w*|erklär\w*|übersetz\w*|escrib\w*|"
+    rf"\s*(?:(?:could|can|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:{_TASK_VERBS})|given|"
+    r"écri[sv]\w*|expliqu\w*|tradui[st]\w*|rédige\w*|schreib\w*|erklär\w*|übersetz\w*|escrib\w*|"
     r"explic\w*|traduc\w*|scriv\w*|spieg\w*|tradu\w*|escrev\w*|schrijf|leg\s+uit|vertaal|napisz|wyjaśnij|"
     r"przetłumacz|напиши\w*|объясни\w*|переведи\w*)\b"), re.I)
 
