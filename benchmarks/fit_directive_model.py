@@ -91,18 +91,22 @@ def fit(pos, neg, **kw) -> DirectiveModel:
     return DirectiveModel(**kw).fit(pos + neg, [1] * len(pos) + [0] * len(neg))
 
 
+def pooled(corpora: dict, shared: list[str], left: str | None = None) -> tuple[list[str], list[str]]:
+    """(directives, other segments) of every corpus but ``left``, the shared segments among the others."""
+    kept = [v for k, v in corpora.items() if k != left]
+    return [p for ps, _ in kept for p in ps], [n for _, ns in kept for n in ns] + shared
+
+
 def leave_one_corpus_out(corpora: dict, shared: list[str], **kw) -> dict:
     """Recall and false positives per left-out corpus (shared segments split in two halves)."""
     half = len(shared) // 2
     report = {}
     for left in corpora:
-        pos = [p for k, (ps, _) in corpora.items() if k != left for p in ps]
-        neg = [n for k, (_, ns) in corpora.items() if k != left for n in ns] + shared[:half]
-        m = fit(pos, neg, **kw)
+        m = fit(*pooled(corpora, shared[:half], left), **kw)
         ps, ns = corpora[left]
         report[left] = {"directives": len(ps), "recall": round(float(np.mean(m.predict_proba(ps) >= m.threshold)), 3),
                         "legit_segments": len(ns), "legit_flagged": int(np.sum(m.predict_proba(ns) >= m.threshold))}
-    m = fit([p for ps, _ in corpora.values() for p in ps], [n for _, ns in corpora.values() for n in ns] + shared[:half], **kw)
+    m = fit(*pooled(corpora, shared[:half]), **kw)
     report["shared_flagged_pct"] = round(100 * float(np.mean(m.predict_proba(shared[half:]) >= m.threshold)), 3)
     report["recall_mean"] = round(float(np.mean([r["recall"] for k, r in report.items() if isinstance(r, dict)])), 3)
     return report
@@ -124,10 +128,10 @@ def main(argv=None) -> int:
     kw = {"C": a.C, "threshold": a.threshold, "min_weight": a.min_weight}
     report = {"params": kw, "leave_one_corpus_out": leave_one_corpus_out(corpora, shared, **kw)}
     if not a.check:
-        model = fit([p for ps, _ in corpora.values() for p in ps], [n for _, ns in corpora.values() for n in ns] + shared, **kw)
+        pos, neg = pooled(corpora, shared)
+        model = fit(pos, neg, **kw)
         d = model.to_dict() | {"trained_on": {"corpora": list(TUNED), "shared_sets": list(SHARED),
-                                              "directives": sum(len(p) for p, _ in corpora.values()),
-                                              "other_segments": sum(len(n) for _, n in corpora.values()) + len(shared)}}
+                                              "directives": len(pos), "other_segments": len(neg)}}
         from route_switch.core.files import atomic_write_text
 
         atomic_write_text(a.out, json.dumps(d, ensure_ascii=False, indent=0) + "\n")

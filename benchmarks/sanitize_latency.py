@@ -21,15 +21,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, fitted_router_dir  # noqa: E402
+from _common import ROOT, fitted_router_dir, read_corpus_yaml  # noqa: E402
 
 
 def _corpus_queries() -> list[str]:
-    from route_switch.core.files import read_yaml
-
     out = []
     for f in sorted((ROOT / "benchmarks").glob("injection_*.yaml")):
-        c = read_yaml(f)
+        c = read_corpus_yaml(f)  # as the injection benchmark reads it
         for section in ("directives", "legitimate"):
             for d in c.get(section) or []:
                 q = d.get("query") if isinstance(d, dict) else d
@@ -57,7 +55,8 @@ def time_set(texts: list[str], repeat: int, show: int = 0) -> dict:
     for _ in range(repeat):
         sanitize.normalise.cache_clear()
         sanitize._cue_names.cache_clear()
-        shipped_model()._seen.clear()
+        if model := shipped_model():
+            model.forget()
         t0 = time.perf_counter()
         for t in texts:
             sanitize.strip_routing_directives(t)

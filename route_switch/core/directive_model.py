@@ -89,7 +89,7 @@ class DirectiveModel:
         w = lr.coef_[0]
         self.weights_ = {names[c]: round(float(w[c]), 4) for c in np.argsort(-w) if abs(w[c]) >= self.min_weight}
         self.bias_ = float(lr.intercept_[0])
-        self._seen.clear()
+        self.forget()
         self._index()
         return self
 
@@ -147,6 +147,10 @@ class DirectiveModel:
         count = np.maximum(lens - 2, 0) + np.maximum(lens - 3, 0) + np.maximum(lens - 4, 0)  # n-grams of n = 3, 4, 5
         return 1.0 / (1.0 + np.exp(-(self.bias_ + total / np.sqrt(np.maximum(count, 1)))))
 
+    def forget(self) -> None:
+        """Drop the remembered scores (the next :meth:`proba_of` reads every segment afresh)."""
+        self._seen.clear()
+
     def proba_of(self, segments: list[str]) -> list[float]:
         """:meth:`predict_proba` of each segment, remembered: the system prompt and exemplars that open every
         query of a templated app are scored once, the segments not seen yet in one pass together."""
@@ -155,7 +159,7 @@ class DirectiveModel:
             for seg, p in zip(missing, self.predict_proba(missing)):
                 got[seg] = float(p)
             if len(self._seen) + len(missing) > self.remember:
-                self._seen.clear()  # a bound, not a policy: distinct segments beyond it are rare
+                self.forget()  # a bound, not a policy: distinct segments beyond it are rare
             self._seen.update((s, got[s]) for s in missing)
         return [got[s] for s in segments]
 
