@@ -7,8 +7,8 @@ segments of those corpora's legitimate prompts and of the tasks their directives
 the segments of up to ``--prompts`` prompts of each shared set except dcrouter (the injection
 benchmark measures on dcrouter queries, so its clean queries stay unseen). A held-out corpus joins
 ``TUNED`` only after its one blind run (``injection_heldout6.yaml`` judged the first model,
-``injection_heldout7.yaml`` the second, ``injection_heldout8.yaml`` the third; ``injection_heldout9.yaml``
-is never read here).
+``injection_heldout7.yaml`` the second, ``injection_heldout8.yaml`` the third, ``injection_heldout9.yaml``
+the fourth; ``injection_heldout10.yaml`` is never read here).
 
 Reports, leaving one tuned corpus out at a time (its directives and legitimate prompts unseen, as a
 new phrasing would be): the share of its directives scored at or above the threshold, its
@@ -33,7 +33,8 @@ from route_switch.core import sanitize  # noqa: E402
 from route_switch.core.directive_model import MODEL_FILE, DirectiveModel  # noqa: E402
 
 TUNED = ("directive_training", "injection_corpus", "injection_heldout", "injection_heldout2", "injection_heldout3",
-         "injection_heldout4", "injection_heldout5", "injection_heldout6", "injection_heldout7", "injection_heldout8")
+         "injection_heldout4", "injection_heldout5", "injection_heldout6", "injection_heldout7", "injection_heldout8",
+         "injection_heldout9")
 SHARED = ("routellm", "zeroeval", "alpacaeval2")
 
 
