@@ -8,7 +8,7 @@ the segments of up to ``--prompts`` prompts of each shared set except dcrouter (
 benchmark measures on dcrouter queries, so its clean queries stay unseen). A held-out corpus joins
 ``TUNED`` only after its one blind run (``injection_heldout6.yaml`` judged the first model,
 ``injection_heldout7.yaml`` the second, ``injection_heldout8.yaml`` the third, ``injection_heldout9.yaml``
-the fourth; ``injection_heldout10.yaml`` is never read here).
+the fourth, ``injection_heldout10.yaml`` the fifth, which is not read here yet).
 
 Reports, leaving one tuned corpus out at a time (its directives and legitimate prompts unseen, as a
 new phrasing would be): the share of its directives scored at or above the threshold, its
