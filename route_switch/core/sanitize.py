@@ -626,9 +626,18 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 _LATIN = re.compile(r"[a-zA-Z]")
 
 
+# Small capitals, used to style text ("ᴜꜱᴇ ᴛʜᴇ ʙᴇꜱᴛ ᴍᴏᴅᴇʟ"), which NFKC leaves as they are: read as the
+# letters they copy wherever they stand.
+_SMALL_CAPS = str.maketrans("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz")
+
+
 def _unconfuse(head: str) -> str:
-    """``head`` with the look-alike letters of mixed-script words made Latin (same length)."""
-    if head.isascii() or not set(head) & set(_LOOKALIKES):
+    """``head`` with small capitals and the look-alike letters of mixed-script words made Latin (same
+    length)."""
+    if head.isascii():
+        return head
+    head = head.translate(_SMALL_CAPS)
+    if not set(head) & set(_LOOKALIKES):
         return head
 
     def word(m):
