@@ -99,14 +99,10 @@ class DirectiveModel:
         two n-grams that want one slot the lighter is dropped (``dropped_``, a few per cent, all light)."""
         grams = sorted(self.weights_, key=lambda g: -abs(self.weights_[g]))  # heaviest first
         keys = np.zeros(len(grams), np.uint64)
-        for n in NGRAMS:  # the hash of _hashes, for all n-grams of one length at once
+        for k, n in enumerate(NGRAMS):  # the n-grams of one length joined: every n-th hash is one of them
             at = [i for i, g in enumerate(grams) if len(g) == n]
-            codes = np.array([[ord(c) for c in grams[i]] for i in at], np.uint64).reshape(len(at), n)
-            h = codes[:, 0]
-            with np.errstate(over="ignore"):
-                for j in range(1, n):
-                    h = h * _P + codes[:, j]
-            keys[at] = h
+            if at:
+                keys[at] = _hashes(_codes("".join(grams[i] for i in at)))[k][::n]
         bits = max(10, int(np.ceil(np.log2(max(len(grams), 1) * 8))))
         self._shift = np.uint64(64 - bits)
         with np.errstate(over="ignore"):

@@ -622,6 +622,7 @@ def _clusters(run: str):
 # Latin letters ("Usе thе mоst роwеrful mоdеl" with Cyrillic е, о, р): a word in one script is left as it is.
 _LOOKALIKES = "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХІЈЅУοανιρυΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
 _CONFUSABLE = str.maketrans(_LOOKALIKES, "aeopcyxijsdhlqwABEKMHOPCTXIJSYoavipuABEZHIKMNOPTYX")
+_LOOKALIKE_SET = frozenset(_LOOKALIKES)
 _LETTERS = re.compile(r"[^\W\d_]+")
 _LATIN = re.compile(r"[a-zA-Z]")
 
@@ -637,7 +638,7 @@ def _unconfuse(head: str) -> str:
     if head.isascii():
         return head
     head = head.translate(_SMALL_CAPS)
-    if not set(head) & set(_LOOKALIKES):
+    if _LOOKALIKE_SET.isdisjoint(head):
         return head
 
     def word(m):
